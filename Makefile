@@ -1,0 +1,32 @@
+# attnkit development commands. Every target creates .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BACKENDS := tensorflow jax torch
+PYTEST_ARGS ?=
+
+BACKEND_TESTS := $(addprefix test-,$(BACKENDS))
+
+.PHONY: install test $(BACKEND_TESTS) clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[all,dev]"
+	touch $(STAMP)
+
+# The whole suite once per backend; fails if any backend fails.
+test: $(STAMP)
+	@status=0; for b in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$b ==="; \
+	  KERAS_BACKEND=$$b $(PY) -m pytest $(PYTEST_ARGS) || status=1; \
+	done; exit $$status
+
+$(BACKEND_TESTS): test-%: $(STAMP)
+	KERAS_BACKEND=$* $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

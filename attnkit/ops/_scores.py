@@ -1,0 +1,163 @@
+"""The one place where attention logits and visibility are computed.
+
+Shape legend: B batch, T query length, S key length, N query heads,
+K key/value heads, G = N // K query heads per key/value head, H head dim,
+Hv value head dim. A "block" is a slice of the queries (t of them) against a
+slice of the keys (s of them); the math path uses one block of everything.
+
+Order of operations, the same on every path:
+    logits = scale * q . k  (+ bias)  -> score_mod  -> logit_soft_cap
+    visible = mask & causal & window & mask_mod (& key in range)
+"""
+
+import dataclasses
+from typing import Any
+
+from keras import ops
+
+# A finite stand-in for -inf: exp(NEG - m) is 0 for any visible m and
+# exp(NEG - NEG) = 1 is multiplied by a False mask, so no NaN can appear.
+NEG = -1e30
+
+
+@dataclasses.dataclass
+class Plan:
+    """Validated, normalized arguments shared by every implementation."""
+
+    query: Any  # (B, T, N, H), compute dtype
+    key: Any  # (B, S, K, H)
+    value: Any  # (B, S, K, Hv)
+    mask: Any  # bool, rank 4 broadcastable to (B, N, T, S), or None
+    bias: Any  # compute dtype, rank 4, or None
+    scale: float
+    is_causal: bool
+    q_offset: Any  # int or scalar int tensor
+    sliding_window: Any
+    score_mod: Any
+    mask_mod: Any
+    logit_soft_cap: Any
+    dropout_rate: float
+    seed: Any
+    training: bool
+    return_weights: bool
+    out_dtype: str
+    compute_dtype: str
+    num_heads: int
+    num_kv_heads: int
+    implementation: Any = None
+
+    @property
+    def groups(self):
+        return self.num_heads // self.num_kv_heads
+
+    @property
+    def dropout_active(self):
+        return bool(self.training) and self.dropout_rate > 0
+
+
+def dims(x):
+    """Shape as a list of ints, with scalar tensors for dynamic axes."""
+    return list(ops.shape(x))
+
+
+def block_logits(plan, q, k):
+    """Scaled q . k for a block: q (B, t, N, H), k (B, s, K, H) -> (B, N, t, s)."""
+    b, t, n, h = dims(q)
+    s = dims(k)[1]
+    q = q * plan.scale  # a Python float: no float32 round trip on TF
+    if plan.groups == 1:
+        return ops.einsum("btnh,bsnh->bnts", q, k)
+    q = ops.reshape(q, (b, t, plan.num_kv_heads, plan.groups, h))
+    logits = ops.einsum("btkgh,bskh->bkgts", q, k)
+    return ops.reshape(logits, (b, n, t, s))
+
+
+def weighted_values(plan, weights, v):
+    """weights (B, N, t, s) @ v (B, s, K, Hv) -> (B, N, t, Hv)."""
+    if plan.groups == 1:
+        return ops.einsum("bnts,bsnh->bnth", weights, v)
+    b, n, t, s = dims(weights)
+    w = ops.reshape(weights, (b, plan.num_kv_heads, plan.groups, t, s))
+    out = ops.einsum("bkgts,bskh->bkgth", w, v)
+    return ops.reshape(out, (b, n, t, dims(v)[-1]))
+
+
+def _indices(plan, batch, q_start, t, kv_start, s):
+    q_offset = ops.cast(plan.q_offset, "int32")
+    q_idx = q_offset + q_start + ops.arange(t, dtype="int32")
+    kv_idx = kv_start + ops.arange(s, dtype="int32")
+    b_idx = ops.reshape(ops.arange(batch, dtype="int32"), (-1, 1, 1, 1))
+    h_idx = ops.reshape(ops.arange(plan.num_heads, dtype="int32"), (1, -1, 1, 1))
+    return (
+        b_idx,
+        h_idx,
+        ops.reshape(q_idx, (1, 1, -1, 1)),
+        ops.reshape(kv_idx, (1, 1, 1, -1)),
+    )
+
+
+def block_visibility(plan, batch, q_start, t, kv_start, s, *, mask=None,
+                     kv_limit=None):
+    """Boolean visibility of a (t, s) block, broadcastable to (B, N, t, s).
+
+    Returns None when nothing is hidden. `kv_limit` hides keys at or past that
+    absolute index (padding added by the chunked path).
+    """
+    b_idx, h_idx, q_idx, kv_idx = _indices(plan, batch, q_start, t, kv_start, s)
+    parts = [] if mask is None else [mask]
+    if plan.is_causal:
+        parts.append(q_idx >= kv_idx)
+    if plan.sliding_window is not None:
+        distance = q_idx - kv_idx
+        if not plan.is_causal:
+            distance = ops.abs(distance)
+        parts.append(distance < plan.sliding_window)
+    if plan.mask_mod is not None:
+        parts.append(ops.cast(plan.mask_mod(b_idx, h_idx, q_idx, kv_idx), "bool"))
+    if kv_limit is not None:
+        parts.append(kv_idx < kv_limit)
+    visible = None
+    for part in parts:
+        visible = part if visible is None else ops.logical_and(visible, part)
+    return visible
+
+
+def block_scores(plan, q, k, *, q_start=0, kv_start=0, mask=None, bias=None,
+                 kv_limit=None):
+    """Logits (B, N, t, s) in the compute dtype and visibility (bool or None).
+
+    `mask` and `bias` are the plan's tensors already cut to this block.
+    """
+    logits = block_logits(plan, q, k)
+    batch, _, t, s = dims(logits)
+    if bias is not None:
+        logits = logits + bias
+    if plan.score_mod is not None:
+        idx = _indices(plan, batch, q_start, t, kv_start, s)
+        logits = ops.cast(plan.score_mod(logits, *idx), plan.compute_dtype)
+    if plan.logit_soft_cap is not None:
+        cap = float(plan.logit_soft_cap)
+        logits = cap * ops.tanh(logits / cap)
+    visible = block_visibility(
+        plan, batch, q_start, t, kv_start, s, mask=mask, kv_limit=kv_limit
+    )
+    return logits, visible
+
+
+def masked_softmax(logits, visible):
+    """Softmax over the last axis; rows with no visible key are exactly 0.
+
+    The mask is applied to the input of exp (not only to its output) so that
+    hidden logits carry no gradient, and the row maximum is taken without
+    gradient: softmax does not depend on it.
+    """
+    if visible is not None:
+        logits = ops.where(visible, logits, NEG)
+    row_max = ops.stop_gradient(ops.amax(logits, axis=-1, keepdims=True))
+    # A row of -inf biases has an infinite maximum; any finite shift works.
+    row_max = ops.where(ops.isfinite(row_max), row_max, 0.0)
+    p = ops.exp(logits - row_max)
+    if visible is not None:
+        p = ops.where(visible, p, 0.0)
+    total = ops.sum(p, axis=-1, keepdims=True)
+    return p / ops.where(total > 0, total, 1.0)

@@ -1,0 +1,151 @@
+"""Argument checks for `attnkit.ops.attention`, run before any computation.
+
+Shape legend: B batch, T query length, S key length, N query heads,
+K key/value heads, H head dim, Hv value head dim.
+
+Every check works on static shapes only; a dimension that is unknown at
+trace time (`None`) is skipped rather than guessed.
+"""
+
+import numbers
+
+from keras import backend
+from keras import ops
+
+IMPLEMENTATIONS = ("math", "fused", "chunked")
+
+
+def static_shape(x):
+    """The static shape of a tensor as a tuple of ints or `None`."""
+    return tuple(None if d is None else int(d) for d in x.shape)
+
+
+def check_qkv(query, key, value):
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        if len(x.shape) != 4:
+            layout = "(B, T, N, H)" if name == "query" else "(B, S, K, H)"
+            raise ValueError(
+                f"`{name}` must be rank 4 with layout {layout}. "
+                f"Received: {name}.shape={tuple(x.shape)}."
+            )
+        if not backend.is_float_dtype(x.dtype):
+            raise TypeError(
+                f"`{name}` must be a floating tensor. Received dtype "
+                f"{x.dtype}."
+            )
+    qb, _, n, h = static_shape(query)
+    kb, ks, kk, kh = static_shape(key)
+    vb, vs, vk, _ = static_shape(value)
+    _equal("batch size (axis 0)", query=qb, key=kb, value=vb)
+    _equal("key/value length (axis 1)", key=ks, value=vs)
+    _equal("key/value heads (axis 2)", key=kk, value=vk)
+    _equal("head dim (axis 3)", query=h, key=kh)
+    if n is not None and kk is not None and (kk == 0 or n % kk):
+        raise ValueError(
+            "The number of query heads must be a multiple of the number of "
+            f"key/value heads. Received: query heads N={n} (query.shape="
+            f"{tuple(query.shape)}), key/value heads K={kk} (key.shape="
+            f"{tuple(key.shape)})."
+        )
+
+
+def _equal(what, **dims):
+    known = {k: v for k, v in dims.items() if v is not None}
+    if len(set(known.values())) > 1:
+        got = ", ".join(f"{k}={v}" for k, v in known.items())
+        raise ValueError(f"Mismatched {what}: {got}. They must be equal.")
+
+
+def check_broadcast(name, x, target):
+    """Check that `x` broadcasts to `target` = (B, N, T, S) (NumPy rules)."""
+    shape = static_shape(x)
+    legend = "(B, N, T, S)"
+    if len(shape) > 4:
+        raise ValueError(
+            f"`{name}` must have rank at most 4, broadcastable to {legend}="
+            f"{target}. Received: {name}.shape={shape}."
+        )
+    for have, want in zip(reversed(shape), reversed(target)):
+        if have is None or want is None or have in (1, want):
+            continue
+        raise ValueError(
+            f"`{name}` of shape {shape} cannot broadcast to {legend}="
+            f"{target}. Each of its trailing axes must be 1 or equal to the "
+            "matching axis."
+        )
+
+
+def check_mask_dtype(mask):
+    dtype = backend.standardize_dtype(mask.dtype)
+    if dtype != "bool" and "int" not in dtype:
+        raise TypeError(
+            "`mask` must be boolean (True = may attend) or integer 0/1. "
+            f"Received dtype {dtype}; for an additive float mask use `bias`."
+        )
+
+
+def check_bias_dtype(bias):
+    if not backend.is_float_dtype(bias.dtype):
+        raise TypeError(
+            "`bias` must be a floating tensor added to the logits. Received "
+            f"dtype {bias.dtype}; for a boolean mask use `mask`."
+        )
+
+
+def check_options(
+    *,
+    scale,
+    q_offset,
+    sliding_window,
+    score_mod,
+    mask_mod,
+    logit_soft_cap,
+    dropout_rate,
+    implementation,
+):
+    if scale is not None and not isinstance(scale, numbers.Real):
+        raise TypeError(f"`scale` must be a number. Received: {scale!r}.")
+    if sliding_window is not None and (
+        isinstance(sliding_window, bool)
+        or not isinstance(sliding_window, numbers.Integral)
+        or sliding_window <= 0
+    ):
+        raise ValueError(
+            "`sliding_window` must be a positive integer (keys with "
+            f"|q_pos - k_pos| < window are visible). Received: {sliding_window!r}."
+        )
+    if isinstance(q_offset, bool) or not (
+        isinstance(q_offset, numbers.Integral) or _is_int_scalar(q_offset)
+    ):
+        raise TypeError(
+            "`q_offset` must be an integer or a scalar integer tensor. "
+            f"Received: {q_offset!r}."
+        )
+    for name, fn in (("score_mod", score_mod), ("mask_mod", mask_mod)):
+        if fn is not None and not callable(fn):
+            raise TypeError(
+                f"`{name}` must be callable or None. Received: {fn!r}."
+            )
+    if logit_soft_cap is not None and (
+        not isinstance(logit_soft_cap, numbers.Real) or logit_soft_cap <= 0
+    ):
+        raise ValueError(
+            "`logit_soft_cap` must be a positive number. Received: "
+            f"{logit_soft_cap!r}."
+        )
+    if not isinstance(dropout_rate, numbers.Real) or not 0 <= dropout_rate < 1:
+        raise ValueError(
+            f"`dropout_rate` must be in [0, 1). Received: {dropout_rate!r}."
+        )
+    if implementation is not None and implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"`implementation` must be None or one of {IMPLEMENTATIONS}. "
+            f"Received: {implementation!r}."
+        )
+
+
+def _is_int_scalar(x):
+    if not ops.is_tensor(x) and not hasattr(x, "dtype"):
+        return False
+    dtype = backend.standardize_dtype(x.dtype)
+    return "int" in dtype and len(x.shape) == 0

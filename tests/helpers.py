@@ -1,0 +1,80 @@
+"""Backend-specific test plumbing: autodiff, jit and NumPy conversion.
+
+Library code uses keras.ops only; the tests need each framework's own
+gradient and compilation entry points to check it.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+BACKEND = keras.backend.backend()
+
+
+def to_numpy(x):
+    if BACKEND == "torch" and hasattr(x, "detach"):
+        # keras's convert_to_numpy calls np.array(tensor), which warns under
+        # NumPy 2 with this torch; go through torch's own conversion.
+        return x.detach().cpu().numpy()
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def dtype_name(x):
+    return keras.backend.standardize_dtype(x.dtype)
+
+
+def grads(fn, *args):
+    """Gradients of the scalar `fn(*args)` w.r.t. every arg, as NumPy."""
+    args = [ops.convert_to_tensor(a) for a in args]
+    if BACKEND == "jax":
+        import jax
+
+        return [np.asarray(g) for g in jax.grad(fn, argnums=tuple(range(len(args))))(*args)]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            value = fn(*args)
+        return [to_numpy(g) for g in tape.gradient(value, args)]
+    import torch
+
+    args = [a.detach().clone().requires_grad_(True) for a in args]
+    value = fn(*args)
+    value.backward()
+    return [a.grad.detach().cpu().numpy() for a in args]
+
+
+def jit(fn):
+    """The backend's compiler: XLA for TF and JAX, TorchDynamo for torch.
+
+    The compiled function takes tensors; NumPy arguments are converted first.
+    """
+    if BACKEND == "jax":
+        import jax
+
+        compiled = jax.jit(fn)
+    elif BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        compiled = tf.function(fn, jit_compile=True)
+    else:
+        import torch
+
+        # Each test compiles a fresh closure of the same code object; start
+        # from an empty cache so Dynamo's recompile limit is not the test.
+        torch._dynamo.reset()
+        compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+
+    def run(*args):
+        return compiled(*[ops.convert_to_tensor(a) for a in args])
+
+    return run
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def normal(gen, *shape, scale=1.0):
+    return (gen.normal(size=shape) * scale).astype("float32")

@@ -1,0 +1,150 @@
+"""attnkit.ops.attention against the float64 NumPy reference, every path."""
+
+import numpy as np
+import pytest
+
+import attnkit.ops as ak
+from attnkit.testing import attention_reference
+from attnkit.testing import visibility_reference
+from tests.helpers import to_numpy
+from tests.ops.cases import B
+from tests.ops.cases import CASES
+from tests.ops.cases import HEADS
+from tests.ops.cases import make_case
+from tests.ops.cases import make_qkv
+
+IMPLEMENTATIONS = [None, "math", "fused", "chunked"]
+
+
+def run(q, k, v, implementation, **kwargs):
+    """Calls attention, with small blocks so the chunked path loops."""
+    with ak.block_sizes(query=2, key=2):
+        return ak.attention(q, k, v, implementation=implementation, **kwargs)
+
+
+def check(q, k, v, implementation, expected, tol=2e-5, **kwargs):
+    """Asserts the path matches `expected`, or refuses when ineligible.
+
+    Returns the output as NumPy, or None when the path refused.
+    """
+    why = ak.explain(q, k, v, implementation=implementation, **kwargs)
+    if implementation in why.ineligible:
+        with pytest.raises(ValueError, match=implementation):
+            run(q, k, v, implementation, **kwargs)
+        return None
+    out = to_numpy(run(q, k, v, implementation, **kwargs))
+    assert out.shape == expected.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol)
+    return out
+
+
+def fully_masked_rows(t, s, n, ref_kwargs):
+    ref_kwargs = {k: v for k, v in ref_kwargs.items() if k in (
+        "mask", "is_causal", "q_offset", "sliding_window", "mask_mod")}
+    visible = visibility_reference((B, n, t, s), **ref_kwargs)
+    return ~visible.any(axis=-1)  # (B, N, T)
+
+
+@pytest.mark.parametrize("heads", sorted(HEADS))
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_matches_reference(implementation, case, heads):
+    n, kv_heads = HEADS[heads]
+    lib, ref, logit_scale = make_case(case, n)
+    q, k, v = make_qkv(n, kv_heads, logit_scale=logit_scale)
+    expected, _ = attention_reference(q, k, v, **ref)
+    out = check(q, k, v, implementation, expected, **lib)
+    if out is None:
+        return
+    empty = fully_masked_rows(q.shape[1], k.shape[1], n, ref)
+    empty = np.transpose(empty, (0, 2, 1))  # (B, T, N)
+    assert np.all(out[empty] == 0.0)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("implementation", [None, "math"])
+def test_returned_weights_match_reference(implementation, case):
+    n, kv_heads = HEADS["gqa"]
+    lib, ref, logit_scale = make_case(case, n)
+    q, k, v = make_qkv(n, kv_heads, logit_scale=logit_scale)
+    expected_out, expected_w = attention_reference(q, k, v, **ref)
+    out, weights = ak.attention(
+        q, k, v, return_weights=True, implementation=implementation, **lib
+    )
+    np.testing.assert_allclose(to_numpy(out), expected_out, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(to_numpy(weights), expected_w, rtol=2e-5, atol=2e-6)
+    assert ak.explain(q, k, v, return_weights=True, **lib).implementation == "math"
+
+
+@pytest.mark.parametrize("t, s", [(1, 1), (1, 5), (3, 1), (7, 2)])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_degenerate_lengths(implementation, causal, t, s):
+    q, k, v = make_qkv(3, 1, t=t, s=s, h=5, hv=2)
+    expected, _ = attention_reference(q, k, v, is_causal=causal)
+    check(q, k, v, implementation, expected, is_causal=causal)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_paths_agree_with_each_other(implementation):
+    n, kv_heads = HEADS["gqa"]
+    lib, _, _ = make_case("bias_2d_and_mask", n)
+    q, k, v = make_qkv(n, kv_heads, t=9, s=11)
+    lib["bias"] = np.random.default_rng(3).normal(size=(9, 11)).astype("float32")
+    lib["mask"] = np.random.default_rng(4).random((B, 1, 1, 11)) > 0.3
+    math_out = to_numpy(ak.attention(q, k, v, implementation="math", **lib))
+    check(q, k, v, implementation, math_out, tol=1e-5, **lib)
+
+
+def test_chunked_block_sizes_do_not_change_the_answer():
+    q, k, v = make_qkv(6, 2, t=13, s=17)
+    expected, _ = attention_reference(q, k, v, is_causal=True, q_offset=3)
+    for qb, kb in [(1, 1), (4, 3), (13, 17), (64, 64)]:
+        with ak.block_sizes(query=qb, key=kb):
+            out = ak.attention(q, k, v, is_causal=True, q_offset=3,
+                               implementation="chunked")
+        np.testing.assert_allclose(to_numpy(out), expected, rtol=2e-5, atol=2e-5)
+
+
+def test_garbage_in_masked_keys_changes_nothing():
+    q, k, v = make_qkv(7, 7, hv=11)  # Hv == H: every path is eligible
+    mask = np.ones((B, 1, 1, 5), dtype=bool)
+    mask[:, :, :, 3:] = False
+    for implementation in ["math", "fused", "chunked"]:
+        clean = to_numpy(run(q, k, v, implementation, mask=mask))
+        k2, v2 = k.copy(), v.copy()
+        k2[:, 3:] = 1e4
+        v2[:, 3:] = 1e30
+        dirty = to_numpy(run(q, k2, v2, implementation, mask=mask))
+        np.testing.assert_array_equal(dirty, clean)
+
+
+def test_causal_flag_equals_explicit_tril():
+    q, k, v = make_qkv(7, 7, t=5, s=5, hv=11)  # Hv == H: every path is eligible
+    tril = np.tril(np.ones((5, 5), dtype=bool))
+    for implementation in IMPLEMENTATIONS:
+        a = to_numpy(run(q, k, v, implementation, is_causal=True))
+        b = to_numpy(run(q, k, v, implementation, mask=tril))
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_explain_reports_choice_and_reasons():
+    q, k, v = make_qkv(6, 2)
+    why = ak.explain(q, k, v, score_mod=ak.soft_cap(3.0))
+    assert isinstance(why, ak.Explanation)
+    assert why.implementation in ("math", "chunked")
+    assert "score_mod" in why.ineligible["fused"]
+    assert why.reason
+    why = ak.explain(q, k, v, return_weights=True)
+    assert why.implementation == "math"
+    assert "weights" in why.ineligible["chunked"]
+    why = ak.explain(q, k, v, implementation="chunked")
+    assert (why.implementation, why.reason) == ("chunked", "requested by the caller")
+
+
+def test_large_inputs_choose_a_memory_lean_path():
+    q = np.zeros((1, 4096, 2, 4), "float32")
+    kv = np.zeros((1, 4096, 2, 4), "float32")
+    why = ak.explain(q, kv, kv)
+    assert why.implementation in ("chunked", "fused")
+    assert why.implementation == "fused" or "elements" in why.reason
