@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 CASE = r"""
-import resource, numpy as np, keras, attnkit
+import resource, keras, attnkit
 L, impl = {L}, {impl!r}
 q = keras.random.normal((1, L, 8, 64))
 keras.ops.convert_to_numpy(attnkit.ops.attention(q[:, :8], q[:, :8], q[:, :8]))

@@ -48,7 +48,8 @@ def fused_attention(plan):
     query, key, value = plan.query, plan.key, plan.value  # compute dtype
     bias = plan.bias
     visible, row_has_key = None, None
-    if not _is_plain_causal(plan):
+    plain_causal = _is_plain_causal(plan)
+    if not plain_causal:
         b, t, _, _ = _scores.dims(query)
         visible = _scores.block_visibility(
             plan, b, 0, t, 0, _scores.dims(key)[1], mask=plan.mask
@@ -64,7 +65,7 @@ def fused_attention(plan):
     kernel = _torch_sdpa if backend.backend() == "torch" else _keras_kernel
     out = kernel(
         query, key, value, bias=bias, mask=visible, scale=plan.scale,
-        is_causal=_is_plain_causal(plan), grouped=plan.groups > 1,
+        is_causal=plain_causal, grouped=plan.groups > 1,
     )  # (B, T, N, Hv)
     if row_has_key is not None:
         keep = ops.transpose(row_has_key, (0, 2, 1, 3))  # (B?, T, N?, 1)

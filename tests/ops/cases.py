@@ -32,12 +32,12 @@ def _tilt_np(s, b, h, q, k):
     return s + 0.1 * ((q - k) * (h + 1) - b)
 
 
-def _doc_ids():
+def doc_ids():
     return np.array([[0, 0, 1, 1, 1], [0, 1, 1, 2, 2]], dtype="int32")
 
 
 def _doc_np(b, h, q, k):
-    ids = _doc_ids()
+    ids = doc_ids()
     return ids[b, np.clip(q, 0, S - 1)] == ids[b, k]
 
 
@@ -82,7 +82,7 @@ def make_case(name, n, t=T, s=S, seed=0):
         lib["score_mod"] = _tilt_lib
         ref["score_mod"] = _tilt_np
     elif name == "mask_mod_document":
-        lib["mask_mod"] = ak.document_mask(_doc_ids())
+        lib["mask_mod"] = ak.document_mask(doc_ids())
         ref["mask_mod"] = _doc_np
     elif name == "mask_mod_prefix_and_causal_offset":
         lib.update(mask_mod=ak.prefix_lm_mask(1), is_causal=True, q_offset=1)

@@ -11,6 +11,7 @@ from tests.helpers import grads
 from tests.helpers import jit
 from tests.helpers import to_numpy
 from tests.ops.cases import HEADS
+from tests.ops.cases import doc_ids
 from tests.ops.cases import make_case
 from tests.ops.cases import make_qkv
 
@@ -109,7 +110,7 @@ def test_gradients_through_score_mod_and_mask_mod(implementation):
     n, kv_heads = HEADS["gqa"]
     q, k, v = make_qkv(n, kv_heads, hv=11)
     t, s = q.shape[1], k.shape[1]
-    segments = np.array([[0, 0, 1, 1, 1], [0, 1, 1, 2, 2]], dtype="int32")
+    segments = doc_ids()
     dense = segments[:, None, :t, None] == segments[:, None, None, :]  # (B, 1, T, S)
     d_out = np.random.default_rng(8).normal(size=q.shape).astype("float32")
 
