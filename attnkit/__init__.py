@@ -1,8 +1,9 @@
 """attnkit: the attention toolkit for Keras 3."""
 
+from attnkit import layers
 from attnkit import ops
 from attnkit import testing
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "testing", "__version__"]
+__all__ = ["layers", "ops", "testing", "__version__"]

@@ -12,6 +12,8 @@ BACKEND = keras.backend.backend()
 
 
 def to_numpy(x):
+    if isinstance(x, keras.Variable):
+        x = ops.convert_to_tensor(x)
     if BACKEND == "torch" and hasattr(x, "detach"):
         # keras's convert_to_numpy calls np.array(tensor), which warns under
         # NumPy 2 with this torch; go through torch's own conversion.

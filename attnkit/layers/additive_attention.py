@@ -1,0 +1,114 @@
+"""AdditiveAttention: Bahdanau et al. 2015, exactly.
+
+Shape legend: B batch, T query length, S key length, D query features,
+Dk key features, Dv value features, U units.
+"""
+
+import keras
+from keras import ops
+
+from attnkit.layers._single_head import SingleHeadAttention
+
+
+@keras.saving.register_keras_serializable(package="attnkit")
+class AdditiveAttention(SingleHeadAttention):
+    """Bahdanau attention: `score(q, k) = v^T tanh(W_q q + W_k k + b)`.
+
+    Unlike `keras.layers.AdditiveAttention`, which adds query and key as they
+    are, this layer learns the projections `W_q` `(D, U)` and `W_k` `(Dk, U)`
+    and the vector `v` `(U,)` of the paper, so query and key sizes may differ.
+
+    Args:
+        units: `U`, the size of the hidden layer of the alignment model.
+        use_bias: add a learned bias `b` `(U,)` inside the `tanh`.
+        dropout: dropout rate on the attention weights during training.
+        kernel_initializer, kernel_regularizer, kernel_constraint: for `W_q`,
+            `W_k` and `v`.
+        bias_initializer, bias_regularizer, bias_constraint: for `b`.
+        seed: seed of the dropout.
+
+    Call arguments and returns: as `attnkit.layers.DotProductAttention`
+    (rank-2 query for one decoder step, keras masks, `attention_mask`,
+    `use_causal_mask`, `return_attention_scores`).
+
+    Example:
+
+    >>> encoder = keras.random.normal((4, 9, 64))   # (B, S, Dv)
+    >>> state = keras.random.normal((4, 32))        # one decoder step
+    >>> layer = attnkit.layers.AdditiveAttention(units=16)
+    >>> tuple(layer(state, encoder).shape)
+    (4, 64)
+
+    References:
+        Bahdanau, Cho, Bengio 2015, "Neural Machine Translation by Jointly
+        Learning to Align and Translate", appendix A.1.2.
+    """
+
+    def __init__(self, units, use_bias=True, dropout=0.0,
+                 kernel_initializer="glorot_uniform", kernel_regularizer=None,
+                 kernel_constraint=None, bias_initializer="zeros",
+                 bias_regularizer=None, bias_constraint=None, seed=None,
+                 **kwargs):
+        super().__init__(dropout=dropout, seed=seed, **kwargs)
+        if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
+            raise ValueError(
+                f"`units` must be a positive int. Received: units={units!r}."
+            )
+        self.units = units
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+
+    def _kernel(self, name, shape):
+        return self.add_weight(
+            name=name, shape=shape,
+            initializer=self.kernel_initializer.__class__.from_config(
+                self.kernel_initializer.get_config()),
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+
+    def _build_weights(self, query_dim, key_dim):
+        self.query_kernel = self._kernel("query_kernel", (query_dim, self.units))
+        self.key_kernel = self._kernel("key_kernel", (key_dim, self.units))
+        self.score_kernel = self._kernel("score_kernel", (self.units,))
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=(self.units,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+
+    def _score_inputs(self, query, key):
+        dtype = query.dtype
+        q = ops.matmul(query, ops.cast(self.query_kernel, dtype))  # (B, T, U)
+        k = ops.matmul(key, ops.cast(self.key_kernel, dtype))  # (B, S, U)
+        hidden = ops.expand_dims(q, 2) + ops.expand_dims(k, 1)  # (B, T, S, U)
+        if self.use_bias:
+            hidden = hidden + ops.cast(self.bias, dtype)
+        scores = ops.tensordot(ops.tanh(hidden), ops.cast(self.score_kernel, dtype), 1)
+        # The core computes softmax, masks and dropout; the scores arrive as
+        # its bias, with q . k made zero by empty (H = 0) heads.
+        b, t, s = ops.shape(scores)
+        empty_q = ops.zeros((b, t, 1, 0), dtype)
+        empty_k = ops.zeros((b, s, 1, 0), dtype)
+        return empty_q, empty_k, ops.expand_dims(scores, 1), 1.0
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "units": self.units,
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+        })
+        return config
