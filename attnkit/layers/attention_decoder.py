@@ -1,0 +1,215 @@
+"""AttentionDecoder: an RNN decoder that attends to encoder memory each step.
+
+Shape legend: B batch, T target length, S memory (source) length, E decoder
+input features, Dv memory features, U cell units, A attentional features.
+"""
+
+import keras
+from keras import ops
+
+STYLES = ("bahdanau", "luong")
+
+
+@keras.saving.register_keras_serializable(package="attnkit")
+class AttentionDecoder(keras.layers.Layer):
+    """Runs a keras RNN cell with attention over encoder memory.
+
+    Keras 3 has no decoder-step attention (TF Addons' `AttentionWrapper`
+    reached end of life in 2024); this layer is it, for any keras RNN cell
+    (`GRUCell`, `LSTMCell`, ...) and any attnkit single-head attention layer.
+
+    - `"bahdanau"` (Bahdanau et al. 2015): attention from the previous
+      state `h[t-1]`; the context is fed into the cell with the input;
+      output `[h[t]; context[t]]`.
+    - `"luong"` (Luong et al. 2015): the cell runs first; attention from
+      `h[t]`; output `a[t] = tanh(W_c [context[t]; h[t]])` (A =
+      `attentional_units`, default U). With `input_feeding`, `a[t-1]` is
+      fed into the cell with the input.
+
+    `call` runs teacher-forced over a whole target sequence (for `fit`);
+    `step` runs one step with explicit state (for inference). Both compute the
+    same thing: `call` is a loop of `step`, unrolled over the static `T`.
+
+    Args:
+        cell: a keras RNN cell, e.g. `keras.layers.GRUCell(128)`.
+        attention: an attnkit single-head attention layer, e.g.
+            `attnkit.layers.AdditiveAttention(64)`.
+        style: `"bahdanau"` or `"luong"`.
+        input_feeding: Luong only: feed `a[t-1]` into the cell.
+        attentional_units: Luong only: size A of `a[t]` (default: U).
+
+    Call arguments:
+        inputs: `(B, T, E)` decoder inputs (embedded previous targets).
+        memory: `(B, S, Dv)` encoder outputs.
+        memory_mask: `(B, S)`, True = real source token; read from
+            `memory`'s keras mask when not given.
+        initial_state: list of cell states (e.g. the encoder's final
+            state); zeros when not given.
+        return_state: also return the final state list.
+        training: passed to the cell and the attention.
+
+    Returns:
+        `(outputs (B, T, U + Dv or A), alignments (B, T, S))`, plus the final
+        state list with `return_state=True`.
+
+    Example:
+
+    >>> decoder = attnkit.layers.AttentionDecoder(
+    ...     keras.layers.GRUCell(32), attnkit.layers.AdditiveAttention(16))
+    >>> memory = keras.random.normal((4, 9, 24))
+    >>> targets = keras.random.normal((4, 6, 8))
+    >>> outputs, alignments = decoder(targets, memory)
+    >>> tuple(outputs.shape), tuple(alignments.shape)
+    ((4, 6, 56), (4, 6, 9))
+
+    References:
+        Bahdanau, Cho, Bengio 2015; Luong, Pham, Manning 2015.
+    """
+
+    def __init__(self, cell, attention, style="bahdanau", input_feeding=True,
+                 attentional_units=None, **kwargs):
+        super().__init__(**kwargs)
+        if style not in STYLES:
+            raise ValueError(
+                f"`style` must be one of {STYLES}. Received: style={style!r}."
+            )
+        if isinstance(cell, dict):
+            cell = keras.saving.deserialize_keras_object(cell)
+        if isinstance(attention, dict):
+            attention = keras.saving.deserialize_keras_object(attention)
+        if not hasattr(cell, "state_size"):
+            raise ValueError(
+                "`cell` must be a keras RNN cell with a `state_size` (e.g. "
+                f"keras.layers.GRUCell). Received: {cell!r}."
+            )
+        self.cell = cell
+        self.attention = attention
+        self.style = style
+        self.input_feeding = bool(input_feeding)
+        self.attentional_units = attentional_units
+        self.projection = None
+        if style == "luong":
+            self.projection = keras.layers.Dense(
+                attentional_units or self._units, activation="tanh",
+                use_bias=False, name="attentional", dtype=self.dtype_policy,
+            )
+
+    @property
+    def _units(self):
+        sizes = self.cell.state_size
+        return sizes[0] if isinstance(sizes, (list, tuple)) else sizes
+
+    @property
+    def _feeds_attentional(self):
+        return self.style == "luong" and self.input_feeding
+
+    def _cell_input_dim(self, input_dim, memory_dim):
+        if self.style == "bahdanau":
+            return input_dim + memory_dim
+        if self.input_feeding:
+            return input_dim + self.projection.units
+        return input_dim
+
+    def build(self, inputs_shape, memory_shape):
+        batch, input_dim, memory_dim = inputs_shape[0], inputs_shape[-1], memory_shape[-1]
+        # A loaded model deserializes the sub-layers already built.
+        if not self.cell.built:
+            self.cell.build((batch, self._cell_input_dim(input_dim, memory_dim)))
+        if not self.attention.built:
+            self.attention.build((batch, self._units), memory_shape)
+        if self.projection is not None and not self.projection.built:
+            self.projection.build((batch, self._units + memory_dim))
+
+    def get_initial_state(self, batch_size, cell_state=None):
+        """The full decoder state list: cell states (+ a[t-1] for Luong
+        input feeding). `cell_state` replaces the zero cell states."""
+        if cell_state is None:
+            sizes = self.cell.state_size
+            sizes = sizes if isinstance(sizes, (list, tuple)) else [sizes]
+            cell_state = [ops.zeros((batch_size, n), self.compute_dtype) for n in sizes]
+        states = list(cell_state)
+        if self._feeds_attentional:
+            states.append(ops.zeros((batch_size, self.projection.units), self.compute_dtype))
+        return states
+
+    def step(self, inputs, states, memory, memory_mask=None, training=None):
+        """One decoder step: inputs `(B, E)` -> (output, alignment (B, S),
+        new states)."""
+        states = list(states)
+        if self._feeds_attentional:
+            cell_states, previous = states[:-1], states[-1]
+        else:
+            cell_states, previous = states, None
+        if self.style == "bahdanau":
+            context, alignment = self.attention(
+                cell_states[0], memory, value_mask=memory_mask,
+                return_attention_scores=True, training=training)  # (B, Dv), (B, S)
+            h, cell_states = self.cell(
+                ops.concatenate([inputs, context], axis=-1), cell_states, training=training)
+            output = ops.concatenate([h, context], axis=-1)
+            return output, alignment, list(_as_list(cell_states))
+        cell_input = inputs if previous is None else ops.concatenate([inputs, previous], axis=-1)
+        h, cell_states = self.cell(cell_input, cell_states, training=training)
+        context, alignment = self.attention(
+            h, memory, value_mask=memory_mask, return_attention_scores=True,
+            training=training)
+        output = self.projection(ops.concatenate([context, h], axis=-1))  # (B, A)
+        new_states = list(_as_list(cell_states))
+        if previous is not None:
+            new_states.append(output)
+        return output, alignment, new_states
+
+    def call(self, inputs, memory, memory_mask=None, initial_state=None,
+             return_state=False, training=None):
+        steps = inputs.shape[1]
+        if steps is None:
+            raise ValueError(
+                "AttentionDecoder unrolls over the target length, which must "
+                f"be static. Received: inputs.shape={tuple(inputs.shape)}."
+            )
+        batch = ops.shape(inputs)[0]
+        states = self.get_initial_state(batch, initial_state)
+        outputs, alignments = [], []
+        for t in range(steps):
+            output, alignment, states = self.step(
+                inputs[:, t], states, memory, memory_mask, training=training)
+            outputs.append(output)
+            alignments.append(alignment)
+        result = (ops.stack(outputs, axis=1), ops.stack(alignments, axis=1))
+        return result + (states,) if return_state else result
+
+    def compute_output_spec(self, inputs, memory, memory_mask=None,
+                            initial_state=None, return_state=False,
+                            training=None):
+        batch, steps = inputs.shape[0], inputs.shape[1]
+        width = self._units + memory.shape[-1] if self.style == "bahdanau" else self.projection.units
+        dtype = self.compute_dtype
+        result = (
+            keras.KerasTensor((batch, steps, width), dtype=dtype),
+            keras.KerasTensor((batch, steps, memory.shape[1]), dtype=dtype),
+        )
+        if not return_state:
+            return result
+        sizes = self.cell.state_size
+        sizes = list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]
+        if self._feeds_attentional:
+            sizes.append(self.projection.units)
+        return result + ([keras.KerasTensor((batch, n), dtype=dtype) for n in sizes],)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None  # the outputs are one per target step, all real
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "cell": keras.saving.serialize_keras_object(self.cell),
+            "attention": keras.saving.serialize_keras_object(self.attention),
+            "style": self.style,
+            "input_feeding": self.input_feeding,
+            "attentional_units": self.attentional_units,
+        })
+        return config
+
+
+def _as_list(states):
+    return states if isinstance(states, (list, tuple)) else [states]
