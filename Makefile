@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 BACKEND_TESTS := $(addprefix test-,$(BACKENDS))
 
-.PHONY: install test $(BACKEND_TESTS) clean
+.PHONY: install test $(BACKEND_TESTS) demo clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 $(BACKEND_TESTS): test-%: $(STAMP)
 	KERAS_BACKEND=$* $(PY) -m pytest $(PYTEST_ARGS)
+
+# The main job: learn to read dates in five languages (JAX unless KERAS_BACKEND is set).
+demo: $(STAMP)
+	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

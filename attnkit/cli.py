@@ -1,0 +1,189 @@
+"""The `attnkit` command: `demo` trains a date normalizer, `translate` uses it.
+
+Errors (bad options, missing or corrupt models, empty or unknown input)
+print one line `attnkit: error: ...` and exit 2, never a traceback.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CommandError(message)
+
+
+class CommandError(Exception):
+    """A user error: reported on one line."""
+
+
+def _parser():
+    parser = _Parser(prog="attnkit", description="The attention toolkit for Keras 3.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    demo = sub.add_parser("demo", help="learn to read dates in five languages")
+    demo.add_argument("--model", default="rnn", choices=["rnn", "transformer"])
+    demo.add_argument("--attention", default="additive",
+                      choices=["additive", "dot", "scaled", "general", "cosine"])
+    demo.add_argument("--epochs", type=int, default=3)
+    demo.add_argument("--train", type=int, default=10000, help="training pairs")
+    demo.add_argument("--test", type=int, default=2000, help="held-out pairs")
+    demo.add_argument("--units", type=int, default=64)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="out/demo")
+    translate = sub.add_parser("translate", help="normalize one date")
+    translate.add_argument("--model", required=True, help="a model.keras from demo")
+    translate.add_argument("--plot", help="write the attention heatmap here")
+    translate.add_argument("text")
+    return parser
+
+
+def main(argv=None):
+    try:
+        args = _parser().parse_args(argv)
+        return {"demo": _demo, "translate": _translate}[args.command](args)
+    except CommandError as error:
+        print(f"attnkit: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _encode(pairs, source_vocab, target_vocab, length):
+    import numpy as np
+
+    source = np.array([source_vocab.encode(t, length=length) for t, _ in pairs], "int32")
+    target = np.array([target_vocab.encode(d, add_start_end=True) for _, d in pairs], "int32")
+    return source, target[:, :-1], target[:, 1:]
+
+
+def _demo(args):
+    if args.model == "transformer":
+        raise CommandError(
+            "--model transformer needs RelativePositionalAttention, which is "
+            "not in attnkit yet; use --model rnn")
+    for name in ("epochs", "train", "test", "units"):
+        if getattr(args, name) <= 0:
+            raise CommandError(f"--{name} must be positive, got {getattr(args, name)}")
+    import keras
+    import numpy as np
+
+    from attnkit.datasets import dates
+    from attnkit.models import build_rnn_seq2seq
+    from attnkit.models import greedy_decode
+
+    start = time.time()
+    keras.utils.set_random_seed(args.seed)
+    data = dates.load_data(args.train, max(1, args.test // 4), args.test, seed=args.seed)
+    src_vocab, tgt_vocab = data.source_vocab, data.target_vocab
+    length = 48  # the longest generated text is under 40 characters
+    train = _encode(data.train, src_vocab, tgt_vocab, length)
+    val = _encode(data.val, src_vocab, tgt_vocab, length)
+    model = build_rnn_seq2seq(len(src_vocab), len(tgt_vocab),
+                              attention=args.attention, units=args.units)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.Adam(3e-3), [loss, None],
+                  jit_compile=keras.backend.backend() != "torch")
+    print(f"attnkit demo: {args.model} model, {args.attention} attention, "
+          f"{len(data.train)} training pairs, backend {keras.backend.backend()}")
+    model.fit([train[0], train[1]], train[2], validation_data=([val[0], val[1]], val[2]),
+              batch_size=64, epochs=args.epochs, verbose="auto")
+    test_src = _encode(data.test, src_vocab, tgt_vocab, length)[0]
+    tokens, alignments = greedy_decode(model, test_src, dates.TARGET_LENGTH + 1)
+    predictions = [tgt_vocab.decode(row) for row in tokens]
+    right = sum(p == iso for p, (_, iso) in zip(predictions, data.test))
+    total = len(data.test)
+    print(f"exact match: {100 * right / total:.1f}% ({right}/{total})")
+    _print_samples(data.test, predictions)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / "model.keras")
+    (out / "model.vocab.json").write_text(json.dumps({
+        "source": src_vocab.characters, "target": tgt_vocab.characters,
+        "length": length}, ensure_ascii=False))
+    _plot_examples(data.test, predictions, alignments, out / "attention.png")
+    print(f"wrote {out / 'model.keras'}, {out / 'attention.png'} "
+          f"in {time.time() - start:.0f} s")
+    return 0
+
+
+def _print_samples(pairs, predictions, count=10):
+    width = max(len(t) for t, _ in pairs[:count])
+    print(f"{'input':<{width}}  {'expected':<10}  {'predicted':<10}")
+    for (text, iso), pred in list(zip(pairs, predictions))[:count]:
+        mark = "" if pred == iso else "  <- wrong"
+        print(f"{text:<{width}}  {iso:<10}  {pred:<10}{mark}")
+
+
+def _plot_examples(pairs, predictions, alignments, path, count=4):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from attnkit.viz import plot_attention
+
+    # Prefer short texts with a month name (3-12 letters, no weekday): their
+    # alignment is the telling one. Fall back to any text.
+    letters = [sum(c.isalpha() for c in text) for text, _ in pairs]
+    chosen = [i for i, n in enumerate(letters) if 3 <= n <= 12][:count]
+    chosen += [i for i in range(len(pairs)) if i not in chosen][: count - len(chosen)]
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(8, 3.0 * len(chosen)), squeeze=False)
+    axes = axes[:, 0]
+    for ax, i in zip(axes, chosen):
+        text, pred = pairs[i][0], predictions[i]
+        weights = alignments[i, : len(pred), : len(text)]
+        plot_attention(weights, list(text), list(pred), ax=ax, title=f"{text} -> {pred}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _load(model_path):
+    from attnkit.datasets.dates import Vocabulary
+
+    path = Path(model_path)
+    vocab_path = path.with_suffix(".vocab.json")
+    if not path.is_file():
+        raise CommandError(f"no model file at {path}")
+    if not vocab_path.is_file():
+        raise CommandError(f"no vocabulary {vocab_path} beside the model (attnkit demo writes both)")
+    import keras
+
+    import attnkit  # noqa: F401  registers the attnkit layers for loading
+
+    try:
+        model = keras.saving.load_model(path)
+        vocab = json.loads(vocab_path.read_text())
+    except Exception as error:  # keras reports corrupt files in many ways
+        raise CommandError(f"cannot load {path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    return model, Vocabulary(vocab["source"]), Vocabulary(vocab["target"]), vocab["length"]
+
+
+def _translate(args):
+    text = args.text.strip()
+    if not text:
+        raise CommandError("the text to translate is empty")
+    model, src_vocab, tgt_vocab, length = _load(args.model)
+    try:
+        ids = src_vocab.encode(text, length=length)
+    except ValueError as error:
+        raise CommandError(str(error))
+    from attnkit.datasets.dates import TARGET_LENGTH
+    from attnkit.models import greedy_decode
+
+    tokens, alignments = greedy_decode(model, [ids], TARGET_LENGTH + 1)
+    prediction = tgt_vocab.decode(tokens[0])
+    print(prediction)
+    if args.plot:
+        from attnkit.viz import plot_attention
+
+        plot_attention(alignments[0, : len(prediction), : len(text)], list(text),
+                       list(prediction), title=f"{text} -> {prediction}", path=args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Greedy decoding, the `attnkit` command end to end, and its errors."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from attnkit.datasets import dates
+from attnkit.models import build_rnn_seq2seq
+from attnkit.models import greedy_decode
+from tests.helpers import to_numpy
+
+
+@pytest.mark.parametrize("attention", ["additive", "general"])
+def test_greedy_decoding_equals_argmax_of_the_teacher_forced_model(attention):
+    """Feeding the greedy tokens back teacher-forced reproduces them."""
+    keras.utils.set_random_seed(0)
+    data = dates.load_data(200, 10, 10, seed=3)
+    src = np.array([data.source_vocab.encode(t, length=40) for t, _ in data.train[:6]], "int32")
+    model = build_rnn_seq2seq(len(data.source_vocab), len(data.target_vocab),
+                              attention=attention, units=8, embedding_dim=8)
+    model.compile("adam", ["sparse_categorical_crossentropy", None])
+    tgt = np.array([data.target_vocab.encode(d, add_start_end=True) for _, d in data.train], "int32")
+    srcs = np.array([data.source_vocab.encode(t, length=40) for t, _ in data.train], "int32")
+    model.fit([srcs, tgt[:, :-1]], tgt[:, 1:], epochs=1, verbose=0)  # a trained model
+    tokens, alignments = greedy_decode(model, src, 11)
+    fed = np.concatenate([np.ones((6, 1), "int32"), tokens[:, :-1]], axis=1)
+    logits, teacher_alignments = model([src, fed])
+    np.testing.assert_array_equal(np.argmax(to_numpy(logits), -1), tokens)
+    np.testing.assert_allclose(alignments, to_numpy(teacher_alignments), rtol=1e-4, atol=1e-5)
+    assert np.all(alignments[src[:, None, :].repeat(11, 1) == 0] == 0)  # padding unseen
+
+
+def attnkit_cli(*args, timeout=600):
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "attnkit.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    run = attnkit_cli("demo", "--epochs", "1", "--train", "200", "--test", "20",
+                      "--units", "8", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out, run.stdout
+
+
+def test_demo_end_to_end_on_a_tiny_setting(demo_dir):
+    out, stdout = demo_dir
+    lines = stdout.splitlines()
+    match = [line for line in lines if line.startswith("exact match: ")]
+    assert len(match) == 1
+    percent, count = match[0][len("exact match: "):].split(" ")
+    right, total = map(int, count.strip("()").split("/"))
+    assert total == 20 and 0 <= right <= 20
+    assert percent == f"{100 * right / total:.1f}%"
+    assert any(line.startswith("input") and "expected" in line and "predicted" in line for line in lines)
+    for name in ("model.keras", "model.vocab.json", "attention.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_translate_prints_one_line_and_plots(demo_dir, tmp_path):
+    out, _ = demo_dir
+    plot = tmp_path / "one.png"
+    run = attnkit_cli("translate", "--model", str(out / "model.keras"), "--plot", str(plot),
+                      "3 de marzo de 2021")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(run.stdout.strip().splitlines()) == 1
+    assert set(run.stdout.strip()) <= set("0123456789-")
+    assert plot.stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["demo", "--bogus"], "unrecognized arguments: --bogus"),
+    (["demo", "--epochs", "0"], "--epochs must be positive"),
+    (["demo", "--model", "transformer"], "RelativePositionalAttention"),
+    (["translate", "--model", "/nonexistent/model.keras", "1 May 2020"], "no model file"),
+    (["translate", "--model", "{demo}/model.keras", "   "], "empty"),
+    (["translate", "--model", "{demo}/model.keras", "3 März ☃ 2021"], "outside the vocabulary"),
+    (["translate", "--model", "{corrupt}", "1 May 2020"], "cannot load"),
+])
+def test_bad_input_gives_one_error_line(args, message, demo_dir, tmp_path):
+    out, _ = demo_dir
+    corrupt = tmp_path / "model.keras"
+    corrupt.write_bytes(b"not a zip file")
+    (tmp_path / "model.vocab.json").write_text((out / "model.vocab.json").read_text())
+    args = [a.format(demo=out, corrupt=corrupt) for a in args]
+    run = attnkit_cli(*args)
+    assert run.returncode == 2
+    errors = [line for line in run.stderr.splitlines() if line.startswith("attnkit: error:")]
+    assert len(errors) == 1 and message in errors[0], run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
