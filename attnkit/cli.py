@@ -6,6 +6,7 @@ print one line `attnkit: error: ...` and exit 2, never a traceback.
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -94,7 +95,7 @@ def _demo(args):
     predictions = [tgt_vocab.decode(row) for row in tokens]
     right = sum(p == iso for p, (_, iso) in zip(predictions, data.test))
     total = len(data.test)
-    print(f"exact match: {100 * right / total:.1f}% ({right}/{total})")
+    print(f"exact match: {exact_match_percent(right, total)} ({right}/{total})")
     _print_samples(data.test, predictions)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,6 +107,11 @@ def _demo(args):
     print(f"wrote {out / 'model.keras'}, {out / 'attention.png'} "
           f"in {time.time() - start:.0f} s")
     return 0
+
+
+def exact_match_percent(right, total):
+    """One decimal, rounded down: 100.0% only when every answer is right."""
+    return f"{math.floor(1000 * right / total) / 10:.1f}%"
 
 
 def _print_samples(pairs, predictions, count=10):

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from attnkit.cli import exact_match_percent
 from attnkit.datasets import dates
 from attnkit.models import build_rnn_seq2seq
 from attnkit.models import greedy_decode
@@ -57,10 +58,16 @@ def test_demo_end_to_end_on_a_tiny_setting(demo_dir):
     percent, count = match[0][len("exact match: "):].split(" ")
     right, total = map(int, count.strip("()").split("/"))
     assert total == 20 and 0 <= right <= 20
-    assert percent == f"{100 * right / total:.1f}%"
+    assert percent == exact_match_percent(right, total)
     assert any(line.startswith("input") and "expected" in line and "predicted" in line for line in lines)
     for name in ("model.keras", "model.vocab.json", "attention.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_exact_match_is_rounded_down():
+    assert exact_match_percent(1999, 2000) == "99.9%"
+    assert exact_match_percent(2000, 2000) == "100.0%"
+    assert exact_match_percent(1959, 2000) == "97.9%"
 
 
 def test_translate_prints_one_line_and_plots(demo_dir, tmp_path):
