@@ -7,7 +7,6 @@ print one line `attnkit: error: ...` and exit 2, never a traceback.
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -191,5 +190,4 @@ def _translate(args):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("KERAS_BACKEND", "jax")
     sys.exit(main())
