@@ -1,0 +1,507 @@
+"""MultiHeadAttention: keras's multi-head attention, a drop-in superset.
+
+Shape legend: B batch, T query length, S key length (S_max with a cache),
+N query heads, K key/value heads, H key head dim, Hv value head dim,
+D query features, E output features.
+"""
+
+import math
+import numbers
+
+import keras
+from keras import ops
+
+import attnkit.ops as ak
+from attnkit.layers import _multi_head as M
+from attnkit.layers._masking import masks_hidden
+from attnkit.ops import _validation
+from attnkit.layers.position_scheme import PositionScheme
+
+
+@keras.saving.register_keras_serializable(package="attnkit")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head attention with the arguments, weights and call of keras's,
+    plus grouped heads, positions, score functions and a decoding cache.
+
+    `keras.layers.MultiHeadAttention` code runs unchanged: the constructor
+    and `call` take the same arguments with the same meaning, and the
+    sub-layers `query`, `key`, `value`, (`gate`,) `attention_output` have
+    the same weights in the same order, so
+    `ours.set_weights(theirs.get_weights())` gives the same outputs.
+    Everything is computed by `attnkit.ops.attention`, so every
+    implementation path gives the same answer, a query with nothing to see
+    gives exactly 0 (keras gives a uniform row on one path and 0 on the
+    other), large logits stay finite under `mixed_float16`, and symbolic
+    scores of cross-attention have the right shape `(B, N, T, S)`.
+
+    Args:
+        num_heads: `N`, query heads.
+        key_dim: `H`, size of each query and key head.
+        value_dim: `Hv`, size of each value head; defaults to `key_dim`.
+        dropout: dropout rate on the attention weights during training.
+        use_bias: whether the projections have biases.
+        output_shape: features of the output besides the batch and sequence
+            axes; defaults to the query's last dimension.
+        attention_axes: axes attended over (keras's meaning); default all
+            but batch, heads and features. Several axes work with
+            `attention_mask`, `attention_bias`, `score_mod`, `mask_mod`;
+            positions, causal masks, windows and the cache need one axis.
+        sliding_window: `w`: keys with `|i - j| < w` are visible (with
+            `use_causal_mask`, the `w` most recent keys).
+        flash_attention: True asks for the fused kernel
+            (`implementation="fused"`); None or False lets attnkit choose.
+        kernel_initializer, bias_initializer, kernel_regularizer,
+        bias_regularizer, activity_regularizer, kernel_constraint,
+        bias_constraint: for the projections, as in keras.
+        use_gate: gate each head's output by `sigmoid(W_g x)` (keras's
+            gated attention).
+        seed: seed of the dropout.
+        num_key_value_heads: `K`, key/value heads; `N` must be a multiple
+            (grouped-query attention; 1 is multi-query). Defaults to `N`.
+        position: a `PositionScheme` (`ShawRelativePosition`,
+            `T5RelativeBias`, `AlibiBias`, `RotaryEmbedding`, or your own).
+        score_mod, mask_mod, logit_soft_cap: as in `attnkit.ops.attention`
+            (indices absolute, the cache index included). To save the
+            layer, functions must be registered with
+            `keras.saving.register_keras_serializable`.
+        implementation: `None`, `"math"`, `"fused"` or `"chunked"` (see
+            `attnkit.ops.explain`).
+
+    Call arguments:
+        query: `(B, T, D)`.
+        value: `(B, S, Dv)`.
+        key: `(B, S, Dk)`; defaults to `value`.
+        query_mask, value_mask, key_mask: `(B, T)`, `(B, S)`, `(B, S)`;
+            read from the inputs' keras masks when not given.
+        attention_mask: bool `(T, S)`, `(B, T, S)` or `(B, N, T, S)`,
+            True = may attend.
+        return_attention_scores: also return the weights `(B, N, T, S)`.
+        training: enables dropout.
+        use_causal_mask: query `i` (at `cache_update_index + i` with a
+            cache) sees keys `j <= i`, top-left aligned when `T != S` as in
+            keras.
+        attention_bias: float, same layouts as `attention_mask`, added to
+            the scaled logits.
+        cache: `(B, 2, S_max, K, H)` keys and values (keras_hub's
+            `CachedMultiHeadAttention` layout; needs `value_dim == key_dim`).
+        cache_update_index: where this call's keys and values are written
+            (an int or scalar tensor; works under jit and `while_loop`). With
+            `cache` but no index, the cache is read as it is.
+
+    Returns:
+        `(B, T, E)`; with `return_attention_scores`, `(output, scores)`; with
+        a cache, the updated cache is appended: `(output, cache)` or
+        `(output, scores, cache)`. The output carries the query's keras mask.
+
+    Example:
+
+    >>> layer = attnkit.layers.MultiHeadAttention(
+    ...     num_heads=4, key_dim=8, num_key_value_heads=2,
+    ...     position=attnkit.layers.RotaryEmbedding())
+    >>> x = keras.random.normal((2, 6, 32))
+    >>> tuple(layer(x, x, use_causal_mask=True).shape)
+    (2, 6, 32)
+    >>> cache = ops.zeros((2, 2, 10, 2, 8))
+    >>> y, cache = layer(x[:, :1], x[:, :1], cache=cache,
+    ...                  cache_update_index=0, use_causal_mask=True)
+    >>> tuple(y.shape), tuple(cache.shape)
+    ((2, 1, 32), (2, 2, 10, 2, 8))
+
+    References:
+        Vaswani et al. 2017; Ainslie et al. 2023 (grouped-query attention).
+    """
+
+    def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0,
+                 use_bias=True, output_shape=None, attention_axes=None,
+                 sliding_window=None, flash_attention=None,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, use_gate=False, seed=None,
+                 num_key_value_heads=None, position=None, score_mod=None,
+                 mask_mod=None, logit_soft_cap=None, implementation=None,
+                 **kwargs):
+        M.check_positive_int("num_heads", num_heads)
+        M.check_positive_int("key_dim", key_dim)
+        M.check_positive_int("value_dim", value_dim, allow_none=True)
+        M.check_positive_int("num_key_value_heads", num_key_value_heads, allow_none=True)
+        M.check_positive_int("sliding_window", sliding_window, allow_none=True)
+        super().__init__(**kwargs)
+        kv_heads = num_heads if num_key_value_heads is None else num_key_value_heads
+        if num_heads % kv_heads:
+            raise ValueError(
+                "`num_heads` must be a multiple of `num_key_value_heads`. "
+                f"Received: num_heads={num_heads}, num_key_value_heads={kv_heads}."
+            )
+        if not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}.")
+        if flash_attention and dropout > 0:
+            raise ValueError(
+                "Dropout is not supported with flash_attention=True (as in "
+                f"keras). Received: dropout={dropout}."
+            )
+        if implementation not in M.IMPLEMENTATIONS:
+            raise ValueError(
+                f"`implementation` must be one of {M.IMPLEMENTATIONS}. "
+                f"Received: implementation={implementation!r}."
+            )
+        if isinstance(position, dict):
+            position = keras.saving.deserialize_keras_object(position)
+        if position is not None and not isinstance(position, PositionScheme):
+            raise TypeError(
+                "`position` must be an attnkit.layers.PositionScheme (e.g. "
+                f"RotaryEmbedding()). Received: {position!r}."
+            )
+        score_mod, mask_mod = (
+            keras.saving.deserialize_keras_object(f) if isinstance(f, dict) else f
+            for f in (score_mod, mask_mod))
+        for name, fn in (("score_mod", score_mod), ("mask_mod", mask_mod)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"`{name}` must be callable. Received: {fn!r}.")
+        if logit_soft_cap is not None and (
+                isinstance(logit_soft_cap, bool) or not isinstance(logit_soft_cap, numbers.Real)
+                or logit_soft_cap <= 0):
+            raise ValueError(
+                "`logit_soft_cap` must be a positive number or None. "
+                f"Received: logit_soft_cap={logit_soft_cap!r}."
+            )
+        if isinstance(output_shape, int):
+            output_shape = (output_shape,)
+        if output_shape:
+            output_shape = tuple(output_shape)
+        if isinstance(attention_axes, int):
+            attention_axes = (attention_axes,)
+        elif attention_axes is not None and not isinstance(attention_axes, (list, tuple)):
+            raise ValueError(
+                "`attention_axes` must be an int, list, or tuple. Received: "
+                f"attention_axes={attention_axes!r}."
+            )
+        self.supports_masking = True
+        self._num_heads = num_heads
+        self._key_dim = key_dim
+        self._value_dim = value_dim if value_dim else key_dim
+        self._num_key_value_heads = kv_heads
+        self._dropout = dropout
+        self._use_bias = use_bias
+        self._use_gate = use_gate
+        self._output_shape = output_shape
+        self._attention_axes = None if attention_axes is None else tuple(attention_axes)
+        self._config_attention_axes = self._attention_axes
+        self._sliding_window = sliding_window
+        self._flash_attention = flash_attention or keras.config.is_flash_attention_enabled()
+        self._kernel_initializer = keras.initializers.get(kernel_initializer)
+        self._bias_initializer = keras.initializers.get(bias_initializer)
+        self._kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self._bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self._activity_regularizer = keras.regularizers.get(activity_regularizer)
+        self._kernel_constraint = keras.constraints.get(kernel_constraint)
+        self._bias_constraint = keras.constraints.get(bias_constraint)
+        self.seed = seed
+        self.position = position
+        self.score_mod = score_mod
+        self.mask_mod = mask_mod
+        self.logit_soft_cap = logit_soft_cap
+        self.implementation = implementation
+        self.seed_generator = keras.random.SeedGenerator(seed) if dropout > 0 else None
+        self._scale = 1.0 / math.sqrt(float(key_dim))
+
+    num_heads = property(lambda self: self._num_heads)
+    key_dim = property(lambda self: self._key_dim)
+    value_dim = property(lambda self: self._value_dim)
+    num_key_value_heads = property(lambda self: self._num_key_value_heads)
+    dropout = property(lambda self: self._dropout)
+    use_bias = property(lambda self: self._use_bias)
+    attention_axes = property(lambda self: self._attention_axes)
+    query_dense = property(lambda self: self._query_dense)
+    key_dense = property(lambda self: self._key_dense)
+    value_dense = property(lambda self: self._value_dense)
+    output_dense = property(lambda self: self._output_dense)
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        M.check_key_value_shapes(value_shape, key_shape)
+        if len(query_shape) < 3 or len(value_shape) != len(query_shape):
+            raise ValueError(
+                "`query`, `value` and `key` must have the same rank, at least "
+                f"3 (B, T, D). Received: query_shape={tuple(query_shape)}, "
+                f"value_shape={tuple(value_shape)}."
+            )
+        rank = len(query_shape) + 1  # projected: (B, <dims>, heads, H)
+        axes = self._config_attention_axes or tuple(range(1, rank - 2))
+        self._attention_axes = tuple(a if a >= 0 else rank - 1 + a for a in axes)
+        self._single_axis = rank == 4 and self._attention_axes == (1,)
+        if not self._single_axis and (self.position is not None or self._sliding_window):
+            raise ValueError(
+                "`position` and `sliding_window` need attention over one "
+                f"sequence axis. Received: query_shape={tuple(query_shape)}, "
+                f"attention_axes={self._attention_axes}."
+            )
+        n, k, h, hv = self._num_heads, self._num_key_value_heads, self._key_dim, self._value_dim
+        self._query_dense = self._projection("query", query_shape, n, h)
+        self._key_dense = self._projection("key", key_shape, k, h)
+        if self._use_gate:
+            self._gate_dense = self._projection("gate", query_shape, n, hv, "sigmoid")
+        self._value_dense = self._projection("value", value_shape, k, hv)
+        out_dims = self._output_shape or (query_shape[-1],)
+        equation, bias_axes, out_rank = M.projection_equation(
+            len(query_shape) - 1, 2, len(out_dims))
+        self._output_dense = keras.layers.EinsumDense(
+            equation, output_shape=M.output_spec_shape(out_rank - 1, out_dims),
+            bias_axes=bias_axes if self._use_bias else None,
+            name="attention_output", **self._sublayer_kwargs())
+        self._output_dense.build(tuple(query_shape[:-1]) + (n, hv))
+        if self.position is not None and not self.position.built:
+            self.position.dtype_policy = self.dtype_policy
+            self.position.build_heads(n, h, hv)
+
+    def _projection(self, name, input_shape, heads, dim, activation=None):
+        equation, bias_axes, rank = M.projection_equation(len(input_shape) - 1, 1, 2)
+        layer = keras.layers.EinsumDense(
+            equation, output_shape=M.output_spec_shape(rank - 1, [heads, dim]),
+            bias_axes=bias_axes if self._use_bias else None, activation=activation,
+            name=name, **self._sublayer_kwargs())
+        layer.build(tuple(input_shape))
+        return layer
+
+    def _sublayer_kwargs(self):
+        def clone(initializer):
+            return initializer.__class__.from_config(initializer.get_config())
+
+        return dict(
+            kernel_initializer=clone(self._kernel_initializer),
+            bias_initializer=clone(self._bias_initializer),
+            kernel_regularizer=self._kernel_regularizer,
+            bias_regularizer=self._bias_regularizer,
+            activity_regularizer=self._activity_regularizer,
+            kernel_constraint=self._kernel_constraint,
+            bias_constraint=self._bias_constraint,
+            dtype=self.dtype_policy,
+        )
+
+    def call(self, query, value, key=None, query_mask=None, value_mask=None,
+             key_mask=None, attention_mask=None, return_attention_scores=False,
+             training=None, use_causal_mask=False, attention_bias=None,
+             cache=None, cache_update_index=None):
+        key = value if key is None else key
+        with masks_hidden(query, value, key):
+            return self._call(query, value, key, query_mask, value_mask, key_mask,
+                              attention_mask, return_attention_scores, training,
+                              use_causal_mask, attention_bias, cache, cache_update_index)
+
+    def _call(self, query, value, key, query_mask, value_mask, key_mask,
+              attention_mask, return_attention_scores, training, use_causal_mask,
+              attention_bias, cache, cache_update_index):
+        if not self._single_axis:
+            return self._call_axes(query, value, key, query_mask, value_mask, key_mask,
+                                   attention_mask, attention_bias, return_attention_scores,
+                                   training, use_causal_mask, cache)
+        self._check_inputs(query, value, key, cache, cache_update_index)
+        gate = self._gate_dense(query) if self._use_gate else None
+        t = ops.shape(query)[1]
+        offset = 0 if cache_update_index is None else cache_update_index
+        q_positions = ops.arange(t, dtype="int32") + offset
+        q = self._rotate(self._query_dense(query), q_positions)  # (B, T, N, H)
+        if cache is None:
+            k = self._rotate(self._key_dense(key), ops.arange(ops.shape(key)[1], dtype="int32"))
+            v = self._value_dense(value)  # (B, S, K, Hv)
+        else:
+            k, v, cache = self._update_cache(key, value, cache, cache_update_index, q_positions)
+        s = ops.shape(k)[1]
+        target = (query.shape[0], self._num_heads, query.shape[1], k.shape[1])
+        mask = M.merge_layer_masks(query_mask, value_mask, key_mask, attention_mask, target)
+        bias = self._bias(attention_bias, target)
+        aligned = (cache is None and query.shape[1] is not None
+                   and query.shape[1] == k.shape[1])
+        out, scores = self._attend(
+            q, k, v, bias, mask, training, return_attention_scores,
+            is_causal=use_causal_mask, q_offset=offset, q_positions=q_positions,
+            k_positions=ops.arange(s, dtype="int32"), aligned=aligned)
+        out = self._finish(out, gate, query_mask)
+        result = (out, scores) if return_attention_scores else (out,)
+        if cache is not None:
+            result += (cache,)
+        return result[0] if len(result) == 1 else result
+
+    def _rotate(self, x, positions):
+        return x if self.position is None else self.position.rotate(x, positions)
+
+    def _update_cache(self, key, value, cache, index, positions):
+        cache = ops.convert_to_tensor(cache)
+        if index is None:
+            return cache[:, 0], cache[:, 1], cache
+        k_new = ops.cast(self._rotate(self._key_dense(key), positions), cache.dtype)
+        v_new = ops.cast(self._value_dense(value), cache.dtype)
+        start = [0, index, 0, 0]
+        k = ops.slice_update(cache[:, 0], start, k_new)  # (B, S_max, K, H)
+        v = ops.slice_update(cache[:, 1], start, v_new)
+        return k, v, ops.stack([k, v], axis=1)
+
+    def _bias(self, attention_bias, target):
+        if attention_bias is None:
+            return None
+        attention_bias = ops.convert_to_tensor(attention_bias)
+        _validation.check_bias_dtype(attention_bias)
+        return M.layer_mask("attention_bias", attention_bias, target)
+
+    def _attend(self, q, k, v, bias, mask, training, return_scores, is_causal=False,
+                q_offset=0, q_positions=None, k_positions=None, aligned=False):
+        """Attention of projected `q` `(B, T, N, H)`, `k`, `v` `(B, S, K, H*)`:
+        `(out (B, T, N, Hv), weights (B, N, T, S) or None)`."""
+        score_mod = self.score_mod
+        value_term = self.position is not None and self.position.uses_weights
+        if self.position is not None:
+            pos_bias, pos_mod = self.position.score_terms(
+                q, q_positions, k_positions, self._scale, aligned)
+            if pos_bias is not None:
+                bias = pos_bias if bias is None else ops.add(ops.cast(bias, pos_bias.dtype), pos_bias)
+            score_mod = M.compose_score_mods(pos_mod, score_mod)
+        dropout = bool(training) and self._dropout > 0
+        implementation = self.implementation
+        if implementation is None and self._flash_attention:
+            implementation = "fused"
+        result = ak.attention(
+            q, k, v, bias=bias, mask=mask, scale=self._scale, is_causal=bool(is_causal),
+            q_offset=q_offset, sliding_window=self._sliding_window, score_mod=score_mod,
+            mask_mod=self.mask_mod, logit_soft_cap=self.logit_soft_cap,
+            dropout_rate=0.0 if value_term else self._dropout, seed=self.seed_generator,
+            training=bool(training), return_weights=return_scores or value_term,
+            implementation=implementation)
+        out, weights = result if (return_scores or value_term) else (result, None)
+        if value_term:
+            used = weights
+            if dropout:
+                used = keras.random.dropout(weights, self._dropout, seed=self.seed_generator)
+                out = ops.cast(M.grouped_weighted_sum(used, v), out.dtype)
+            extra = self.position.value_term(used, q_positions, k_positions, aligned)
+            out = out + ops.cast(extra, out.dtype)
+        return out, weights if return_scores else None
+
+    def _finish(self, out, gate, query_mask):
+        if gate is not None:
+            out = ops.multiply(out, ops.cast(gate, out.dtype))
+        return self._output_dense(out)
+
+    def _call_axes(self, query, value, key, query_mask, value_mask, key_mask,
+                   attention_mask, attention_bias, return_scores, training,
+                   use_causal_mask, cache):
+        """Attention over several axes (keras's `attention_axes`), flattened."""
+        unsupported = {"query_mask": query_mask, "value_mask": value_mask,
+                       "key_mask": key_mask, "cache": cache}
+        unsupported["use_causal_mask"] = use_causal_mask or None
+        for name, given in unsupported.items():
+            if given is not None:
+                raise ValueError(
+                    f"`{name}` needs attention over one sequence axis; this layer "
+                    f"attends over axes {self._attention_axes} of rank "
+                    f"{len(query.shape)} inputs. Pass `attention_mask` instead."
+                )
+        gate = self._gate_dense(query) if self._use_gate else None
+        layout = M.AxesLayout(len(query.shape) + 1, self._attention_axes)
+        q, q_shape = layout.flatten(self._query_dense(query))
+        k, k_shape = layout.flatten(self._key_dense(key))
+        v, _ = layout.flatten(self._value_dense(value))
+        full = layout.batch_shape(q_shape) + layout.attention_shape(q_shape) \
+            + layout.attention_shape(k_shape)
+        flat = (ops.shape(q)[0], 1, ops.shape(q)[1], ops.shape(k)[1])
+
+        def flatten_mask(x, dtype):
+            if x is None:
+                return None
+            x = ops.convert_to_tensor(x)
+            x = ops.cast(x, dtype) if dtype == "bool" else x
+            return ops.reshape(ops.broadcast_to(x, full), flat)
+
+        mask = flatten_mask(attention_mask, "bool")
+        bias = flatten_mask(attention_bias, None)
+        out, scores = self._attend(q, k, v, bias, mask, training, return_scores)
+        out = self._finish(layout.unflatten(out, q_shape[:-1] + (out.shape[-1],)), gate, None)
+        if not return_scores:
+            return out
+        scores_shape = layout.batch_shape(q_shape) + (self._num_heads,) \
+            + layout.attention_shape(q_shape) + layout.attention_shape(k_shape)
+        return out, ops.reshape(scores, scores_shape)
+
+    def _check_inputs(self, query, value, key, cache, index):
+        for name, x in (("query", query), ("value", value), ("key", key)):
+            if len(x.shape) != 3:
+                raise ValueError(
+                    f"`{name}` must be (B, length, features) like the inputs this "
+                    f"layer was built for. Received: {name}.shape={tuple(x.shape)}."
+                )
+        batches = {x.shape[0] for x in (query, value, key)} - {None}
+        if len(batches) > 1:
+            raise ValueError(
+                "`query`, `value` and `key` must have the same batch size. "
+                f"Received: query.shape={tuple(query.shape)}, value.shape="
+                f"{tuple(value.shape)}, key.shape={tuple(key.shape)}."
+            )
+        if cache is None and index is not None:
+            raise ValueError(
+                "`cache_update_index` needs a `cache`. Received: "
+                f"cache=None, cache_update_index={index!r}."
+            )
+        if cache is not None:
+            M.check_cache(ops.convert_to_tensor(cache), query.shape[0],
+                          self._num_key_value_heads, self._key_dim, self._value_dim)
+
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        M.check_key_value_shapes(value_shape, key_shape)
+        if self._output_shape:
+            return tuple(query_shape[:-1]) + self._output_shape
+        return tuple(query_shape)
+
+    def compute_output_spec(self, query, value, key=None, query_mask=None,
+                            value_mask=None, key_mask=None, attention_mask=None,
+                            return_attention_scores=False, training=None,
+                            use_causal_mask=False, attention_bias=None, cache=None,
+                            cache_update_index=None):
+        key_shape = None if key is None else key.shape
+        out = keras.KerasTensor(
+            self.compute_output_shape(query.shape, value.shape, key_shape),
+            dtype=self.compute_dtype)
+        result = (out,)
+        if return_attention_scores:
+            rank = len(query.shape) + 1
+            axes = self._attention_axes or self._config_attention_axes \
+                or tuple(range(1, rank - 2))
+            axes = tuple(a if a >= 0 else rank - 1 + a for a in axes)
+            layout = M.AxesLayout(rank, axes)
+            source = tuple(value.shape) if cache is None else (None, cache.shape[2])
+            shape = layout.batch_shape(query.shape) + (self._num_heads,) \
+                + layout.attention_shape(query.shape) + layout.attention_shape(source)
+            result += (keras.KerasTensor(shape, dtype=self.compute_dtype),)
+        if cache is not None:
+            result += (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
+        return result[0] if len(result) == 1 else result
+
+    def get_config(self):
+        config = super().get_config()
+        serialize = keras.saving.serialize_keras_object
+        config.update({
+            "num_heads": self._num_heads,
+            "key_dim": self._key_dim,
+            "value_dim": self._value_dim,
+            "dropout": self._dropout,
+            "use_bias": self._use_bias,
+            "use_gate": self._use_gate,
+            "output_shape": self._output_shape,
+            "attention_axes": self._config_attention_axes,
+            "sliding_window": self._sliding_window,
+            "flash_attention": self._flash_attention,
+            "kernel_initializer": keras.initializers.serialize(self._kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self._bias_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self._kernel_regularizer),
+            "bias_regularizer": keras.regularizers.serialize(self._bias_regularizer),
+            "activity_regularizer": keras.regularizers.serialize(self._activity_regularizer),
+            "kernel_constraint": keras.constraints.serialize(self._kernel_constraint),
+            "bias_constraint": keras.constraints.serialize(self._bias_constraint),
+            "seed": self.seed,
+            "num_key_value_heads": self._num_key_value_heads,
+            "position": None if self.position is None else serialize(self.position),
+            "score_mod": None if self.score_mod is None else serialize(self.score_mod),
+            "mask_mod": None if self.mask_mod is None else serialize(self.mask_mod),
+            "logit_soft_cap": self.logit_soft_cap,
+            "implementation": self.implementation,
+        })
+        return config
