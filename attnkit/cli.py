@@ -67,7 +67,6 @@ def _demo(args):
         if getattr(args, name) <= 0:
             raise CommandError(f"--{name} must be positive, got {getattr(args, name)}")
     import keras
-    import numpy as np
 
     from attnkit.datasets import dates
     from attnkit.models import build_rnn_seq2seq

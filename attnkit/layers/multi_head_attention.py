@@ -305,7 +305,7 @@ class MultiHeadAttention(keras.layers.Layer):
             k = self._rotate(self._key_dense(key), ops.arange(ops.shape(key)[1], dtype="int32"))
             v = self._value_dense(value)  # (B, S, K, Hv)
         else:
-            k, v, cache = self._update_cache(key, value, cache, cache_update_index, q_positions)
+            k, v, cache = self._update_cache(key, value, cache, cache_update_index)
         s = ops.shape(k)[1]
         target = (query.shape[0], self._num_heads, query.shape[1], k.shape[1])
         mask = M.merge_layer_masks(query_mask, value_mask, key_mask, attention_mask, target)
@@ -325,10 +325,11 @@ class MultiHeadAttention(keras.layers.Layer):
     def _rotate(self, x, positions):
         return x if self.position is None else self.position.rotate(x, positions)
 
-    def _update_cache(self, key, value, cache, index, positions):
+    def _update_cache(self, key, value, cache, index):
         cache = ops.convert_to_tensor(cache)
         if index is None:
             return cache[:, 0], cache[:, 1], cache
+        positions = ops.arange(ops.shape(key)[1], dtype="int32") + index
         k_new = ops.cast(self._rotate(self._key_dense(key), positions), cache.dtype)
         v_new = ops.cast(self._value_dense(value), cache.dtype)
         start = [0, index, 0, 0]

@@ -64,7 +64,7 @@ class PositionEmbedding(keras.layers.Layer):
                 f"sequence_length={self.sequence_length}."
             )
         t = ops.shape(inputs)[1]
-        rows = ops.slice(self.embeddings, (start_index, 0), (t, d))  # (T, D)
+        rows = ops.slice(ops.convert_to_tensor(self.embeddings), (start_index, 0), (t, d))  # (T, D)
         return ops.broadcast_to(ops.cast(rows, inputs.dtype)[None], ops.shape(inputs))
 
     def compute_output_shape(self, input_shape):

@@ -10,7 +10,6 @@ self-attention, N heads, H head dim, R = 2k + 1 clipped relative distances.
 import math
 import numbers
 
-import numpy as np
 from keras import backend
 from keras import ops
 
@@ -26,10 +25,10 @@ def relative_index(query_positions, key_positions, max_relative_position):
 
 
 def full_relative_index(length, max_relative_position):
-    """The table row of each distance `-(L-1) .. L-1`, a NumPy int array
-    `(2L - 1,)`, for `skew`."""
+    """The table row of each distance `-(L-1) .. L-1`, int32 `(2L - 1,)`,
+    for `skew`."""
     k = int(max_relative_position)
-    return np.clip(np.arange(-(length - 1), length), -k, k) + k
+    return ops.clip(ops.arange(-(length - 1), length, dtype="int32"), -k, k) + k
 
 
 def skew(x):
@@ -110,8 +109,8 @@ def rotary_angles(positions, dim, max_wavelength=10000.0, dtype="float32"):
     the two halves of the head (the half-split pairing of GPT-NeoX, Llama
     and KerasHub)."""
     half = dim // 2
-    inverse = 1.0 / (float(max_wavelength) ** (np.arange(half) * 2.0 / dim))
-    inverse = ops.convert_to_tensor(inverse.astype(dtype))
+    exponent = ops.arange(half, dtype=dtype) * (-2.0 * math.log(max_wavelength) / dim)
+    inverse = ops.exp(exponent)  # max_wavelength ** (-2f / dim)
     angles = ops.cast(positions, dtype)[:, None] * inverse[None, :]  # (P, dim/2)
     angles = ops.concatenate([angles, angles], axis=-1)  # (P, dim)
     return ops.cos(angles), ops.sin(angles)

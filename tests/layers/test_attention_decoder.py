@@ -8,7 +8,6 @@ import sys
 import keras
 import numpy as np
 import pytest
-from keras import ops
 
 from attnkit.layers import AdditiveAttention
 from attnkit.layers import AttentionDecoder

@@ -1,0 +1,260 @@
+"""Position schemes, the decoding cache, translation invariance, saving."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import attnkit
+from attnkit.layers import MultiHeadAttention
+from attnkit.layers import PositionEmbedding
+from attnkit.layers import RelativePositionalAttention
+from attnkit.layers import SinusoidalPositionEncoding
+from attnkit.ops import positions as P
+from tests.helpers import jit
+from tests.helpers import to_numpy
+from tests.layers import mha_reference as ref
+
+B, L, D = 2, 6, 8
+RELATIVE = {
+    "shaw": lambda: attnkit.layers.ShawRelativePosition(2),
+    "t5": lambda: attnkit.layers.T5RelativeBias(num_buckets=8, max_distance=5),
+    "alibi": lambda: attnkit.layers.AlibiBias(),
+    "rotary": lambda: attnkit.layers.RotaryEmbedding(),
+}
+KINDS = dict(RELATIVE, none=lambda: None)
+
+
+def tokens(seed=0, length=L):
+    return np.random.default_rng(seed).normal(size=(B, length, D)).astype("float32")
+
+
+def make(kind, **kwargs):
+    layer = MultiHeadAttention(4, 4, num_key_value_heads=2, position=KINDS[kind](), **kwargs)
+    layer.build((B, L, D), (B, L, D))
+    g = np.random.default_rng(11)
+    layer.set_weights([g.normal(size=w.shape).astype("float32") * 0.5 for w in layer.weights])
+    return layer
+
+
+@pytest.mark.parametrize("length", [1, 2, 5])
+def test_skew_and_unskew_move_distances_into_place(length):
+    g = np.random.default_rng(length)
+    i, j = np.meshgrid(np.arange(length), np.arange(length), indexing="ij")
+    relative = g.normal(size=(2, 3, length, 2 * length - 1)).astype("float32")
+    np.testing.assert_array_equal(to_numpy(P.skew(ops.convert_to_tensor(relative))),
+                                  relative[..., i, j - i + length - 1])
+    absolute = g.normal(size=(2, 3, length, length)).astype("float32")
+    want = np.zeros((2, 3, length, 2 * length - 1), "float32")
+    want[..., i, j - i + length - 1] = absolute
+    np.testing.assert_array_equal(to_numpy(P.unskew(ops.convert_to_tensor(absolute))), want)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_t5_buckets_and_rotary_match_their_definitions(bidirectional):
+    rel = np.arange(-300, 301)
+    for buckets, distance in [(32, 128), (8, 5)]:
+        got = to_numpy(P.t5_bucket(ops.convert_to_tensor(rel), buckets, distance, bidirectional))
+        np.testing.assert_array_equal(got, ref.t5_bucket(rel, buckets, distance, bidirectional))
+    x = np.random.default_rng(0).normal(size=(2, 7, 3, 6)).astype("float32")
+    positions = np.arange(7) + 50
+    got = to_numpy(P.apply_rotary(ops.convert_to_tensor(x), ops.convert_to_tensor(positions)))
+    np.testing.assert_allclose(got, ref.rotate(x.astype("float64"), positions), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_shaw_skew_path_equals_explicit_offsets(per_head):
+    shaw = attnkit.layers.ShawRelativePosition(2, per_head=per_head)
+    shaw.build_heads(3, 4, 5)
+    g = np.random.default_rng(1)
+    q = ops.convert_to_tensor(g.normal(size=(B, L, 3, 4)).astype("float32"))
+    w = ops.convert_to_tensor(g.random((B, 3, L, L)).astype("float32"))
+    pos = ops.arange(L, dtype="int32")
+    skewed, _ = shaw.score_terms(q, pos, pos, 0.5, aligned=True)
+    explicit, _ = shaw.score_terms(q, pos, pos, 0.5, aligned=False)
+    np.testing.assert_allclose(to_numpy(skewed), to_numpy(explicit), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(shaw.value_term(w, pos, pos, True)),
+                               to_numpy(shaw.value_term(w, pos, pos, False)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def decode(layer, x, start=0, size=12, prefill=1, mask_before=False):
+    """Feeds `x` through the cache from `start`: `prefill` tokens, then one
+    at a time. Returns (outputs, cache)."""
+    cache = ops.zeros((B, 2, size, 2, 4))
+    outs, index = [], start
+    steps = [(0, prefill)] + [(i, i + 1) for i in range(prefill, x.shape[1])]
+    for a, b in steps:
+        kwargs = {}
+        if mask_before:  # hide the slots before `start`
+            visible = np.arange(size)[None, None, :] >= start
+            kwargs["attention_mask"] = np.broadcast_to(visible, (B, b - a, size))
+        out, cache = layer(x[:, a:b], x[:, a:b], cache=cache, cache_update_index=index,
+                           use_causal_mask=True, **kwargs)
+        outs.append(to_numpy(out))
+        index += b - a
+    return np.concatenate(outs, axis=1), cache
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_cached_decoding_equals_the_full_causal_forward(kind):
+    layer = make(kind)
+    x = tokens()
+    full = to_numpy(layer(x, x, use_causal_mask=True))
+    for prefill in (1, 3):
+        out, cache = decode(layer, x, prefill=prefill)
+        np.testing.assert_allclose(out, full, rtol=2e-5, atol=2e-5)
+    # The cache holds the (rotated) projected keys and the values.
+    w = ref.layer_weights(layer)
+    keys = ref.project(x.astype("float64"), w, "key")
+    if kind == "rotary":
+        keys = ref.rotate(keys, np.arange(L))
+    np.testing.assert_allclose(to_numpy(cache)[:, 0, :L], keys, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(cache)[:, 1, :L],
+                               ref.project(x.astype("float64"), w, "value"), rtol=1e-5, atol=1e-5)
+    assert np.all(to_numpy(cache)[:, :, L:] == 0)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_cached_decoding_runs_in_a_jitted_loop(kind):
+    layer = make(kind)
+    x = tokens()
+    full = to_numpy(layer(x, x, use_causal_mask=True))
+
+    def run(x):
+        def body(i, carry):
+            cache, outs = carry
+            step = ops.slice(x, (0, i, 0), (B, 1, D))
+            out, cache = layer(step, step, cache=cache, cache_update_index=i,
+                               use_causal_mask=True)
+            return cache, ops.slice_update(outs, (0, i, 0), out)
+
+        start = (ops.zeros((B, 2, L, 2, 4)), ops.zeros((B, L, D)))
+        return ops.fori_loop(0, L, body, start)[1]
+
+    np.testing.assert_allclose(to_numpy(jit(run)(x)), full, rtol=2e-5, atol=2e-5)
+
+
+def absolute_inputs(kind, x, start):
+    if kind == "sinusoidal":
+        return x + to_numpy(SinusoidalPositionEncoding()(x, start_index=start))
+    table = PositionEmbedding(16, initializer="random_normal")
+    table.build(x.shape)
+    table.set_weights([np.random.default_rng(5).normal(size=(16, D)).astype("float32")])
+    return x + to_numpy(table(x, start_index=start))
+
+
+@pytest.mark.parametrize("kind", sorted(RELATIVE) + ["sinusoidal", "learned"])
+def test_translation_invariance(kind):
+    """The same tokens at c .. c+L-1 (earlier positions masked, or reached
+    through the cache index) give the outputs they give at 0 .. L-1 for
+    relative positions, and other outputs for absolute ones."""
+    c = 4
+    x = tokens()
+    garbage = np.random.default_rng(9).normal(size=(B, c, D)).astype("float32") * 5
+    shifted = np.concatenate([garbage, x], axis=1)
+    layer = make(kind if kind in RELATIVE else "none")
+    if kind not in RELATIVE:
+        x, shifted = absolute_inputs(kind, x, 0), absolute_inputs(kind, shifted, 0)
+    value_mask = np.arange(c + L)[None].repeat(B, 0) >= c
+    base = to_numpy(layer(x, x))
+    moved = to_numpy(layer(shifted, shifted, value_mask=value_mask))[:, c:]
+    causal = to_numpy(layer(x, x, use_causal_mask=True))
+    if kind not in RELATIVE:
+        x = x - absolute_inputs(kind, np.zeros_like(x), 0) + absolute_inputs(kind, np.zeros_like(x), c)
+    cached, _ = decode(layer, x, start=c, prefill=L, mask_before=True)
+    if kind in RELATIVE:
+        np.testing.assert_allclose(moved, base, rtol=2e-5, atol=2e-5)
+        np.testing.assert_allclose(cached, causal, rtol=2e-5, atol=2e-5)
+    else:
+        assert not np.allclose(moved, base, atol=1e-3)
+        assert not np.allclose(cached, causal, atol=1e-3)
+
+
+def test_absolute_encodings_match_their_definitions():
+    x = tokens(length=5)
+    got = to_numpy(SinusoidalPositionEncoding(max_wavelength=100)(x, start_index=3))
+    pos = np.arange(3, 8)[:, None]
+    f = np.arange(D)[None]
+    angle = pos / 100.0 ** (2 * (f // 2) / D)
+    want = np.where(f % 2 == 0, np.sin(angle), np.cos(angle))
+    np.testing.assert_allclose(got, np.broadcast_to(want, x.shape), rtol=1e-5, atol=1e-5)
+    table = PositionEmbedding(9)
+    rows = to_numpy(table(x, start_index=2))
+    np.testing.assert_array_equal(rows[1], to_numpy(table.embeddings)[2:7])
+    embedded = keras.layers.Embedding(5, D, mask_zero=True)(np.array([[1, 2, 0, 0, 0]]))
+    from keras.src.backend.common.masking import get_keras_mask
+    assert get_keras_mask(SinusoidalPositionEncoding()(embedded)) is not None
+    with pytest.raises(ValueError, match="exceed sequence_length=9"):
+        table(x, start_index=5)
+
+
+def test_relative_positional_attention_is_mha_with_shaw():
+    x = tokens()
+    layer = RelativePositionalAttention(4, 4, max_relative_position=2, num_key_value_heads=2,
+                                        dropout=0.1, seed=1)
+    layer.build(x.shape, x.shape)
+    twin = make("shaw", dropout=0.1, seed=1)
+    layer.set_weights(twin.get_weights())
+    np.testing.assert_allclose(to_numpy(layer(x, x, use_causal_mask=True)),
+                               to_numpy(twin(x, x, use_causal_mask=True)), rtol=1e-6, atol=1e-6)
+    config = layer.get_config()
+    assert config["max_relative_position"] == 2 and "position" not in config
+    assert RelativePositionalAttention.from_config(config).get_config() == config
+
+
+BAD = [
+    (lambda: attnkit.layers.ShawRelativePosition(0), "max_relative_position"),
+    (lambda: attnkit.layers.T5RelativeBias(num_buckets=2), "num_buckets"),
+    (lambda: attnkit.layers.RotaryEmbedding(max_wavelength=1), "max_wavelength"),
+    (lambda: SinusoidalPositionEncoding(max_wavelength="x"), "max_wavelength"),
+    (lambda: PositionEmbedding(0), "sequence_length"),
+    (lambda: SinusoidalPositionEncoding()(np.zeros((2, 3), "float32")), r"\(B, T, D\)"),
+]
+
+
+@pytest.mark.parametrize("call, message", BAD)
+def test_bad_arguments(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_saved_model_loads_in_a_fresh_process(tmp_path):
+    inp = keras.Input((L, D))
+    x = keras.layers.Add()([inp, SinusoidalPositionEncoding()(inp)])
+    x = keras.layers.Add()([x, PositionEmbedding(L)(x)])
+    outs = [MultiHeadAttention(4, 4, num_key_value_heads=2, position=make_position())(
+        x, x, use_causal_mask=True) for make_position in KINDS.values()]
+    outs.append(attnkit.layers.MultiHeadAttention(
+        2, 4, position=attnkit.layers.ShawRelativePosition(3, per_head=True))(x, x))
+    outs.append(RelativePositionalAttention(2, 4, max_relative_position=3)(x, x))
+    model = keras.Model(inp, keras.layers.Concatenate()(outs))
+    x = tokens()
+    path = str(tmp_path / "positions.keras")
+    model.save(path)
+    np.save(tmp_path / "x.npy", x)
+    script = f"""
+import json, numpy as np, keras, attnkit  # registers the attnkit classes
+model = keras.saving.load_model({path!r})
+print(json.dumps(sorted({{type(l).__name__ for l in model.layers}})))
+np.save({str(tmp_path / 'out.npy')!r}, model.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "KERAS_BACKEND": keras.backend.backend()})
+    assert run.returncode == 0, run.stderr[-2000:]
+    classes = json.loads(run.stdout.strip().splitlines()[-1])
+    assert {"MultiHeadAttention", "RelativePositionalAttention", "PositionEmbedding",
+            "SinusoidalPositionEncoding"} <= set(classes)
+    want = model.predict(x, verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, rtol=1e-6, atol=1e-6)
+    weights_path = str(tmp_path / "w.weights.h5")
+    model.save_weights(weights_path)
+    for w in model.weights:
+        w.assign(np.zeros(w.shape, "float32"))
+    model.load_weights(weights_path)
+    np.testing.assert_allclose(model.predict(x, verbose=0), want, rtol=1e-6, atol=1e-6)
