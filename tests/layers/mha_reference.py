@@ -8,6 +8,7 @@ length, N query heads, K key/value heads, H head dim, D features.
 import math
 
 import numpy as np
+from keras import ops
 
 from tests.helpers import to_numpy
 
@@ -17,7 +18,8 @@ def layer_weights(layer):
     out = {}
     for w in layer.weights:
         parts = w.path.split("/")
-        out["/".join(parts[-2:])] = to_numpy(w).astype("float64")
+        value = ops.cast(ops.convert_to_tensor(w), "float32")  # NumPy has no bfloat16
+        out["/".join(parts[-2:])] = to_numpy(value).astype("float64")
     return out
 
 
@@ -65,15 +67,16 @@ def alibi_slopes(n):
 
 
 def mha(layer, query, value, key=None, mask=None, causal=False, window=None,
-        q_offset=0, position=None, bias=None):
+        q_offset=0, position=None, bias=None, weights=None):
     """(output (B, T, E), weights (B, N, T, S)) of `layer` in float64.
 
     `mask` is bool (B, T, S); `position` is (kind, options) with kind in
-    shaw / t5 / alibi / rotary and the options of that scheme.
+    shaw / t5 / alibi / rotary and the options of that scheme. `weights`
+    replaces the layer's (as from `layer_weights`).
     """
     key = value if key is None else key
     query, value, key = (np.asarray(a, "float64") for a in (query, value, key))
-    w = layer_weights(layer)
+    w = layer_weights(layer) if weights is None else weights
     q, k, v = project(query, w, "query"), project(key, w, "key"), project(value, w, "value")
     b, t, n, h = q.shape
     s, kh = k.shape[1], k.shape[2]

@@ -289,6 +289,9 @@ def test_dtype_policies_and_large_logits(policy):
         assert sub.dtype_policy.name == policy
     for x in (out, scores):
         assert np.all(np.isfinite(to_numpy(ops.cast(x, "float32"))))
+    want, _ = ref.mha(layer, q, q, position=("shaw", {"k": 2}))
+    got = to_numpy(ops.cast(layer(q, q), "float32"))
+    np.testing.assert_allclose(got, want, rtol=3e-2, atol=3e-2)  # bfloat16: 8 bits of mantissa
 
 
 def test_one_fit_step_and_jit_predict():
@@ -353,3 +356,57 @@ BAD = [
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_mask_forms_agree():
+    q, v = inputs()
+    layer, _ = make("shaw", "mqa")
+    g = np.random.default_rng(8)
+    pair = g.random((T, S)) > 0.4
+    pair[:, 0] = True
+    want = to_numpy(layer(q, v, attention_mask=pair))
+    for form in (np.broadcast_to(pair, (B, T, S)), np.broadcast_to(pair, (B, 6, T, S)),
+                 pair.astype("int32"), np.broadcast_to(pair, (B, T, S)).astype("int32")):
+        np.testing.assert_allclose(to_numpy(layer(q, v, attention_mask=form)), want,
+                                   rtol=1e-6, atol=1e-6)
+    tril = np.tril(np.ones((T, S), bool))
+    np.testing.assert_allclose(to_numpy(layer(q, v, use_causal_mask=True)),
+                               to_numpy(layer(q, v, attention_mask=tril)), rtol=1e-6, atol=1e-6)
+    _, value_mask = padding_masks()
+    merged = tril[None] & value_mask[:, None]
+    np.testing.assert_allclose(to_numpy(layer(q, v, use_causal_mask=True, value_mask=value_mask)),
+                               to_numpy(layer(q, v, attention_mask=merged)), rtol=1e-6, atol=1e-6)
+    for t, s in ((1, 1), (1, S), (T, 1)):  # one query, one key
+        out = layer(q[:, :t], v[:, :s])
+        want, _ = ref.mha(layer, q[:, :t], v[:, :s], position=("shaw", {"k": 2}))
+        np.testing.assert_allclose(to_numpy(out), want, rtol=1e-4, atol=1e-4)
+
+
+def test_weight_gradients_match_finite_differences_of_the_reference():
+    g = np.random.default_rng(4)
+    x = g.normal(size=(1, 4, 3)).astype("float32")
+    layer, ref_position = make("shaw", "gqa", key_dim=2)
+    layer(x, x)
+    randomize(layer)
+    d_out = g.normal(size=(1, 4, 3))
+    values = [to_numpy(w) for w in layer.trainable_weights]
+
+    def loss(*weights):
+        out, _ = layer.stateless_call(list(weights), [], ops.convert_to_tensor(x),
+                                      ops.convert_to_tensor(x), use_causal_mask=True)
+        return ops.sum(out * ops.convert_to_tensor(d_out, "float32"))
+
+    got = grads(loss, *values)
+    base = ref.layer_weights(layer)
+    for index, variable in enumerate(layer.trainable_weights):
+        name = [k for k in base if variable.path.endswith(k)][0]
+        want = np.zeros(base[name].shape)
+        for idx in np.ndindex(want.shape):
+            f = []
+            for sign in (1, -1):
+                bumped = dict(base, **{name: base[name].copy()})
+                bumped[name][idx] += sign * 1e-6
+                out, _ = ref.mha(layer, x, x, causal=True, position=ref_position, weights=bumped)
+                f.append(np.sum(out * d_out))
+            want[idx] = (f[0] - f[1]) / 2e-6
+        np.testing.assert_allclose(got[index], want, rtol=1e-3, atol=1e-4, err_msg=name)
