@@ -1,9 +1,10 @@
 """attnkit: the attention toolkit for Keras 3."""
 
 from attnkit import layers
+from attnkit import models
 from attnkit import ops
 from attnkit import testing
 
 __version__ = "0.1.0"
 
-__all__ = ["layers", "ops", "testing", "__version__"]
+__all__ = ["layers", "models", "ops", "testing", "__version__"]

@@ -12,6 +12,11 @@ import time
 from pathlib import Path
 
 
+RNN_ATTENTION = ("additive", "dot", "scaled", "general", "cosine")
+TRANSFORMER_ATTENTION = ("relative", "t5", "alibi", "rotary")
+DEFAULT_EPOCHS = {"rnn": 3, "transformer": 10}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise CommandError(message)
@@ -26,9 +31,11 @@ def _parser():
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser("demo", help="learn to read dates in five languages")
     demo.add_argument("--model", default="rnn", choices=["rnn", "transformer"])
-    demo.add_argument("--attention", default="additive",
-                      choices=["additive", "dot", "scaled", "general", "cosine"])
-    demo.add_argument("--epochs", type=int, default=3)
+    demo.add_argument(
+        "--attention", choices=list(RNN_ATTENTION) + list(TRANSFORMER_ATTENTION),
+        help="rnn: additive (default), dot, scaled, general, cosine; transformer: "
+             "relative (Shaw, default), t5, alibi, rotary")
+    demo.add_argument("--epochs", type=int, help="default: 3 (rnn), 10 (transformer)")
     demo.add_argument("--train", type=int, default=10000, help="training pairs")
     demo.add_argument("--test", type=int, default=2000, help="held-out pairs")
     demo.add_argument("--units", type=int, default=64)
@@ -59,10 +66,13 @@ def _encode(pairs, source_vocab, target_vocab, length):
 
 
 def _demo(args):
-    if args.model == "transformer":
+    kinds = RNN_ATTENTION if args.model == "rnn" else TRANSFORMER_ATTENTION
+    args.attention = args.attention or kinds[0]
+    args.epochs = DEFAULT_EPOCHS[args.model] if args.epochs is None else args.epochs
+    if args.attention not in kinds:
         raise CommandError(
-            "--model transformer needs RelativePositionalAttention, which is "
-            "not in attnkit yet; use --model rnn")
+            f"--attention {args.attention} does not fit --model {args.model} "
+            f"(choose from {', '.join(kinds)})")
     for name in ("epochs", "train", "test", "units"):
         if getattr(args, name) <= 0:
             raise CommandError(f"--{name} must be positive, got {getattr(args, name)}")
@@ -70,6 +80,7 @@ def _demo(args):
 
     from attnkit.datasets import dates
     from attnkit.models import build_rnn_seq2seq
+    from attnkit.models import build_transformer_seq2seq
     from attnkit.models import greedy_decode
 
     start = time.time()
@@ -79,14 +90,21 @@ def _demo(args):
     length = 48  # the longest generated text is under 40 characters
     train = _encode(data.train, src_vocab, tgt_vocab, length)
     val = _encode(data.val, src_vocab, tgt_vocab, length)
-    model = build_rnn_seq2seq(len(src_vocab), len(tgt_vocab),
-                              attention=args.attention, units=args.units)
+    if args.model == "rnn":
+        model = build_rnn_seq2seq(len(src_vocab), len(tgt_vocab),
+                                  attention=args.attention, units=args.units)
+    else:
+        model = build_transformer_seq2seq(len(src_vocab), len(tgt_vocab), units=args.units,
+                                          ff_units=2 * args.units, position=args.attention)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(keras.optimizers.Adam(3e-3), [loss, None],
+    model.compile(keras.optimizers.Adam(3e-3 if args.model == "rnn" else 1e-3), [loss, None],
                   jit_compile=keras.backend.backend() != "torch")
     print(f"attnkit demo: {args.model} model, {args.attention} attention, "
           f"{len(data.train)} training pairs, backend {keras.backend.backend()}")
-    model.fit([train[0], train[1]], train[2], validation_data=([val[0], val[1]], val[2]),
+    # Targets as (logits, no alignment target): a bare array whose first
+    # axis happens to equal the number of outputs would be split by keras.
+    model.fit([train[0], train[1]], (train[2], None),
+              validation_data=([val[0], val[1]], (val[2], None)),
               batch_size=64, epochs=args.epochs, verbose="auto")
     test_src = _encode(data.test, src_vocab, tgt_vocab, length)[0]
     tokens, alignments = greedy_decode(model, test_src, dates.TARGET_LENGTH + 1)

@@ -10,7 +10,9 @@ import pytest
 
 from attnkit.cli import exact_match_percent
 from attnkit.datasets import dates
+from attnkit.models import beam_search_decode
 from attnkit.models import build_rnn_seq2seq
+from attnkit.models import build_transformer_seq2seq
 from attnkit.models import greedy_decode
 from tests.helpers import to_numpy
 
@@ -35,10 +37,95 @@ def test_greedy_decoding_equals_argmax_of_the_teacher_forced_model(attention):
     assert np.all(alignments[src[:, None, :].repeat(11, 1) == 0] == 0)  # padding unseen
 
 
+def tiny_models():
+    keras.utils.set_random_seed(0)
+    data = dates.load_data(200, 10, 10, seed=3)
+    src = np.array([data.source_vocab.encode(t, length=40) for t, _ in data.train], "int32")
+    tgt = np.array([data.target_vocab.encode(d, add_start_end=True) for _, d in data.train], "int32")
+    v_src, v_tgt = len(data.source_vocab), len(data.target_vocab)
+    models = {
+        "rnn": build_rnn_seq2seq(v_src, v_tgt, units=8, embedding_dim=8),
+        "relative": build_transformer_seq2seq(v_src, v_tgt, units=8, num_heads=2,
+                                              num_layers=2, ff_units=16, max_relative_position=4),
+        "rotary": build_transformer_seq2seq(v_src, v_tgt, units=8, num_heads=2, num_layers=1,
+                                            ff_units=16, position="rotary"),
+    }
+    for model in models.values():
+        model.compile("adam", ["sparse_categorical_crossentropy", None])
+        model.fit([src, tgt[:, :-1]], tgt[:, 1:], epochs=1, verbose=0)
+    return models, src[:5]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return tiny_models()
+
+
+@pytest.mark.parametrize("kind", ["relative", "rotary"])
+def test_transformer_cached_decoding_equals_the_teacher_forced_model(kind, trained):
+    models, src = trained
+    model = models[kind]
+    tokens, alignments = greedy_decode(model, src, 11)
+    fed = np.concatenate([np.ones((len(src), 1), "int32"), tokens[:, :-1]], axis=1)
+    logits, teacher_alignments = model([src, fed])
+    np.testing.assert_array_equal(np.argmax(to_numpy(logits), -1), tokens)
+    np.testing.assert_allclose(alignments, to_numpy(teacher_alignments), rtol=1e-4, atol=1e-5)
+    assert np.all(alignments[src[:, None, :].repeat(11, 1) == 0] == 0)  # padding unseen
+
+
+def sequence_log_prob(model, src, tokens, end_id=2):
+    """Teacher-forced log-probability of `tokens`, up to and with `end_id`."""
+    fed = np.concatenate([np.ones((len(src), 1), "int32"), tokens[:, :-1]], axis=1)
+    logits = to_numpy(model([src, fed])[0]).astype("float64")
+    logp = logits - logits.max(-1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+    picked = np.take_along_axis(logp, tokens[..., None], -1)[..., 0]
+    ended = np.cumsum(tokens == end_id, axis=1) - (tokens == end_id) > 0
+    return np.where(ended, 0.0, picked).sum(1)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "relative"])
+def test_beam_search_is_exact_with_enough_beams(kind, trained):
+    """Width 1 is greedy; width V over 2 steps keeps every prefix, so it
+    finds the best of all V**2 sequences (checked by brute force)."""
+    models, src = trained
+    model = models[kind]
+    greedy, _ = greedy_decode(model, src, 3)
+    narrow, _ = beam_search_decode(model, src, 3, beam_width=1)
+    np.testing.assert_array_equal(narrow, greedy)
+    vocab = model.get_layer("logits").units
+    best, score = beam_search_decode(model, src, 2, beam_width=vocab)
+    np.testing.assert_allclose(score, sequence_log_prob(model, src, best), rtol=1e-5, atol=1e-5)
+    pairs = np.array([(a, b if a != 2 else 0) for a in range(vocab) for b in range(vocab)])
+    all_scores = np.stack([sequence_log_prob(model, src, np.repeat(p[None], len(src), 0))
+                           for p in pairs], 1)
+    np.testing.assert_allclose(score, all_scores.max(1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="beam_width"):
+        beam_search_decode(model, src, 2, beam_width=0)
+
+
 def attnkit_cli(*args, timeout=600):
     env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "attnkit.cli", *args], capture_output=True,
                           text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def transformer_demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("transformer_demo")
+    run = attnkit_cli("demo", "--model", "transformer", "--epochs", "1", "--train", "100",
+                      "--test", "10", "--units", "8", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out, run.stdout
+
+
+def test_transformer_demo_and_translate(transformer_demo_dir):
+    out, stdout = transformer_demo_dir
+    assert "transformer model, relative attention" in stdout
+    assert sum(line.startswith("exact match: ") for line in stdout.splitlines()) == 1
+    run = attnkit_cli("translate", "--model", str(out / "model.keras"), "1er mai 2020")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(run.stdout.strip()) <= set("0123456789-")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +171,7 @@ def test_translate_prints_one_line_and_plots(demo_dir, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["demo", "--bogus"], "unrecognized arguments: --bogus"),
     (["demo", "--epochs", "0"], "--epochs must be positive"),
-    (["demo", "--model", "transformer"], "RelativePositionalAttention"),
+    (["demo", "--model", "transformer", "--attention", "additive"], "does not fit --model transformer"),
     (["translate", "--model", "/nonexistent/model.keras", "1 May 2020"], "no model file"),
     (["translate", "--model", "{demo}/model.keras", "   "], "empty"),
     (["translate", "--model", "{demo}/model.keras", "3 März ☃ 2021"], "outside the vocabulary"),

@@ -310,7 +310,9 @@ class MultiHeadAttention(keras.layers.Layer):
         target = (query.shape[0], self._num_heads, query.shape[1], k.shape[1])
         mask = M.merge_layer_masks(query_mask, value_mask, key_mask, attention_mask, target)
         bias = self._bias(attention_bias, target)
-        aligned = (cache is None and query.shape[1] is not None
+        # Static lengths only: symbolic dimensions (JAX shape polymorphism)
+        # cannot drive the skew's reshapes.
+        aligned = (cache is None and isinstance(query.shape[1], int)
                    and query.shape[1] == k.shape[1])
         out, scores = self._attend(
             q, k, v, bias, mask, training, return_attention_scores,

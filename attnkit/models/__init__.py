@@ -1,7 +1,21 @@
 """attnkit.models: encoder-decoder models built from attnkit layers."""
 
+from attnkit.models.decoding import beam_search_decode
+from attnkit.models.decoding import greedy_decode
 from attnkit.models.rnn_seq2seq import ATTENTION_KINDS
 from attnkit.models.rnn_seq2seq import build_rnn_seq2seq
-from attnkit.models.rnn_seq2seq import greedy_decode
+from attnkit.models.transformer_seq2seq import POSITION_KINDS
+from attnkit.models.transformer_seq2seq import TransformerDecoderBlock
+from attnkit.models.transformer_seq2seq import TransformerEncoderBlock
+from attnkit.models.transformer_seq2seq import build_transformer_seq2seq
 
-__all__ = ["ATTENTION_KINDS", "build_rnn_seq2seq", "greedy_decode"]
+__all__ = [
+    "ATTENTION_KINDS",
+    "POSITION_KINDS",
+    "TransformerDecoderBlock",
+    "TransformerEncoderBlock",
+    "beam_search_decode",
+    "build_rnn_seq2seq",
+    "build_transformer_seq2seq",
+    "greedy_decode",
+]

@@ -209,7 +209,7 @@ def _choose(plan):
         ineligible["chunked"] = "it never holds the full weights to return"
     elif plan.dropout_active:
         ineligible["chunked"] = "dropout during training runs on the math path"
-    elif plan.query.shape[1] is None or plan.key.shape[1] is None:
+    elif None in (_validation.static_shape(plan.query)[1], _validation.static_shape(plan.key)[1]):
         ineligible["chunked"] = "it needs static query and key lengths"
     if plan.implementation is not None:
         return plan.implementation, "requested by the caller", ineligible
@@ -226,8 +226,8 @@ def _choose(plan):
 
 
 def _score_elements(plan):
-    b, t, n, _ = plan.query.shape
-    s = plan.key.shape[1]
+    b, t, n, _ = _validation.static_shape(plan.query)
+    s = _validation.static_shape(plan.key)[1]
     if None in (b, t, s):
         return None
     return b * n * t * s

@@ -16,8 +16,9 @@ IMPLEMENTATIONS = ("math", "fused", "chunked")
 
 
 def static_shape(x):
-    """The static shape of a tensor as a tuple of ints or `None`."""
-    return tuple(None if d is None else int(d) for d in x.shape)
+    """The static shape of a tensor as a tuple of ints or `None` (unknown,
+    or symbolic as under JAX shape polymorphism)."""
+    return tuple(int(d) if isinstance(d, numbers.Integral) else None for d in x.shape)
 
 
 def check_qkv(query, key, value):

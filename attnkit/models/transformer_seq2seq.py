@@ -1,0 +1,189 @@
+"""A small Transformer encoder-decoder with relative positions, decoded
+with the cache.
+
+Shape legend: B batch, S source length, T target length, V target
+vocabulary, D model width, N heads.
+"""
+
+import keras
+from keras import layers
+from keras import ops
+
+from attnkit.layers import AlibiBias
+from attnkit.layers import MultiHeadAttention
+from attnkit.layers import RelativePositionalAttention
+from attnkit.layers import RotaryEmbedding
+from attnkit.layers import T5RelativeBias
+
+POSITION_KINDS = ("relative", "t5", "alibi", "rotary")
+
+
+def _self_attention(position, num_heads, key_dim, max_relative_position, dropout):
+    if position == "relative":
+        return RelativePositionalAttention(
+            num_heads, key_dim, max_relative_position=max_relative_position,
+            dropout=dropout, name="self_attention")
+    schemes = {"t5": T5RelativeBias, "alibi": AlibiBias, "rotary": RotaryEmbedding}
+    if position not in schemes:
+        raise ValueError(
+            f"`position` must be one of {POSITION_KINDS}. Received: {position!r}."
+        )
+    return MultiHeadAttention(num_heads, key_dim, dropout=dropout,
+                              position=schemes[position](), name="self_attention")
+
+
+class _Block(keras.layers.Layer):
+    """Shared plumbing: post-norm residual sub-layers and the feed-forward."""
+
+    def __init__(self, units, num_heads, ff_units, max_relative_position=16,
+                 dropout=0.1, position="relative", **kwargs):
+        super().__init__(**kwargs)
+        if units % num_heads:
+            raise ValueError(
+                f"`units` must be a multiple of `num_heads`. Received: "
+                f"units={units}, num_heads={num_heads}."
+            )
+        self.units = units
+        self.num_heads = num_heads
+        self.ff_units = ff_units
+        self.max_relative_position = max_relative_position
+        self.dropout = dropout
+        self.position = position
+        self.supports_masking = True
+        self.self_attention = _self_attention(
+            position, num_heads, units // num_heads, max_relative_position, dropout)
+        self.expand = layers.Dense(ff_units, activation="relu", name="expand")
+        self.contract = layers.Dense(units, name="contract")
+        self.drop = layers.Dropout(dropout)
+        self.add = layers.Add()
+
+    def feed_forward(self, x):
+        return self.contract(self.expand(x))
+
+    def build_feed_forward(self, input_shape):
+        self.expand.build(input_shape)
+        self.contract.build(tuple(input_shape[:-1]) + (self.ff_units,))
+
+    def residual(self, x, update, norm, training):
+        return norm(self.add([x, self.drop(update, training=training)]))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "units": self.units, "num_heads": self.num_heads, "ff_units": self.ff_units,
+            "max_relative_position": self.max_relative_position, "dropout": self.dropout,
+            "position": self.position,
+        })
+        return config
+
+
+@keras.saving.register_keras_serializable(package="attnkit")
+class TransformerEncoderBlock(_Block):
+    """Relative self-attention and a feed-forward, each with a residual and
+    layer norm. `call(inputs (B, S, D), mask=None) -> (B, S, D)`."""
+
+    def __init__(self, units, num_heads, ff_units, **kwargs):
+        super().__init__(units, num_heads, ff_units, **kwargs)
+        self.norm1 = layers.LayerNormalization(name="norm1")
+        self.norm2 = layers.LayerNormalization(name="norm2")
+
+    def build(self, input_shape):
+        self.self_attention.build(input_shape, input_shape)
+        self.build_feed_forward(input_shape)
+        for norm in (self.norm1, self.norm2):
+            norm.build(input_shape)
+
+    def call(self, inputs, mask=None, training=None):
+        attended = self.self_attention(inputs, inputs, query_mask=mask, value_mask=mask,
+                                       training=training)
+        x = self.residual(inputs, attended, self.norm1, training)
+        return self.residual(x, self.feed_forward(x), self.norm2, training)
+
+
+@keras.saving.register_keras_serializable(package="attnkit")
+class TransformerDecoderBlock(_Block):
+    """Causal relative self-attention, cross-attention over the encoder, a
+    feed-forward.
+
+    `call(inputs (B, T, D), memory (B, S, D), memory_mask=None, cache=None,
+    cache_update_index=None)` returns `(outputs, cross-attention weights
+    (B, T, S) averaged over heads)`, and the updated self-attention cache
+    `(B, 2, T_max, N, D/N)` when one is given.
+    """
+
+    def __init__(self, units, num_heads, ff_units, **kwargs):
+        super().__init__(units, num_heads, ff_units, **kwargs)
+        self.cross_attention = MultiHeadAttention(
+            num_heads, units // num_heads, dropout=self.dropout, name="cross_attention")
+        self.norm1 = layers.LayerNormalization(name="norm1")
+        self.norm2 = layers.LayerNormalization(name="norm2")
+        self.norm3 = layers.LayerNormalization(name="norm3")
+
+    def build(self, inputs_shape, memory_shape):
+        self.self_attention.build(inputs_shape, inputs_shape)
+        self.cross_attention.build(inputs_shape, memory_shape)
+        self.build_feed_forward(inputs_shape)
+        for norm in (self.norm1, self.norm2, self.norm3):
+            norm.build(inputs_shape)
+
+    def call(self, inputs, memory, inputs_mask=None, memory_mask=None, cache=None,
+             cache_update_index=None, training=None):
+        if cache is None:
+            attended = self.self_attention(inputs, inputs, query_mask=inputs_mask,
+                                           value_mask=inputs_mask, use_causal_mask=True,
+                                           training=training)
+        else:
+            attended, cache = self.self_attention(
+                inputs, inputs, cache=cache, cache_update_index=cache_update_index,
+                use_causal_mask=True, training=training)
+        x = self.residual(inputs, attended, self.norm1, training)
+        context, scores = self.cross_attention(
+            x, memory, query_mask=inputs_mask, value_mask=memory_mask,
+            return_attention_scores=True, training=training)
+        x = self.residual(x, context, self.norm2, training)
+        x = self.residual(x, self.feed_forward(x), self.norm3, training)
+        alignment = ops.mean(scores, axis=1)  # (B, T, S)
+        return (x, alignment) if cache is None else (x, alignment, cache)
+
+    def compute_output_spec(self, inputs, memory, inputs_mask=None, memory_mask=None,
+                            cache=None, cache_update_index=None, training=None):
+        out = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        alignment = keras.KerasTensor(inputs.shape[:2] + memory.shape[1:2],
+                                      dtype=self.compute_dtype)
+        if cache is None:
+            return out, alignment
+        return out, alignment, keras.KerasTensor(cache.shape, dtype=cache.dtype)
+
+    def compute_mask(self, inputs, previous_mask):
+        return None
+
+
+def build_transformer_seq2seq(source_vocab_size, target_vocab_size, *, units=64,
+                              num_heads=4, num_layers=2, ff_units=128,
+                              max_relative_position=16, dropout=0.1,
+                              position="relative"):
+    """A Transformer encoder-decoder with relative positions.
+
+    No absolute positions anywhere: encoder and decoder self-attention are
+    `RelativePositionalAttention` (Shaw et al.; `position="relative"`) or
+    `MultiHeadAttention` with `T5RelativeBias`, `AlibiBias` or
+    `RotaryEmbedding` (`"t5"`, `"alibi"`, `"rotary"`); cross-attention is
+    plain `MultiHeadAttention`. Inputs `[source_ids (B, S), decoder_input_ids
+    (B, T)]` (0 = padding in the source), outputs logits `(B, T, V)` and
+    the last decoder block's cross-attention `(B, T, S)`, like
+    `build_rnn_seq2seq`, so the same decoding and plotting code drives both.
+    """
+    source = keras.Input((None,), dtype="int32", name="source_ids")
+    target_in = keras.Input((None,), dtype="int32", name="decoder_input_ids")
+    options = dict(units=units, num_heads=num_heads, ff_units=ff_units,
+                   max_relative_position=max_relative_position, dropout=dropout,
+                   position=position)
+    x = layers.Embedding(source_vocab_size, units, mask_zero=True,
+                         name="source_embedding")(source)
+    for i in range(num_layers):
+        x = TransformerEncoderBlock(name=f"encoder_{i}", **options)(x)
+    y = layers.Embedding(target_vocab_size, units, name="target_embedding")(target_in)
+    for i in range(num_layers):
+        y, alignment = TransformerDecoderBlock(name=f"decoder_{i}", **options)(y, x)
+    logits = layers.Dense(target_vocab_size, name="logits")(y)
+    return keras.Model([source, target_in], [logits, alignment], name="transformer_seq2seq")
