@@ -318,7 +318,7 @@ class MultiHeadAttention(keras.layers.Layer):
             q, k, v, bias, mask, training, return_attention_scores,
             is_causal=use_causal_mask, q_offset=offset, q_positions=q_positions,
             k_positions=ops.arange(s, dtype="int32"), aligned=aligned)
-        out = self._finish(out, gate, query_mask)
+        out = self._finish(out, gate)
         result = (out, scores) if return_attention_scores else (out,)
         if cache is not None:
             result += (cache,)
@@ -379,7 +379,7 @@ class MultiHeadAttention(keras.layers.Layer):
             out = out + ops.cast(extra, out.dtype)
         return out, weights if return_scores else None
 
-    def _finish(self, out, gate, query_mask):
+    def _finish(self, out, gate):
         if gate is not None:
             out = ops.multiply(out, ops.cast(gate, out.dtype))
         return self._output_dense(out)
@@ -407,17 +407,13 @@ class MultiHeadAttention(keras.layers.Layer):
             + layout.attention_shape(k_shape)
         flat = (ops.shape(q)[0], 1, ops.shape(q)[1], ops.shape(k)[1])
 
-        def flatten_mask(x, dtype):
-            if x is None:
-                return None
-            x = ops.convert_to_tensor(x)
-            x = ops.cast(x, dtype) if dtype == "bool" else x
-            return ops.reshape(ops.broadcast_to(x, full), flat)
+        def flatten(x):
+            return None if x is None else ops.reshape(ops.broadcast_to(x, full), flat)
 
-        mask = flatten_mask(attention_mask, "bool")
-        bias = flatten_mask(attention_bias, None)
+        mask = None if attention_mask is None else ops.cast(attention_mask, "bool")
+        mask, bias = flatten(mask), flatten(attention_bias)
         out, scores = self._attend(q, k, v, bias, mask, training, return_scores)
-        out = self._finish(layout.unflatten(out, q_shape[:-1] + (out.shape[-1],)), gate, None)
+        out = self._finish(layout.unflatten(out, q_shape[:-1] + (out.shape[-1],)), gate)
         if not return_scores:
             return out
         scores_shape = layout.batch_shape(q_shape) + (self._num_heads,) \
