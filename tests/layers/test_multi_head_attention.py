@@ -209,13 +209,18 @@ def test_attention_bias_score_mod_mask_mod_and_soft_cap():
     np.testing.assert_allclose(to_numpy(scores), want, rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_match_finite_differences_of_the_reference():
-    g = np.random.default_rng(2)
-    q = g.normal(size=(1, 4, 3)).astype("float32")
+def small_shaw_problem(seed):
+    """A small GQA layer with Shaw positions, its input and an output gradient."""
+    g = np.random.default_rng(seed)
+    x = g.normal(size=(1, 4, 3)).astype("float32")
     layer, ref_position = make("shaw", "gqa", key_dim=2)
-    layer(q, q)
+    layer(x, x)
     randomize(layer)
-    d_out = g.normal(size=(1, 4, 3))
+    return layer, ref_position, x, g.normal(size=(1, 4, 3))
+
+
+def test_gradients_match_finite_differences_of_the_reference():
+    layer, ref_position, q, d_out = small_shaw_problem(2)
 
     def loss(x):
         return ops.sum(layer(x, x, use_causal_mask=True) * ops.convert_to_tensor(d_out, "float32"))
@@ -383,12 +388,7 @@ def test_mask_forms_agree():
 
 
 def test_weight_gradients_match_finite_differences_of_the_reference():
-    g = np.random.default_rng(4)
-    x = g.normal(size=(1, 4, 3)).astype("float32")
-    layer, ref_position = make("shaw", "gqa", key_dim=2)
-    layer(x, x)
-    randomize(layer)
-    d_out = g.normal(size=(1, 4, 3))
+    layer, ref_position, x, d_out = small_shaw_problem(4)
     values = [to_numpy(w) for w in layer.trainable_weights]
 
     def loss(*weights):
