@@ -4,14 +4,13 @@ Shape legend: B batch, T query length, S key length, N query heads,
 K key/value heads, H key head dim, Hv value head dim, G = N // K.
 """
 
-import numbers
 import string
 
 from keras import ops
 
 from attnkit.ops import _validation
 
-IMPLEMENTATIONS = (None, "math", "fused", "chunked")
+IMPLEMENTATIONS = (None,) + _validation.IMPLEMENTATIONS
 
 
 def projection_equation(free_dims, bound_dims, output_dims):
@@ -25,14 +24,6 @@ def projection_equation(free_dims, bound_dims, output_dims):
 
 def output_spec_shape(rank, last_dims):
     return [None] * (rank - len(last_dims)) + list(last_dims)
-
-
-def check_positive_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        expected = "a positive int or None" if allow_none else "a positive int"
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}.")
 
 
 def check_key_value_shapes(value_shape, key_shape):

@@ -7,6 +7,8 @@ Dk key features, Dv value features, U units.
 import keras
 from keras import ops
 
+from attnkit.layers._arguments import check_positive_int
+from attnkit.layers._arguments import clone_initializer
 from attnkit.layers._single_head import SingleHeadAttention
 
 
@@ -50,10 +52,7 @@ class AdditiveAttention(SingleHeadAttention):
                  bias_regularizer=None, bias_constraint=None, seed=None,
                  **kwargs):
         super().__init__(dropout=dropout, seed=seed, **kwargs)
-        if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
-            raise ValueError(
-                f"`units` must be a positive int. Received: units={units!r}."
-            )
+        check_positive_int("units", units)
         self.units = units
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -66,8 +65,7 @@ class AdditiveAttention(SingleHeadAttention):
     def _kernel(self, name, shape):
         return self.add_weight(
             name=name, shape=shape,
-            initializer=self.kernel_initializer.__class__.from_config(
-                self.kernel_initializer.get_config()),
+            initializer=clone_initializer(self.kernel_initializer),
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
         )

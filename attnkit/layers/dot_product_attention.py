@@ -9,6 +9,7 @@ import math
 import keras
 from keras import ops
 
+from attnkit.layers._arguments import clone_initializer
 from attnkit.layers._single_head import SingleHeadAttention
 
 SCORE_MODES = ("dot", "scaled", "general", "cosine")
@@ -99,8 +100,7 @@ class DotProductAttention(SingleHeadAttention):
         if self.score_mode == "general":
             self.kernel = self.add_weight(
                 name="kernel", shape=(d, dk),
-                initializer=self.kernel_initializer.__class__.from_config(
-                    self.kernel_initializer.get_config()),
+                initializer=clone_initializer(self.kernel_initializer),
                 regularizer=self.kernel_regularizer,
                 constraint=self.kernel_constraint,
             )

@@ -13,6 +13,8 @@ from keras import ops
 
 import attnkit.ops as ak
 from attnkit.layers import _multi_head as M
+from attnkit.layers._arguments import check_positive_int
+from attnkit.layers._arguments import clone_initializer
 from attnkit.layers._masking import masks_hidden
 from attnkit.ops import _validation
 from attnkit.layers.position_scheme import PositionScheme
@@ -121,11 +123,11 @@ class MultiHeadAttention(keras.layers.Layer):
                  num_key_value_heads=None, position=None, score_mod=None,
                  mask_mod=None, logit_soft_cap=None, implementation=None,
                  **kwargs):
-        M.check_positive_int("num_heads", num_heads)
-        M.check_positive_int("key_dim", key_dim)
-        M.check_positive_int("value_dim", value_dim, allow_none=True)
-        M.check_positive_int("num_key_value_heads", num_key_value_heads, allow_none=True)
-        M.check_positive_int("sliding_window", sliding_window, allow_none=True)
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("key_dim", key_dim)
+        check_positive_int("value_dim", value_dim, allow_none=True)
+        check_positive_int("num_key_value_heads", num_key_value_heads, allow_none=True)
+        check_positive_int("sliding_window", sliding_window, allow_none=True)
         super().__init__(**kwargs)
         kv_heads = num_heads if num_key_value_heads is None else num_key_value_heads
         if num_heads % kv_heads:
@@ -264,12 +266,9 @@ class MultiHeadAttention(keras.layers.Layer):
         return layer
 
     def _sublayer_kwargs(self):
-        def clone(initializer):
-            return initializer.__class__.from_config(initializer.get_config())
-
         return dict(
-            kernel_initializer=clone(self._kernel_initializer),
-            bias_initializer=clone(self._bias_initializer),
+            kernel_initializer=clone_initializer(self._kernel_initializer),
+            bias_initializer=clone_initializer(self._bias_initializer),
             kernel_regularizer=self._kernel_regularizer,
             bias_regularizer=self._bias_regularizer,
             activity_regularizer=self._activity_regularizer,

@@ -6,6 +6,7 @@ Shape legend: B batch, T length, D features.
 import keras
 from keras import ops
 
+from attnkit.layers._arguments import check_positive_int
 from attnkit.layers.sinusoidal_position_encoding import _check_rank3
 
 
@@ -37,12 +38,7 @@ class PositionEmbedding(keras.layers.Layer):
     def __init__(self, sequence_length, initializer="glorot_uniform",
                  regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(sequence_length, bool) or not isinstance(sequence_length, int) \
-                or sequence_length < 1:
-            raise ValueError(
-                "`sequence_length` must be a positive int. Received: "
-                f"sequence_length={sequence_length!r}."
-            )
+        check_positive_int("sequence_length", sequence_length)
         self.sequence_length = sequence_length
         self.initializer = keras.initializers.get(initializer)
         self.regularizer = keras.regularizers.get(regularizer)

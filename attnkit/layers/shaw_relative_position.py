@@ -8,6 +8,8 @@ heads, H key head dim, Hv value head dim, R = 2k + 1 clipped distances.
 import keras
 from keras import ops
 
+from attnkit.layers._arguments import check_positive_int
+from attnkit.layers._arguments import clone_initializer
 from attnkit.layers.position_scheme import PositionScheme
 from attnkit.ops import positions as P
 
@@ -53,13 +55,7 @@ class ShawRelativePosition(PositionScheme):
                  embeddings_initializer="glorot_uniform",
                  embeddings_regularizer=None, **kwargs):
         super().__init__(**kwargs)
-        if (isinstance(max_relative_position, bool)
-                or not isinstance(max_relative_position, int)
-                or max_relative_position < 1):
-            raise ValueError(
-                "`max_relative_position` must be a positive int. Received: "
-                f"max_relative_position={max_relative_position!r}."
-            )
+        check_positive_int("max_relative_position", max_relative_position)
         self.max_relative_position = max_relative_position
         self.use_values = bool(use_values)
         self.per_head = bool(per_head)
@@ -80,9 +76,8 @@ class ShawRelativePosition(PositionScheme):
         super().build_heads(num_heads, key_dim, value_dim)
 
     def _table(self, name, shape):
-        initializer = self.embeddings_initializer.__class__.from_config(
-            self.embeddings_initializer.get_config())
-        return self.add_weight(name=name, shape=shape, initializer=initializer,
+        return self.add_weight(name=name, shape=shape,
+                               initializer=clone_initializer(self.embeddings_initializer),
                                regularizer=self.embeddings_regularizer)
 
     def _heads(self):

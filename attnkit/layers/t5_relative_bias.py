@@ -7,6 +7,7 @@ Shape legend: B batch, N heads, t / s a block of queries / keys.
 import keras
 from keras import ops
 
+from attnkit.layers._arguments import clone_initializer
 from attnkit.layers.position_scheme import PositionScheme
 from attnkit.ops import positions as P
 
@@ -56,11 +57,9 @@ class T5RelativeBias(PositionScheme):
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
     def build_heads(self, num_heads, key_dim, value_dim):
-        initializer = self.embeddings_initializer.__class__.from_config(
-            self.embeddings_initializer.get_config())
         self.embeddings = self.add_weight(
             name="embeddings", shape=(self.num_buckets, num_heads),
-            initializer=initializer)
+            initializer=clone_initializer(self.embeddings_initializer))
         super().build_heads(num_heads, key_dim, value_dim)
 
     def score_terms(self, query, query_positions, key_positions, scale, aligned):
