@@ -41,6 +41,13 @@ def _parser():
     demo.add_argument("--units", type=int, default=64)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="out/demo")
+    bench = sub.add_parser("bench", help="measure attnkit against keras and the "
+                                         "frameworks' kernels (about an hour)")
+    bench.add_argument("--backends", default="tensorflow,jax,torch",
+                       help="comma-separated, run one after another")
+    bench.add_argument("--out", default="benchmarks/results")
+    bench.add_argument("--quick", action="store_true",
+                       help="tiny sizes: checks that every case runs (seconds)")
     translate = sub.add_parser("translate", help="normalize one date")
     translate.add_argument("--model", required=True, help="a model.keras from demo")
     translate.add_argument("--plot", help="write the attention heatmap here")
@@ -51,7 +58,8 @@ def _parser():
 def main(argv=None):
     try:
         args = _parser().parse_args(argv)
-        return {"demo": _demo, "translate": _translate}[args.command](args)
+        commands = {"demo": _demo, "translate": _translate, "bench": _bench}
+        return commands[args.command](args)
     except CommandError as error:
         print(f"attnkit: error: {error}", file=sys.stderr)
         return 2
@@ -208,3 +216,17 @@ def _translate(args):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _bench(args):
+    from attnkit import benchmarks
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(benchmarks.BACKENDS))
+    if unknown or not backends:
+        raise CommandError(f"--backends takes {', '.join(benchmarks.BACKENDS)}; got "
+                           f"{args.backends!r}")
+    rows = benchmarks.run(args.out, backends=backends, quick=args.quick,
+                          log=lambda line: print(line, flush=True))
+    print(f"wrote {args.out}/results.csv, results.md, results.png")
+    return 1 if any(r["suite"] == "error" for r in rows) else 0

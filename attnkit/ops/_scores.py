@@ -62,9 +62,13 @@ def dims(x):
 
 def block_logits(plan, q, k):
     """Scaled q . k for a block: q (B, t, N, H), k (B, s, K, H) -> (B, N, t, s)."""
+    return head_dots(plan, q * plan.scale, k)  # a Python float: no round trip
+
+
+def head_dots(plan, q, k):
+    """q (B, t, N, H) . k (B, s, K, H) per head -> (B, N, t, s), unscaled."""
     b, t, n, h = dims(q)
     s = dims(k)[1]
-    q = q * plan.scale  # a Python float: no float32 round trip on TF
     if plan.groups == 1:
         return ops.einsum("btnh,bsnh->bnts", q, k)
     q = ops.reshape(q, (b, t, plan.num_kv_heads, plan.groups, h))
@@ -80,6 +84,20 @@ def weighted_values(plan, weights, v):
     w = ops.reshape(weights, (b, plan.num_kv_heads, plan.groups, t, s))
     out = ops.einsum("bkgts,bskh->bkgth", w, v)
     return ops.reshape(out, (b, n, t, dims(v)[-1]))
+
+
+def weighted_queries(plan, weights, x):
+    """weights (B, N, t, s) transposed @ x (B, t, N, D) -> (B, s, K, D).
+
+    Sums over the queries and over the query heads that share a key/value
+    head: the gradient of keys and values.
+    """
+    if plan.groups == 1:
+        return ops.einsum("bnts,btnd->bsnd", weights, x)
+    b, n, t, s = dims(weights)
+    w = ops.reshape(weights, (b, plan.num_kv_heads, plan.groups, t, s))
+    x = ops.reshape(x, (b, t, plan.num_kv_heads, plan.groups, dims(x)[-1]))
+    return ops.einsum("bkgts,btkgd->bskd", w, x)
 
 
 def _indices(plan, batch, q_start, t, kv_start, s):

@@ -1,0 +1,87 @@
+"""`attnkit bench`: attnkit measured side by side with keras and the
+frameworks' own attention kernels, on every backend.
+
+`run(out_dir, backends, quick)` starts one process per backend for the
+timed suites (competitors alternate in that process, after warm-ups; medians
+are reported with the machine's matmul peak measured in the same process)
+and one fresh process per memory case, then writes `results.csv`,
+`results.md` and `results.png` into `out_dir`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from attnkit.benchmarks import _report
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+FULL = {
+    "peak_size": 2048,
+    "repeats": 3,
+    "ops": {"lengths": [128, 512, 1024, 2048, 4096, 8192, 16384], "tokens": 8192,
+            "max_backward_length": 8192},
+    "mha": {"lengths": [128, 256, 512, 1024, 2048, 4096], "tokens": 8192,
+            "max_backward_length": 4096},
+    "relative": {"length": 2048, "batch": 8},
+    "decoding": {"steps": 256, "units": 512, "layers": 4},
+    "memory": [
+        *({"suite": "ops", "competitor": c, "length": 4096, "batch": 1, "passes": "fwd+bwd"}
+          for c in ("attnkit", "attnkit:math", "attnkit:chunked", "attnkit:fused",
+                    "keras.ops", "native")),
+        {"suite": "ops", "competitor": "attnkit", "length": 32768, "batch": 1,
+         "passes": "fwd+bwd"},
+        *({"suite": "relative", "competitor": c, "length": 2048, "batch": 8,
+           "passes": "fwd+bwd"} for c in ("attnkit Shaw", "gather Shaw")),
+    ],
+}
+
+# Tiny sizes: checks that every suite runs and the report is written.
+QUICK = {
+    "peak_size": 256,
+    "repeats": 1,
+    "ops": {"lengths": [64, 128], "tokens": 256, "max_backward_length": 128},
+    "mha": {"lengths": [64], "tokens": 128, "max_backward_length": 64},
+    "relative": {"length": 64, "batch": 2},
+    "decoding": {"steps": 8, "units": 32, "layers": 1},
+    "memory": [
+        {"suite": "ops", "competitor": "attnkit", "length": 256, "batch": 1,
+         "passes": "fwd+bwd"},
+        {"suite": "relative", "competitor": "gather Shaw", "length": 64, "batch": 2,
+         "passes": "fwd+bwd"},
+    ],
+}
+
+
+def _worker(backend, config, log):
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    command = [sys.executable, "-m", "attnkit.benchmarks._worker", json.dumps(config)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    rows = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        log(f"  {backend}: worker failed ({proc.returncode}): {tail[0]}")
+        what = config.get("memory", {}).get("competitor", "timed suites")
+        rows.append({"backend": backend, "suite": "error", "competitor": what,
+                     "note": tail[0][:200]})
+    return rows
+
+
+def run(out_dir, backends=BACKENDS, quick=False, log=print):
+    """Runs the suite; returns the rows and writes the report files."""
+    config = QUICK if quick else FULL
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, started = [], time.time()
+    for backend in backends:
+        log(f"{backend}: timed suites")
+        timed = {k: v for k, v in config.items() if k != "memory"}
+        rows += _worker(backend, timed, log)
+        for case in config["memory"]:
+            log(f"{backend}: memory {case['suite']} {case['competitor']} L={case['length']}")
+            rows += _worker(backend, {"memory": case}, log)
+    _report.write(rows, out_dir, quick=quick, seconds=time.time() - started)
+    return rows
