@@ -1,5 +1,6 @@
 """attnkit: the attention toolkit for Keras 3."""
 
+from attnkit import distribution
 from attnkit import layers
 from attnkit import models
 from attnkit import ops
@@ -7,4 +8,4 @@ from attnkit import testing
 
 __version__ = "0.1.0"
 
-__all__ = ["layers", "models", "ops", "testing", "__version__"]
+__all__ = ["distribution", "layers", "models", "ops", "testing", "__version__"]

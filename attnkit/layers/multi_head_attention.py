@@ -12,6 +12,7 @@ import keras
 from keras import ops
 
 import attnkit.ops as ak
+from attnkit.distribution import relayout
 from attnkit.layers import _multi_head as M
 from attnkit.layers._arguments import check_positive_int
 from attnkit.layers._arguments import clone_initializer
@@ -336,7 +337,10 @@ class MultiHeadAttention(keras.layers.Layer):
         start = [0, index, 0, 0]
         k = ops.slice_update(cache[:, 0], start, k_new)  # (B, S_max, K, H)
         v = ops.slice_update(cache[:, 1], start, v_new)
-        return k, v, ops.stack([k, v], axis=1)
+        # Under a keras.distribution, place the cache as attnkit.distribution
+        # lays it out (by batch and key/value head).
+        cache = relayout(ops.stack([k, v], axis=1), f"{self.path}/cache")
+        return k, v, cache
 
     def _bias(self, attention_bias, target):
         if attention_bias is None:
