@@ -214,10 +214,6 @@ def _translate(args):
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _bench(args):
     from attnkit import benchmarks
 
@@ -230,3 +226,7 @@ def _bench(args):
                           log=lambda line: print(line, flush=True))
     print(f"wrote {args.out}/results.csv, results.md, results.png")
     return 1 if any(r["suite"] == "error" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

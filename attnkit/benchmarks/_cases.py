@@ -10,6 +10,7 @@ forward 4 B N L^2 H, forward+backward three times that.
 """
 
 import math
+import time
 
 import keras
 import numpy as np
@@ -285,25 +286,26 @@ def _row(suite, competitor, implementation, length, batch, passes, seconds, flop
 
 
 def memory_case(suite, competitor, length, batch, passes):
-    """Peak extra memory (MiB) and seconds of one run, in this fresh process."""
+    """One case in this fresh process: (first-run extra MiB, steady extra MiB,
+    steady seconds).
+
+    The first run compiles; its peak (`ru_maxrss`) includes compilation.
+    The steady figure samples resident memory during a second run, above
+    the level just before it: what every training step costs.
+    """
     backward = passes == "fwd+bwd"
     if suite == "relative":
         x, layer, gather = shaw_layers(batch, length)
         fn = (lambda x: layer(x, x)) if competitor == "attnkit Shaw" else gather
-        small = shaw_layers(1, 16)
-        warm_fn = (lambda x: small[1](x, x)) if competitor == "attnkit Shaw" else small[2]
-        _harness.runner(warm_fn, [small[0]], small[1].trainable_variables, backward)()
         variables, inputs = layer.trainable_variables, [x]
     else:
         inputs = [_rng_tensor((batch, length, HEADS, HEAD_DIM), i) for i in range(3)]
         fn = ops_competitors(inputs[0])[competitor][0]
-        tiny = [x[:, :16] for x in inputs]
-        _harness.runner(fn, tiny, backward=backward)()
         variables = ()
     before = _harness.rss_peak_mib()
-    import time
-
+    run = _harness.runner(fn, inputs, variables, backward)
+    run()
+    first = _harness.rss_peak_mib() - before
     start = time.perf_counter()
-    _harness.runner(fn, inputs, variables, backward)()
-    seconds = time.perf_counter() - start
-    return _harness.rss_peak_mib() - before, seconds
+    steady = _harness.steady_peak_mib(run)
+    return first, steady, time.perf_counter() - start

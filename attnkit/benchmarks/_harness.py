@@ -10,6 +10,7 @@ PyTorch eager (its kernels are already compiled C++).
 import gc
 import resource
 import statistics
+import threading
 import time
 
 import keras
@@ -22,6 +23,38 @@ BACKEND = keras.backend.backend()
 def rss_peak_mib():
     """The process's peak resident memory so far, MiB (Linux: KiB units)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mib():
+    """The process's resident memory now, MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def steady_peak_mib(run, interval_s=0.0005):
+    """Peak resident memory above the level before `run()`, MiB, sampled.
+
+    Call it on a warmed-up run: compilation and one-time allocations are
+    then outside what it measures.
+    """
+    gc.collect()
+    base = peak = rss_mib()
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, rss_mib())
+            time.sleep(interval_s)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        run()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak, rss_mib()) - base
 
 
 def _scalar(x):

@@ -24,10 +24,10 @@ def main(config):
         case = config["memory"]
         if case["competitor"] == "native" and _cases.native_attention() is None:
             return  # TensorFlow has no attention kernel of its own
-        mib, seconds = _cases.memory_case(**case)
+        first, steady, seconds = _cases.memory_case(**case)
         _emit(dict(case, suite="memory:" + case["suite"], implementation=case["competitor"],
-                   ms=seconds * 1e3, gflops=None, peak_fraction=None, memory_mib=mib,
-                   note="one run, compilation included"))
+                   ms=seconds * 1e3, gflops=None, peak_fraction=None, memory_mib=steady,
+                   note=f"first run, compilation included: {first:.0f} MiB"))
         return
     peak = _harness.matmul_peak_gflops(config["peak_size"])
     _emit(dict(suite="peak", competitor="matmul", implementation="matmul",

@@ -354,6 +354,23 @@ class MultiHeadAttention(keras.layers.Layer):
         """Attention of projected `q` `(B, T, N, H)`, `k`, `v` `(B, S, K, H*)`:
         `(out (B, T, N, Hv), weights (B, N, T, S) or None)`."""
         score_mod = self.score_mod
+        dropout = bool(training) and self._dropout > 0
+        implementation = self.implementation
+        if implementation is None and self._flash_attention:
+            implementation = "fused"
+        tables = None if self.position is None else self.position.relative_tables()
+        if tables is not None and not (return_scores or dropout or implementation == "fused"):
+            # Clipped relative positions in the core: chunked by default, so
+            # neither the weights nor a (T, S) relative tensor is ever held.
+            # (The native kernels take the keys' term only as a full bias.)
+            key_table, value_table, max_distance = tables
+            out = ak.relative_attention(
+                q, k, v, key_table, value_table, max_distance=max_distance, bias=bias,
+                mask=mask, scale=self._scale, is_causal=bool(is_causal), q_offset=q_offset,
+                sliding_window=self._sliding_window, score_mod=score_mod,
+                mask_mod=self.mask_mod, logit_soft_cap=self.logit_soft_cap,
+                implementation=implementation)
+            return out, None
         value_term = self.position is not None and self.position.uses_weights
         if self.position is not None:
             pos_bias, pos_mod = self.position.score_terms(
@@ -361,10 +378,6 @@ class MultiHeadAttention(keras.layers.Layer):
             if pos_bias is not None:
                 bias = pos_bias if bias is None else ops.add(ops.cast(bias, pos_bias.dtype), pos_bias)
             score_mod = M.compose_score_mods(pos_mod, score_mod)
-        dropout = bool(training) and self._dropout > 0
-        implementation = self.implementation
-        if implementation is None and self._flash_attention:
-            implementation = "fused"
         result = ak.attention(
             q, k, v, bias=bias, mask=mask, scale=self._scale, is_causal=bool(is_causal),
             q_offset=q_offset, sliding_window=self._sliding_window, score_mod=score_mod,

@@ -12,7 +12,8 @@ class PositionScheme(keras.layers.Layer):
     """Base class of the position objects that plug into attention layers.
 
     A position scheme may change the attention in three places, each a
-    method to override (the defaults change nothing):
+    method to override (the defaults change nothing), and may hand its
+    tables to the core instead (`relative_tables`):
 
     - `rotate(x, positions)`: queries and keys before the dot product (RoPE).
     - `score_terms(query, query_positions, key_positions, scale, aligned)`:
@@ -50,6 +51,17 @@ class PositionScheme(keras.layers.Layer):
         is the factor the layer applies to `q . k`.
         """
         return None, None
+
+    def relative_tables(self):
+        """`(key_table, value_table, k)` for `attnkit.ops.relative_attention`,
+        or None.
+
+        A scheme made of clipped relative-position embeddings returns them
+        here; the layer then computes it in the core (chunked, never holding
+        the weights) whenever it does not need the weights themselves, and
+        uses `score_terms`/`value_term` otherwise.
+        """
+        return None
 
     def value_term(self, weights, query_positions, key_positions, aligned):
         """`(B, T, N, Hv)` to add to the heads' outputs, or None.

@@ -23,7 +23,11 @@ class ShawRelativePosition(PositionScheme):
     `e_ij = q_i . (k_j + a^K_ij) * scale` and
     `z_i = sum_j w_ij (v_j + a^V_ij)`.
 
-    Self-attention never builds a `(T, S, H)` tensor: the relative logits
+    Unless the attention weights are asked for (or dropped out), the layer
+    hands the tables to `attnkit.ops.relative_attention`, which works in
+    blocks of `(t, s, 2k + 1)` buckets and holds neither the weights nor a
+    `(T, S)` relative tensor, forward or backward. With the weights,
+    self-attention never builds a `(T, S, H)` tensor: the relative logits
     are `q @ E^T` over the `2L - 1` distances, moved into place by a skew
     (pad-reshape-slice, Huang et al. 2018), and the value term reads the
     weights through the inverse skew. Cross-attention and cached decoding
@@ -82,6 +86,10 @@ class ShawRelativePosition(PositionScheme):
 
     def _heads(self):
         return "rnh" if self.per_head else "rh"
+
+    def relative_tables(self):
+        value_table = self.value_embeddings if self.use_values else None
+        return self.key_embeddings, value_table, self.max_relative_position
 
     def score_terms(self, query, query_positions, key_positions, scale, aligned):
         dtype = _float_dtype(query)

@@ -4,6 +4,7 @@ from attnkit.ops._chunked import block_sizes
 from attnkit.ops._attention import Explanation
 from attnkit.ops._attention import attention
 from attnkit.ops._attention import explain
+from attnkit.ops._attention import relative_attention
 from attnkit.ops.masks import and_masks
 from attnkit.ops.masks import causal_mask
 from attnkit.ops.masks import document_mask
@@ -30,6 +31,7 @@ __all__ = [
     "or_masks",
     "padding_mask",
     "prefix_lm_mask",
+    "relative_attention",
     "sliding_window_mask",
     "soft_cap",
 ]

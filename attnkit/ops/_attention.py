@@ -106,6 +106,73 @@ def attention(query, key, value, *, bias=None, mask=None, scale=None,
         dropout_rate=dropout_rate, seed=seed, training=training,
         return_weights=return_weights, implementation=implementation,
     )
+    return _run(plan)
+
+
+def relative_attention(query, key, value, key_table, value_table=None, *,
+                       max_distance, **kwargs):
+    """Attention with clipped relative positions (Shaw et al. 2018).
+
+    Query `i` sits at absolute position `q_offset + i`, key `j` at `j`; they
+    see each other through bucket `r = clip(j - q_offset - i, -k, k) + k` of
+    `2k + 1` learned embeddings:
+    `logits_ij = scale * q_i . (k_j + key_table[r])` and
+    `out_i = sum_j w_ij (v_j + value_table[r])`.
+
+    Only the `(B, N, T, 2k + 1)` products `q . key_table` are formed, never
+    a `(T, S, H)` table; on the chunked path (the default) memory stays at
+    one block of scores, forward and backward.
+
+    Args:
+        query, key, value: as in `attnkit.ops.attention`.
+        key_table: `(2k + 1, H)` shared by all heads, or `(2k + 1, N, H)`.
+        value_table: `(2k + 1, Hv)`, `(2k + 1, N, Hv)` or None (keys only).
+        max_distance: `k`, the largest distance told apart.
+        **kwargs: every keyword argument of `attnkit.ops.attention`. The
+            native kernels (`"fused"`) cannot add these terms.
+
+    Returns:
+        As `attnkit.ops.attention`.
+
+    Example:
+
+    >>> q = keras.random.normal((1, 6, 2, 8))
+    >>> table = keras.random.normal((9, 8))
+    >>> out = attnkit.ops.relative_attention(q, q, q, table, table,
+    ...                                      max_distance=4, is_causal=True)
+    >>> tuple(out.shape)
+    (1, 6, 2, 8)
+    """
+    plan = _plan(query, key, value, **kwargs)
+    plan.relative = _relative_terms(plan, key_table, value_table, max_distance)
+    return _run(plan)
+
+
+def _relative_terms(plan, key_table, value_table, max_distance):
+    if not isinstance(max_distance, int) or isinstance(max_distance, bool) or max_distance < 1:
+        raise ValueError(f"`max_distance` must be a positive int. Received: {max_distance!r}.")
+    rows = 2 * max_distance + 1
+    n, h, hv = plan.num_heads, plan.query.shape[-1], plan.value.shape[-1]
+    tables = []
+    for name, table, dim in (("key_table", key_table, h), ("value_table", value_table, hv)):
+        if table is None:
+            tables.append(None)
+            continue
+        table = ops.cast(ops.convert_to_tensor(table), plan.compute_dtype)
+        if tuple(table.shape) not in ((rows, dim), (rows, n, dim)):
+            raise ValueError(
+                f"`{name}` must have shape ({rows}, {dim}) or ({rows}, {n}, {dim}) "
+                f"(2 * max_distance + 1 rows). Received: {tuple(table.shape)}.")
+        tables.append(table)
+    key_table, value_table = tables
+    if key_table is None:
+        raise ValueError("`key_table` is required.")
+    heads = "rh" if len(key_table.shape) == 2 else "rnh"
+    qe = ops.einsum(f"btnh,{heads}->bntr", plan.query, key_table)  # (B, N, T, R)
+    return _scores.RelativeTerms(qe=qe, value_table=value_table, max_distance=max_distance)
+
+
+def _run(plan):
     choice, _, ineligible = _choose(plan)
     if choice in ineligible:
         raise ValueError(
@@ -120,7 +187,7 @@ def attention(query, key, value, *, bias=None, mask=None, scale=None,
     else:
         out, weights = _chunked.chunked_attention(plan), None
     out = ops.cast(out, plan.out_dtype)
-    if return_weights:
+    if plan.return_weights:
         return out, ops.cast(weights, plan.out_dtype)
     return out
 
@@ -213,6 +280,12 @@ def _choose(plan):
         ineligible["chunked"] = "it needs static query and key lengths"
     if plan.implementation is not None:
         return plan.implementation, "requested by the caller", ineligible
+    if plan.relative is not None:
+        if "chunked" not in ineligible:
+            return "chunked", (
+                "relative positions: blocks hold (t, s, 2k + 1) buckets, never "
+                "(T, S) scores, forward or backward"), ineligible
+        return "math", "relative positions, and the chunked path cannot run this call", ineligible
     size = _score_elements(plan)
     large = size is not None and size > CHUNK_THRESHOLD
     if backend.backend() == "torch" and "fused" not in ineligible:

@@ -11,6 +11,7 @@ grows with T * block rather than T * S.
 """
 
 import contextlib
+import dataclasses
 
 from keras import backend
 from keras import ops
@@ -87,10 +88,10 @@ def chunked_attention(plan):
     """Returns the output (B, T, N, Hv).
 
     Without a bias or score_mod (nothing the backward would have to
-    differentiate but q, k and v; see `_recomputes`), the gradient recomputes the scores block
-    by block from the saved log-sum-exp (FlashAttention-2's backward), so
-    training holds no more than the forward does. Otherwise autodiff runs
-    through the loops, which keeps one (B, N, t, s) block per step.
+    differentiate but q, k, v and the relative terms; see `_recomputes`),
+    the gradient recomputes the scores block by block from the saved
+    log-sum-exp (FlashAttention-2's backward), so training holds no more
+    than the forward does. Otherwise autodiff runs through the loops.
     """
     t_total = plan.query.shape[1]
     s_total = plan.key.shape[1]
@@ -99,9 +100,30 @@ def chunked_attention(plan):
             "The chunked implementation needs static query and key lengths. "
             f"Received T={t_total}, S={s_total}."
         )
+    inputs = _differentiable(plan)
     if _recomputes(plan):
-        return _recomputing(plan)(plan.query, plan.key, plan.value)
-    return _forward(plan, plan.query, plan.key, plan.value)[0]
+        return _recomputing(plan)(*inputs)
+    return _forward(plan)[0]
+
+
+def _differentiable(plan):
+    """The plan's tensors that gradients flow to: q, k, v (, qe (, table))."""
+    inputs = [plan.query, plan.key, plan.value]
+    if plan.relative is not None:
+        inputs.append(plan.relative.qe)
+        if plan.relative.value_table is not None:
+            inputs.append(plan.relative.value_table)
+    return inputs
+
+
+def _with_inputs(plan, inputs):
+    """`plan` reading its differentiable tensors from `inputs`."""
+    query, key, value, *rest = inputs
+    relative = plan.relative
+    if relative is not None:
+        relative = dataclasses.replace(
+            relative, qe=rest[0], value_table=rest[1] if len(rest) > 1 else None)
+    return dataclasses.replace(plan, query=query, key=key, value=value, relative=relative)
 
 
 def _recomputes(plan):
@@ -120,39 +142,78 @@ def _recomputes(plan):
 
 def _recomputing(plan):
     @ops.custom_gradient
-    def attention(query, key, value):
-        out, lse = _forward(plan, query, key, value)
+    def attention(*inputs):
+        inner = _with_inputs(plan, inputs)
+        out, lse = _forward(inner)
 
         def grad(*args, upstream=None):
             if upstream is None:  # TensorFlow and JAX pass it by position
                 (upstream,) = args
-            return _backward(plan, query, key, value, out, lse, upstream)
+            return _backward(inner, out, lse, upstream)
 
         return out, grad
 
     return attention
 
 
-def _forward(plan, query, key, value):
-    """(output (B, T, N, Hv), log-sum-exp of the logits (B, N, T, 1))."""
-    t_total, s_total = query.shape[1], key.shape[1]
+def _forward(plan):
+    """(output (B, T, N, Hv), log-sum-exp of the logits (B, N, T, 1)).
+
+    Both loops are `fori_loop`s (query blocks outside, key blocks inside),
+    so no two blocks are ever live at once: TensorFlow's graph executor
+    would run independent blocks side by side.
+    """
+    query = plan.query
+    t_total, s_total = query.shape[1], plan.key.shape[1]
     s_block, num_kv_blocks, pad = _key_blocks(s_total)
-    key, value, mask, bias = _pad_keys(key, value, plan.mask, plan.bias, pad)
-    outs, lses = [], []
-    for q_start in range(0, t_total, _BLOCKS["query"]):
-        t = min(_BLOCKS["query"], t_total - q_start)
-        out, lse = _query_block(
-            plan, query[:, q_start:q_start + t], key, value,
-            mask=_cut(mask, 2, q_start, t),
-            bias=_cut(bias, 2, q_start, t),
-            q_start=q_start, s_block=s_block, num_kv_blocks=num_kv_blocks,
+    key, value, mask, bias = _pad_keys(plan.key, plan.value, plan.mask, plan.bias, pad)
+    t_block = min(_BLOCKS["query"], t_total)
+    num_q_blocks = -(-t_total // t_block)
+    q_pad = num_q_blocks * t_block - t_total
+    if q_pad:  # extra queries see the real keys; their rows are dropped
+        query = ops.pad(query, [(0, 0), (0, q_pad), (0, 0), (0, 0)])
+        cols = [(0, 0), (0, 0), (0, q_pad), (0, 0)]
+        if mask is not None and mask.shape[2] != 1:
+            mask = ops.pad(mask, cols, constant_values=True)
+        if bias is not None and bias.shape[2] != 1:
+            bias = ops.pad(bias, cols)
+        if plan.relative is not None:
+            plan = dataclasses.replace(plan, relative=dataclasses.replace(
+                plan.relative, qe=ops.pad(plan.relative.qe, cols)))
+    b, t_padded, n, _ = _scores.dims(query)
+    dtype = plan.compute_dtype
+
+    def block(i, carry):
+        out, lse = carry
+        start = (i if out is None else _after(i, out)) * t_block
+        out_blk, lse_blk = _query_block(
+            plan, _cut(query, 1, start, t_block), key, value,
+            mask=_cut(mask, 2, start, t_block),
+            bias=_cut(bias, 2, start, t_block),
+            q_start=start, s_block=s_block, num_kv_blocks=num_kv_blocks,
             kv_limit=s_total if pad else None,
         )
-        outs.append(out)
-        lses.append(lse)
-    if len(outs) > 1:
-        outs, lses = [ops.concatenate(outs, axis=2)], [ops.concatenate(lses, axis=2)]
-    return ops.transpose(outs[0], (0, 2, 1, 3)), lses[0]
+        if out is None:
+            return out_blk, lse_blk
+        return (ops.slice_update(out, [0, 0, start, 0], out_blk),
+                ops.slice_update(lse, [0, 0, start, 0], lse_blk))
+
+    if num_q_blocks == 1:
+        out, lse = _query_block(
+            plan, query, key, value, mask=mask, bias=bias, q_start=0, s_block=s_block,
+            num_kv_blocks=num_kv_blocks, kv_limit=s_total if pad else None)
+    elif not _recomputes(plan):
+        # Autodiff runs through this loop; TensorFlow cannot differentiate a
+        # dynamic slice update, so the query blocks are Python-static here.
+        blocks = [block(start // t_block, (None, None)) for start in range(0, t_padded, t_block)]
+        out = ops.concatenate([o for o, _ in blocks], axis=2)[:, :, :t_total]
+        lse = ops.concatenate([l for _, l in blocks], axis=2)[:, :, :t_total]
+    else:
+        init = (ops.zeros((b, n, t_padded, value.shape[-1]), dtype=dtype),
+                ops.zeros((b, n, t_padded, 1), dtype=dtype))
+        out, lse = ops.fori_loop(0, num_q_blocks, block, init)
+        out, lse = out[:, :, :t_total], lse[:, :, :t_total]
+    return ops.transpose(out, (0, 2, 1, 3)), lse
 
 
 def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
@@ -164,17 +225,20 @@ def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
     b, t, n, _ = _scores.dims(q)
     hv = value.shape[-1]
     dtype = plan.compute_dtype
+    relative_values = plan.relative is not None and plan.relative.value_table is not None
 
     def step(i, carry):
-        m, l, acc = carry  # (B, N, t, 1), (B, N, t, 1), (B, N, t, Hv)
-        start = i * s_block
+        # (B, N, t, 1), (B, N, t, 1), (B, N, t, Hv) (, (B, N, t, R))
+        m, l, acc, *bucket_w = carry
+        start = _after(i, acc) * s_block
         k_blk = _cut(key, 1, start, s_block)
         v_blk = _cut(value, 1, start, s_block)
+        one_hot = _scores.block_one_hot(plan, q_start, t, start, s_block)
         logits, visible = _scores.block_scores(
             plan, q, k_blk, q_start=q_start, kv_start=start,
             mask=_cut(mask, 3, start, s_block),
             bias=_cut(bias, 3, start, s_block),
-            kv_limit=kv_limit,
+            kv_limit=kv_limit, one_hot=one_hot,
         )  # (B, N, t, s)
         if visible is not None:
             logits = ops.where(visible, logits, _scores.NEG)
@@ -186,38 +250,52 @@ def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
         correction = ops.exp(m - m_new)
         l = l * correction + ops.sum(p, axis=-1, keepdims=True)
         acc = acc * correction + _scores.weighted_values(plan, p, v_blk)
-        return m_new, l, acc
+        if relative_values:
+            bucket_w = [bucket_w[0] * correction + _scores.bucket_sums(p, one_hot)]
+        return (m_new, l, acc, *bucket_w)
 
     init = (
         ops.full((b, n, t, 1), _scores.NEG, dtype=dtype),
         ops.zeros((b, n, t, 1), dtype=dtype),
         ops.zeros((b, n, t, hv), dtype=dtype),
     )
+    if relative_values:
+        init += (ops.zeros((b, n, t, plan.relative.buckets), dtype=dtype),)
     if num_kv_blocks == 1:
-        m, l, acc = step(0, init)
+        m, l, acc, *bucket_w = step(0, init)
     else:
-        m, l, acc = ops.fori_loop(0, num_kv_blocks, step, init)
+        m, l, acc, *bucket_w = ops.fori_loop(0, num_kv_blocks, step, init)
+    if relative_values:
+        acc = acc + _scores.relative_values(plan, bucket_w[0])
     seen = l > 0  # False only for a query that sees no key at all
     lse = ops.where(seen, m + ops.log(ops.where(seen, l, 1.0)), 0.0)
     return acc / ops.where(seen, l, 1.0), lse
 
 
-def _backward(plan, query, key, value, out, lse, d_out):
-    """Gradients of q, k, v from the output's gradient, block by block.
+def _backward(plan, out, lse, d_out):
+    """Gradients of `_differentiable(plan)` from the output's gradient.
 
     The outer (Python) loop walks key blocks, keeping their dk and dv; the
     inner loop walks query blocks, recomputing p = exp(logits - lse) and
-    adding each block's dq in place. Shapes are the forward's.
+    adding each block's dq (and relative-bucket sums) in place.
     """
-    t_total, s_total = query.shape[1], key.shape[1]
+    query, rel = plan.query, plan.relative
+    t_total, s_total = query.shape[1], plan.key.shape[1]
     s_block, num_kv_blocks, pad = _key_blocks(s_total)
-    key, value, mask, _ = _pad_keys(key, value, plan.mask, None, pad)
+    key, value, mask, _ = _pad_keys(plan.key, plan.value, plan.mask, None, pad)
     t_block = min(_BLOCKS["query"], t_total)
     num_q_blocks = -(-t_total // t_block)
     q_pad = num_q_blocks * t_block - t_total
-    d_out = ops.cast(d_out, plan.compute_dtype)
+    dtype = plan.compute_dtype
+    d_out = ops.cast(d_out, dtype)
     # delta_i = sum_j p_ij dp_ij = d_out_i . out_i  (B, N, T, 1)
     delta = ops.transpose(ops.sum(d_out * out, axis=-1, keepdims=True), (0, 2, 1, 3))
+    with_values = rel is not None and rel.value_table is not None
+    # dp_ij gains d_out_i . value_table[bucket_ij]: (B, N, T, R)
+    d_table = None
+    if with_values:
+        heads = "rh" if len(rel.value_table.shape) == 2 else "rnh"
+        d_table = ops.einsum(f"btnh,{heads}->bntr", d_out, rel.value_table)
     if q_pad:  # zero rows: a query with no output gradient adds nothing
         rows = [(0, 0), (0, q_pad), (0, 0), (0, 0)]
         query, d_out = ops.pad(query, rows), ops.pad(d_out, rows)
@@ -225,8 +303,16 @@ def _backward(plan, query, key, value, out, lse, d_out):
         lse, delta = ops.pad(lse, cols), ops.pad(delta, cols)
         if mask is not None and mask.shape[2] != 1:
             mask = ops.pad(mask, cols, constant_values=False)
+        if rel is not None:
+            plan = dataclasses.replace(
+                plan, relative=dataclasses.replace(rel, qe=ops.pad(rel.qe, cols)))
+        if d_table is not None:
+            d_table = ops.pad(d_table, cols)
     cap = plan.logit_soft_cap
-    d_query = ops.zeros(ops.shape(query), dtype=plan.compute_dtype)
+    b, t_padded, n = _scores.dims(query)[:3]
+    acc = [ops.zeros(ops.shape(query), dtype=dtype)]  # dq (B, T, N, H)
+    if rel is not None:  # d qe, then the bucket weights (B, N, T, R)
+        acc += [ops.zeros((b, n, t_padded, rel.buckets), dtype=dtype)] * (1 + with_values)
     d_keys, d_values = [], []
     for kv_start in range(0, num_kv_blocks * s_block, s_block):
         k_blk = key[:, kv_start:kv_start + s_block]
@@ -235,38 +321,74 @@ def _backward(plan, query, key, value, out, lse, d_out):
 
         def step(i, carry, k_blk=k_blk, v_blk=v_blk, mask_col=mask_col,
                  kv_start=kv_start):
-            d_q, d_k, d_v = carry
-            start = i * t_block
+            d_k, d_v, *acc = carry
+            start = _after(i, acc[0]) * t_block
             q_blk = _cut(query, 1, start, t_block)
             do_blk = _cut(d_out, 1, start, t_block)
+            one_hot = _scores.block_one_hot(plan, start, t_block, kv_start, s_block)
             logits, visible = _scores.block_scores(
                 plan, q_blk, k_blk, q_start=start, kv_start=kv_start,
                 mask=_cut(mask_col, 2, start, t_block),
-                kv_limit=s_total if pad else None,
+                kv_limit=s_total if pad else None, one_hot=one_hot,
             )  # (B, N, t, s)
             p = ops.exp(logits - _cut(lse, 2, start, t_block))
             if visible is not None:
                 p = ops.where(visible, p, 0.0)
             d_v = d_v + _scores.weighted_queries(plan, p, do_blk)
             d_p = _scores.head_dots(plan, do_blk, v_blk)
+            if with_values:
+                d_p = d_p + ops.einsum("bntr,tsr->bnts", _cut(d_table, 2, start, t_block),
+                                       one_hot)
             d_s = p * (d_p - _cut(delta, 2, start, t_block))
             if cap is not None:  # d/dx c tanh(x / c) = 1 - tanh(x / c)^2
                 d_s = d_s * (1.0 - ops.square(logits / float(cap)))
             d_s = d_s * plan.scale
             d_k = d_k + _scores.weighted_queries(plan, d_s, q_blk)
-            d_q_blk = ops.transpose(_scores.weighted_values(plan, d_s, k_blk), (0, 2, 1, 3))
-            at = [0, start, 0, 0]
-            d_q = ops.slice_update(d_q, at, _cut(d_q, 1, start, t_block) + d_q_blk)
-            return d_q, d_k, d_v
+            updates = [ops.transpose(_scores.weighted_values(plan, d_s, k_blk), (0, 2, 1, 3))]
+            if rel is not None:
+                updates.append(_scores.bucket_sums(d_s, one_hot))
+            if with_values:
+                updates.append(_scores.bucket_sums(p, one_hot))
+            acc = [_add_rows(a, u, axis=1 if j == 0 else 2, start=start, size=t_block)
+                   for j, (a, u) in enumerate(zip(acc, updates))]
+            return (d_k, d_v, *acc)
 
-        init = (d_query, ops.zeros(ops.shape(k_blk), dtype=plan.compute_dtype),
-                ops.zeros(ops.shape(v_blk), dtype=plan.compute_dtype))
+        init = (ops.zeros(ops.shape(k_blk), dtype=dtype),
+                ops.zeros(ops.shape(v_blk), dtype=dtype), *acc)
         if num_q_blocks == 1:
-            d_query, d_k, d_v = step(0, init)
+            d_k, d_v, *acc = step(0, init)
         else:
-            d_query, d_k, d_v = ops.fori_loop(0, num_q_blocks, step, init)
+            d_k, d_v, *acc = ops.fori_loop(0, num_q_blocks, step, init)
         d_keys.append(d_k)
         d_values.append(d_v)
     d_key = d_keys[0] if len(d_keys) == 1 else ops.concatenate(d_keys, axis=1)
     d_value = d_values[0] if len(d_values) == 1 else ops.concatenate(d_values, axis=1)
-    return d_query[:, :t_total], d_key[:, :s_total], d_value[:, :s_total]
+    grads = [acc[0][:, :t_total], d_key[:, :s_total], d_value[:, :s_total]]
+    if rel is not None:
+        grads.append(acc[1][:, :, :t_total])
+    if with_values:
+        bucket_w = acc[2][:, :, :t_total]  # sum_j p_ij [bucket_ij = r]
+        heads = "rh" if len(rel.value_table.shape) == 2 else "rnh"
+        grads.append(ops.einsum(f"bntr,btnh->{heads}", bucket_w, d_out[:, :t_total]))
+    return tuple(grads)
+
+
+def _after(index, carried):
+    """`index`, made to depend on the loop's `carried` tensor.
+
+    TensorFlow's while loop runs up to ten iterations at once wherever the
+    data allow: every block's scores would be live together. Reading the
+    next block's position through the previous block's result (a term that
+    is always 0) keeps the blocks one after another.
+    """
+    if backend.backend() != "tensorflow" or isinstance(index, int):
+        return index
+    first = ops.reshape(carried, (-1,))[:1]
+    return index + ops.minimum(ops.cast(ops.sum(ops.cast(ops.isnan(first), "int32")), "int32"), 0)
+
+
+def _add_rows(total, update, *, axis, start, size):
+    """`total` with `update` added to its rows `start : start + size` on `axis`."""
+    at = [0] * 4
+    at[axis] = start
+    return ops.slice_update(total, at, _cut(total, axis, start, size) + update)

@@ -22,6 +22,8 @@ def ineligible_reason(plan):
         return "the native kernels do not return attention weights"
     if plan.dropout_active:
         return "the native kernels have no dropout on the weights"
+    if plan.relative is not None:
+        return "the native kernels cannot add relative-position terms"
     if plan.score_mod is not None:
         return "score_mod is a Python function the native kernels cannot run"
     if plan.logit_soft_cap is not None:

@@ -45,6 +45,7 @@ class Plan:
     num_heads: int
     num_kv_heads: int
     implementation: Any = None
+    relative: Any = None  # RelativeTerms or None
 
     @property
     def groups(self):
@@ -53,6 +54,47 @@ class Plan:
     @property
     def dropout_active(self):
         return bool(self.training) and self.dropout_rate > 0
+
+
+@dataclasses.dataclass
+class RelativeTerms:
+    """Clipped relative positions (Shaw et al.): `R = 2k + 1` buckets.
+
+    Query `i` and key `j` (absolute positions) fall in bucket
+    `clip(j - i, -k, k) + k`. The logits gain `scale * qe[i, bucket]` and
+    the output gains `sum_j w_ij value_table[bucket]`.
+    """
+
+    qe: Any  # (B, N, T, R): q_i . key_table[r], compute dtype
+    value_table: Any  # (R, Hv) or (R, N, Hv), compute dtype, or None
+    max_distance: int
+
+    @property
+    def buckets(self):
+        return 2 * self.max_distance + 1
+
+
+def block_one_hot(plan, q_start, t, kv_start, s):
+    """(t, s, R) one-hot relative buckets of a block, or None."""
+    if plan.relative is None:
+        return None
+    _, _, q_idx, kv_idx = _indices(plan, 1, q_start, t, kv_start, s)
+    k = plan.relative.max_distance
+    bucket = ops.clip(kv_idx - q_idx, -k, k) + k  # (1, 1, t, s)
+    return ops.one_hot(bucket[0, 0], plan.relative.buckets, dtype=plan.compute_dtype)
+
+
+def bucket_sums(weights, one_hot):
+    """weights (B, N, t, s) summed per bucket -> (B, N, t, R)."""
+    return ops.einsum("bnts,tsr->bntr", weights, one_hot)
+
+
+def relative_values(plan, bucket_weights):
+    """bucket_weights (B, N, t, R) @ value_table -> (B, N, t, Hv)."""
+    table = plan.relative.value_table
+    if len(table.shape) == 2:
+        return ops.einsum("bntr,rh->bnth", bucket_weights, table)
+    return ops.einsum("bntr,rnh->bnth", bucket_weights, table)
 
 
 def dims(x):
@@ -141,13 +183,19 @@ def block_visibility(plan, batch, q_start, t, kv_start, s, *, mask=None,
 
 
 def block_scores(plan, q, k, *, q_start=0, kv_start=0, mask=None, bias=None,
-                 kv_limit=None):
+                 kv_limit=None, one_hot=None):
     """Logits (B, N, t, s) in the compute dtype and visibility (bool or None).
 
-    `mask` and `bias` are the plan's tensors already cut to this block.
+    `mask` and `bias` are the plan's tensors already cut to this block;
+    `one_hot` is `block_one_hot` of this block (relative positions).
     """
     logits = block_logits(plan, q, k)
     batch, _, t, s = dims(logits)
+    if one_hot is not None:  # relative positions: scale * qe[i, bucket_ij]
+        qe = plan.relative.qe
+        if qe.shape[2] != t:
+            qe = ops.slice(qe, [0, 0, q_start, 0], [dims(qe)[0], dims(qe)[1], t, dims(qe)[3]])
+        logits = logits + ops.einsum("bntr,tsr->bnts", qe, one_hot) * plan.scale
     if bias is not None:
         logits = logits + bias
     if plan.score_mod is not None:
