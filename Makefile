@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 BACKEND_TESTS := $(addprefix test-,$(BACKENDS))
 
-.PHONY: install test $(BACKEND_TESTS) demo clean
+.PHONY: install test $(BACKEND_TESTS) demo bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ $(BACKEND_TESTS): test-%: $(STAMP)
 # The main job: learn to read dates in five languages (JAX unless KERAS_BACKEND is set).
 demo: $(STAMP)
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit demo $(DEMO_ARGS)
+
+# attnkit against keras and the frameworks' kernels on all three backends
+# (about an hour on 2 cores); writes benchmarks/results/results.{csv,md,png}.
+bench: $(STAMP)
+	$(VENV)/bin/attnkit bench --out benchmarks/results $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

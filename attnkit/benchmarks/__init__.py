@@ -20,6 +20,7 @@ from attnkit.benchmarks import _report
 BACKENDS = ("tensorflow", "jax", "torch")
 
 FULL = {
+    "timeout_s": 900,  # per memory case; four times that for the timed suites
     "peak_size": 2048,
     "repeats": 3,
     "ops": {"lengths": [128, 512, 1024, 2048, 4096, 8192, 16384], "tokens": 8192,
@@ -41,6 +42,7 @@ FULL = {
 
 # Tiny sizes: checks that every suite runs and the report is written.
 QUICK = {
+    "timeout_s": 300,
     "peak_size": 256,
     "repeats": 1,
     "ops": {"lengths": [64, 128], "tokens": 256, "max_backward_length": 128},
@@ -56,17 +58,29 @@ QUICK = {
 }
 
 
-def _worker(backend, config, log):
+def _worker(backend, config, log, timeout_s):
+    """Runs one worker process; returns its rows (an error row if it failed)."""
     env = dict(os.environ, KERAS_BACKEND=backend)
     command = [sys.executable, "-m", "attnkit.benchmarks._worker", json.dumps(config)]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
-    rows = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
-        log(f"  {backend}: worker failed ({proc.returncode}): {tail[0]}")
-        what = config.get("memory", {}).get("competitor", "timed suites")
+    what = config.get("memory", {}).get("competitor", "timed suites")
+    try:
+        proc = subprocess.run(command, env=env, capture_output=True, text=True,
+                              timeout=timeout_s)
+        stdout, stderr, failed = proc.stdout, proc.stderr, proc.returncode != 0
+        reason = (stderr.strip().splitlines()[-1:] or ["(no output)"])[0]
+    except subprocess.TimeoutExpired as error:
+        stdout, failed = error.stdout or "", True
+        stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
+        reason = f"stopped after {timeout_s} s"
+    rows = [json.loads(line[4:]) for line in stdout.splitlines() if line.startswith("ROW ")]
+    for row in rows:
+        log(f"  {row['suite']} {row['passes']} L={row['length']} {row['competitor']}: "
+            f"{row['ms'] if row.get('ms') is None else round(row['ms'], 1)} ms"
+            + ("" if row.get("memory_mib") is None else f", {row['memory_mib']:.0f} MiB"))
+    if failed:
+        log(f"  {backend}: {what} failed: {reason}")
         rows.append({"backend": backend, "suite": "error", "competitor": what,
-                     "note": tail[0][:200]})
+                     "note": reason[:200]})
     return rows
 
 
@@ -78,10 +92,10 @@ def run(out_dir, backends=BACKENDS, quick=False, log=print):
     rows, started = [], time.time()
     for backend in backends:
         log(f"{backend}: timed suites")
-        timed = {k: v for k, v in config.items() if k != "memory"}
-        rows += _worker(backend, timed, log)
+        timed = {k: v for k, v in config.items() if k not in ("memory", "timeout_s")}
+        rows += _worker(backend, timed, log, timeout_s=config["timeout_s"] * 4)
         for case in config["memory"]:
             log(f"{backend}: memory {case['suite']} {case['competitor']} L={case['length']}")
-            rows += _worker(backend, {"memory": case}, log)
+            rows += _worker(backend, {"memory": case}, log, timeout_s=config["timeout_s"])
     _report.write(rows, out_dir, quick=quick, seconds=time.time() - started)
     return rows

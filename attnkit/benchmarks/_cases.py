@@ -196,7 +196,7 @@ def relative_suite(length, batch, repeats, peak):
         }
         times = _harness.time_side_by_side(runners, repeats=repeats)
         for name, seconds in times.items():
-            rows.append(_row("relative", name, "math" if "attnkit" in name else "gather",
+            rows.append(_row("relative", name, "chunked" if "attnkit" in name else "gather",
                              length, batch, passes, seconds, _flops(batch, length, passes),
                              peak))
     return rows
