@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -24,8 +26,8 @@ FULL = {
     "peak_size": 2048,
     "repeats": 3,
     "ops": {"lengths": [128, 512, 1024, 2048, 4096, 8192, 16384], "tokens": 8192,
-            "max_backward_length": 8192},
-    "mha": {"lengths": [128, 256, 512, 1024, 2048, 4096], "tokens": 8192,
+            "max_backward_length": 4096},
+    "mha": {"lengths": [128, 512, 1024, 2048, 4096], "tokens": 8192,
             "max_backward_length": 4096},
     "relative": {"length": 2048, "batch": 8},
     "decoding": {"steps": 256, "units": 512, "layers": 4},
@@ -63,25 +65,36 @@ def _worker(backend, config, log, timeout_s):
     env = dict(os.environ, KERAS_BACKEND=backend)
     command = [sys.executable, "-m", "attnkit.benchmarks._worker", json.dumps(config)]
     what = config.get("memory", {}).get("competitor", "timed suites")
-    try:
-        proc = subprocess.run(command, env=env, capture_output=True, text=True,
-                              timeout=timeout_s)
-        stdout, stderr, failed = proc.stdout, proc.stderr, proc.returncode != 0
-        reason = (stderr.strip().splitlines()[-1:] or ["(no output)"])[0]
-    except subprocess.TimeoutExpired as error:
-        stdout, failed = error.stdout or "", True
-        stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
+    rows = []
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors,
+                                text=True)
+        timer = threading.Timer(timeout_s, proc.kill)
+        timer.start()
+        try:
+            for line in proc.stdout:  # rows arrive as they are measured
+                if line.startswith("ROW "):
+                    rows.append(json.loads(line[4:]))
+                    log("  " + _describe(rows[-1]))
+            proc.wait()
+        finally:
+            timer.cancel()
+        errors.seek(0)
+        reason = (errors.read().strip().splitlines()[-1:] or ["(no output)"])[0]
+    failed = proc.returncode != 0
+    if proc.returncode == -9:
         reason = f"stopped after {timeout_s} s"
-    rows = [json.loads(line[4:]) for line in stdout.splitlines() if line.startswith("ROW ")]
-    for row in rows:
-        log(f"  {row['suite']} {row['passes']} L={row['length']} {row['competitor']}: "
-            f"{row['ms'] if row.get('ms') is None else round(row['ms'], 1)} ms"
-            + ("" if row.get("memory_mib") is None else f", {row['memory_mib']:.0f} MiB"))
     if failed:
         log(f"  {backend}: {what} failed: {reason}")
         rows.append({"backend": backend, "suite": "error", "competitor": what,
                      "note": reason[:200]})
     return rows
+
+
+def _describe(row):
+    ms = "-" if row.get("ms") is None else f"{row['ms']:.1f} ms"
+    memory = "" if row.get("memory_mib") is None else f", {row['memory_mib']:.0f} MiB"
+    return f"{row['suite']} {row['passes']} L={row['length']} {row['competitor']}: {ms}{memory}"
 
 
 def run(out_dir, backends=BACKENDS, quick=False, log=print):

@@ -106,7 +106,8 @@ def ops_suite(lengths, tokens, max_backward_length, repeats, peak):
                     skipped.append(name)
                     continue
                 runners[name] = _harness.runner(fn, [q, k, v], backward=passes == "fwd+bwd")
-            times = _harness.time_side_by_side(runners, repeats=repeats)
+            # Past 4096 one timed run (after the warm-up) each: seconds per call.
+            times = _harness.time_side_by_side(runners, repeats=repeats if length <= 4096 else 1)
             flops = _flops(batch, length, passes)
             for name, seconds in times.items():
                 rows.append(_row("ops", name, competitors[name][1], length, batch, passes,

@@ -1,0 +1,84 @@
+"""attnkit bench: the harness measures what it claims, the report reads the
+rows right, and the whole suite runs end to end at tiny sizes."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+from keras import ops
+
+from attnkit.benchmarks import _harness
+from attnkit.benchmarks import _report
+
+
+def test_runner_backward_returns_the_gradients_total():
+    g = np.random.default_rng(0)
+    x = g.normal(size=(3, 4)).astype("float32")
+    w = keras.Variable(g.normal(size=(4,)).astype("float32"))
+    run = _harness.runner(lambda x: x * x * w, [x], [w], backward=True)
+    # sum(out * d) with the runner's fixed d: d/dx = 2 x w d, d/dw = sum_rows x^2 d
+    d = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    wv = np.asarray(w.numpy() if hasattr(w, "numpy") else ops.convert_to_numpy(w), "float64")
+    want = np.sum(2 * x * wv * d) + np.sum(x * x * d)
+    np.testing.assert_allclose(run(), want, rtol=1e-5)
+    forward = _harness.runner(lambda x: x * x * w, [x])
+    np.testing.assert_allclose(forward(), np.sum(x * x * wv), rtol=1e-5)
+
+
+def _row(backend, suite, competitor, length, passes, ms=None, impl="", memory=None,
+         peak_fraction=None):
+    return dict(backend=backend, suite=suite, competitor=competitor, implementation=impl,
+                length=length, batch=1, passes=passes, ms=ms, gflops=None,
+                peak_fraction=peak_fraction, memory_mib=memory, note="")
+
+
+def test_targets_and_choice_table_read_the_rows():
+    rows = [
+        _row("jax", "mha", "keras MHA", 1024, "fwd+bwd", ms=300.0),
+        _row("jax", "mha", "attnkit MHA", 1024, "fwd+bwd", ms=200.0),
+        _row("jax", "mha", "keras MHA", 1024, "fwd", ms=100.0),
+        _row("jax", "mha", "attnkit MHA", 1024, "fwd", ms=110.0),
+        _row("jax", "ops", "attnkit", 2048, "fwd", ms=10.0, impl="math", peak_fraction=0.8),
+        _row("jax", "ops", "attnkit:math", 2048, "fwd", ms=10.0),
+        _row("jax", "ops", "attnkit:chunked", 2048, "fwd", ms=8.0),
+        _row("jax", "memory:ops", "attnkit", 4096, "fwd+bwd", ms=1.0, memory=120.0),
+        _row("jax", "decoding", "cached", 256, "decode", ms=100.0),
+        _row("jax", "decoding", "recompute", 256, "decode", ms=700.0),
+    ]
+    found = {(n, text.split(":")[0]): (values["jax"], met)
+             for n, text, values, met in _report.targets(rows)}
+    assert found[(1, "MHA fwd+bwd L=1024 B=8")] == ("1.50x", True)
+    assert found[(1, "MHA")] == ("0.91x", False)  # forward is slower at 1024
+    assert found[(2, "ops.attention fwd L=2048")] == ("80%", True)
+    assert found[(3, "fwd+bwd L=4096 B=1 N=8 H=64")] == ("120", True)
+    assert found[(5, "greedy decoding")] == ("7.0x", True)
+    (choice,) = _report.choice_table(rows)
+    assert (choice["picked"], choice["fastest"], choice["ok"]) == ("math", "chunked", False)
+    assert abs(choice["slowdown"] - 0.25) < 1e-12
+
+
+def test_quick_suite_runs_and_writes_the_report(tmp_path):
+    backend = keras.backend.backend()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    run = subprocess.run(
+        [sys.executable, "-m", "attnkit.cli", "bench", "--quick", "--backends", backend,
+         "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    suites = {r["suite"] for r in rows}
+    assert suites == {"peak", "ops", "mha", "relative", "decoding", "memory:ops",
+                      "memory:relative"}, suites
+    assert all(r["backend"] == backend for r in rows)
+    timed = [r for r in rows if r["suite"] in ("ops", "mha", "relative", "decoding")]
+    assert timed and all(float(r["ms"]) > 0 for r in timed)
+    assert {r["note"] for r in rows if r["suite"] == "decoding"} == {"same tokens"}
+    text = (tmp_path / "results.md").read_text()
+    assert "## Targets" in text and "implementation=None picks" in text
+    assert (tmp_path / "results.png").stat().st_size > 10_000
+    bad = subprocess.run([sys.executable, "-m", "attnkit.cli", "bench", "--backends", "numpy"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "attnkit: error: --backends" in bad.stderr
