@@ -100,9 +100,8 @@ def chunked_attention(plan):
             "The chunked implementation needs static query and key lengths. "
             f"Received T={t_total}, S={s_total}."
         )
-    inputs = _differentiable(plan)
     if _recomputes(plan):
-        return _recomputing(plan)(*inputs)
+        return _recomputing(plan)(*_differentiable(plan))
     return _forward(plan)[0]
 
 
@@ -159,9 +158,11 @@ def _recomputing(plan):
 def _forward(plan):
     """(output (B, T, N, Hv), log-sum-exp of the logits (B, N, T, 1)).
 
-    Both loops are `fori_loop`s (query blocks outside, key blocks inside),
-    so no two blocks are ever live at once: TensorFlow's graph executor
-    would run independent blocks side by side.
+    Key blocks are a `fori_loop` inside each query block. When the
+    backward recomputes, the query blocks are a `fori_loop` too, so no two
+    blocks are ever live at once (TensorFlow's graph executor would run
+    independent blocks side by side); under autodiff they are Python-static
+    (TensorFlow cannot differentiate a dynamic slice update).
     """
     query = plan.query
     t_total, s_total = query.shape[1], plan.key.shape[1]
