@@ -16,10 +16,15 @@ from attnkit.ops import _math
 from attnkit.ops import _scores
 from attnkit.ops import _validation
 
-# Above this many score elements (B * N * T * S) the math path's working set
-# (several float32 copies of the scores) is large enough that the chunked
-# path wins on memory and, on this size of machine, on time.
-CHUNK_THRESHOLD = 1 << 24
+# When `implementation=None` goes chunked, per backend: from this many keys
+# on, or above this many score elements (B * N * T * S). Measured with
+# `attnkit bench` on a 2-core CPU (README, "Benchmarks"): on JAX the blocks
+# win from 1024 keys (XLA:CPU maps fresh pages for every large buffer); on
+# TensorFlow keras's kernel is as fast below 4096 keys, and the blocks win
+# the forward and save gigabytes from there. PyTorch takes its SDPA kernel
+# whenever it can, and blocks past 2^24 elements when it cannot.
+CHUNK_FROM_KEYS = {"tensorflow": 4096, "jax": 1024, "torch": 4096}
+CHUNK_THRESHOLD = {"tensorflow": 1 << 28, "jax": 1 << 26, "torch": 1 << 24}
 
 
 class Explanation(typing.NamedTuple):
@@ -286,14 +291,22 @@ def _choose(plan):
                 "relative positions: blocks hold (t, s, 2k + 1) buckets, never "
                 "(T, S) scores, forward or backward"), ineligible
         return "math", "relative positions, and the chunked path cannot run this call", ineligible
-    size = _score_elements(plan)
-    large = size is not None and size > CHUNK_THRESHOLD
-    if backend.backend() == "torch" and "fused" not in ineligible:
+    name = backend.backend()
+    if name == "torch" and "fused" not in ineligible:
         return "fused", "PyTorch's SDPA kernel is the fastest and leanest", ineligible
-    if large and "chunked" not in ineligible:
+    size = _score_elements(plan)
+    keys = _validation.static_shape(plan.key)[1]
+    if size is not None and "chunked" not in ineligible and (
+            size > CHUNK_THRESHOLD[name] or keys >= CHUNK_FROM_KEYS[name]):
         return "chunked", (
-            f"the scores would hold {size} elements (> {CHUNK_THRESHOLD}); "
-            "blocks keep memory at T * block"
+            f"{keys} keys (chunked from {CHUNK_FROM_KEYS[name]} on {name}) and "
+            f"{size} score elements (from {CHUNK_THRESHOLD[name]}): blocks keep "
+            "memory at T * block and are faster here"
+        ), ineligible
+    if name == "tensorflow" and "fused" not in ineligible:
+        return "fused", (
+            "keras's TensorFlow kernel (the same math with TensorFlow's fused "
+            "softmax) is at least as fast as the math path"
         ), ineligible
     return "math", "scores fit in memory and the math path is fastest here", ineligible
 
