@@ -172,7 +172,7 @@ def _relative_terms(plan, key_table, value_table, max_distance):
     key_table, value_table = tables
     if key_table is None:
         raise ValueError("`key_table` is required.")
-    heads = "rh" if len(key_table.shape) == 2 else "rnh"
+    heads = _scores.table_axes(key_table)
     qe = ops.einsum(f"btnh,{heads}->bntr", plan.query, key_table)  # (B, N, T, R)
     return _scores.RelativeTerms(qe=qe, value_table=value_table, max_distance=max_distance)
 

@@ -295,7 +295,7 @@ def _backward(plan, out, lse, d_out):
     # dp_ij gains d_out_i . value_table[bucket_ij]: (B, N, T, R)
     d_table = None
     if with_values:
-        heads = "rh" if len(rel.value_table.shape) == 2 else "rnh"
+        heads = _scores.table_axes(rel.value_table)
         d_table = ops.einsum(f"btnh,{heads}->bntr", d_out, rel.value_table)
     if q_pad:  # zero rows: a query with no output gradient adds nothing
         rows = [(0, 0), (0, q_pad), (0, 0), (0, 0)]
@@ -369,7 +369,7 @@ def _backward(plan, out, lse, d_out):
         grads.append(acc[1][:, :, :t_total])
     if with_values:
         bucket_w = acc[2][:, :, :t_total]  # sum_j p_ij [bucket_ij = r]
-        heads = "rh" if len(rel.value_table.shape) == 2 else "rnh"
+        heads = _scores.table_axes(rel.value_table)
         grads.append(ops.einsum(f"bntr,btnh->{heads}", bucket_w, d_out[:, :t_total]))
     return tuple(grads)
 

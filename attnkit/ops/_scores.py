@@ -89,12 +89,15 @@ def bucket_sums(weights, one_hot):
     return ops.einsum("bnts,tsr->bntr", weights, one_hot)
 
 
+def table_axes(table):
+    """einsum axes of a relative table: "rh" shared by all heads, "rnh" per head."""
+    return "rh" if len(table.shape) == 2 else "rnh"
+
+
 def relative_values(plan, bucket_weights):
     """bucket_weights (B, N, t, R) @ value_table -> (B, N, t, Hv)."""
     table = plan.relative.value_table
-    if len(table.shape) == 2:
-        return ops.einsum("bntr,rh->bnth", bucket_weights, table)
-    return ops.einsum("bntr,rnh->bnth", bucket_weights, table)
+    return ops.einsum(f"bntr,{table_axes(table)}->bnth", bucket_weights, table)
 
 
 def dims(x):
