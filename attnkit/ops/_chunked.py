@@ -16,6 +16,7 @@ import dataclasses
 from keras import backend
 from keras import ops
 
+from attnkit.ops import _fused
 from attnkit.ops import _scores
 
 _BLOCKS = {"query": 1024, "key": 512}
@@ -60,6 +61,13 @@ def _cut(x, axis, start, size):
     shape = list(ops.shape(x))
     shape[axis] = size
     return ops.slice(x, starts, shape)
+
+
+def _first(x, axis, size):
+    """The first `size` entries of `x` on `axis` (no copy when that is all)."""
+    if x.shape[axis] == size:
+        return x
+    return _cut(x, axis, 0, size)
 
 
 def _pad_keys(key, value, mask, bias, pad):
@@ -128,14 +136,13 @@ def _with_inputs(plan, inputs):
 def _recomputes(plan):
     """Whether the backward recomputes blocks instead of autodiff.
 
-    Not on PyTorch: keras's custom gradient there is a torch.autograd.Function
-    that TorchDynamo cannot compile, and PyTorch's default path (its SDPA
-    kernel) already has a lean backward.
+    Not while `torch.compile` traces the call: keras's custom gradient on
+    PyTorch is a torch.autograd.Function that TorchDynamo cannot compile.
     """
     return (
         plan.bias is None
         and plan.score_mod is None
-        and backend.backend() != "torch"
+        and _fused.custom_gradient_traceable()
     )
 
 
@@ -207,13 +214,13 @@ def _forward(plan):
         # Autodiff runs through this loop; TensorFlow cannot differentiate a
         # dynamic slice update, so the query blocks are Python-static here.
         blocks = [block(start // t_block, (None, None)) for start in range(0, t_padded, t_block)]
-        out = ops.concatenate([o for o, _ in blocks], axis=2)[:, :, :t_total]
-        lse = ops.concatenate([l for _, l in blocks], axis=2)[:, :, :t_total]
+        out = _first(ops.concatenate([o for o, _ in blocks], axis=2), 2, t_total)
+        lse = _first(ops.concatenate([l for _, l in blocks], axis=2), 2, t_total)
     else:
         init = (ops.zeros((b, n, t_padded, value.shape[-1]), dtype=dtype),
                 ops.zeros((b, n, t_padded, 1), dtype=dtype))
         out, lse = ops.fori_loop(0, num_q_blocks, block, init)
-        out, lse = out[:, :, :t_total], lse[:, :, :t_total]
+        out, lse = _first(out, 2, t_total), _first(lse, 2, t_total)
     return ops.transpose(out, (0, 2, 1, 3)), lse
 
 
@@ -276,7 +283,7 @@ def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
 def _backward(plan, out, lse, d_out):
     """Gradients of `_differentiable(plan)` from the output's gradient.
 
-    The outer (Python) loop walks key blocks, keeping their dk and dv; the
+    The outer loop walks key blocks, writing their dk and dv in place; the
     inner loop walks query blocks, recomputing p = exp(logits - lse) and
     adding each block's dq (and relative-bucket sums) in place.
     """
@@ -314,14 +321,15 @@ def _backward(plan, out, lse, d_out):
     acc = [ops.zeros(ops.shape(query), dtype=dtype)]  # dq (B, T, N, H)
     if rel is not None:  # d qe, then the bucket weights (B, N, T, R)
         acc += [ops.zeros((b, n, t_padded, rel.buckets), dtype=dtype)] * (1 + with_values)
-    d_keys, d_values = [], []
-    for kv_start in range(0, num_kv_blocks * s_block, s_block):
-        k_blk = key[:, kv_start:kv_start + s_block]
-        v_blk = value[:, kv_start:kv_start + s_block]
+
+    def key_block(j, carry):
+        d_key, d_value, *acc = carry
+        kv_start = _after(j, d_key) * s_block
+        k_blk = _cut(key, 1, kv_start, s_block)
+        v_blk = _cut(value, 1, kv_start, s_block)
         mask_col = _cut(mask, 3, kv_start, s_block)
 
-        def step(i, carry, k_blk=k_blk, v_blk=v_blk, mask_col=mask_col,
-                 kv_start=kv_start):
+        def step(i, carry):
             d_k, d_v, *acc = carry
             start = _after(i, acc[0]) * t_block
             q_blk = _cut(query, 1, start, t_block)
@@ -350,8 +358,8 @@ def _backward(plan, out, lse, d_out):
                 updates.append(_scores.bucket_sums(d_s, one_hot))
             if with_values:
                 updates.append(_scores.bucket_sums(p, one_hot))
-            acc = [_add_rows(a, u, axis=1 if j == 0 else 2, start=start, size=t_block)
-                   for j, (a, u) in enumerate(zip(acc, updates))]
+            acc = [_add_rows(a, u, axis=1 if which == 0 else 2, start=start, size=t_block)
+                   for which, (a, u) in enumerate(zip(acc, updates))]
             return (d_k, d_v, *acc)
 
         init = (ops.zeros(ops.shape(k_blk), dtype=dtype),
@@ -360,17 +368,25 @@ def _backward(plan, out, lse, d_out):
             d_k, d_v, *acc = step(0, init)
         else:
             d_k, d_v, *acc = ops.fori_loop(0, num_q_blocks, step, init)
-        d_keys.append(d_k)
-        d_values.append(d_v)
-    d_key = d_keys[0] if len(d_keys) == 1 else ops.concatenate(d_keys, axis=1)
-    d_value = d_values[0] if len(d_values) == 1 else ops.concatenate(d_values, axis=1)
-    grads = [acc[0][:, :t_total], d_key[:, :s_total], d_value[:, :s_total]]
+        return (ops.slice_update(d_key, [0, kv_start, 0, 0], d_k),
+                ops.slice_update(d_value, [0, kv_start, 0, 0], d_v), *acc)
+
+    # One loop over key blocks writing dk, dv in place: as a Python loop,
+    # TensorFlow kept every block's copy of the accumulators alive.
+    init = (ops.zeros(ops.shape(key), dtype=dtype), ops.zeros(ops.shape(value), dtype=dtype),
+            *acc)
+    if num_kv_blocks == 1:
+        d_key, d_value, *acc = key_block(0, init)
+    else:
+        d_key, d_value, *acc = ops.fori_loop(0, num_kv_blocks, key_block, init)
+    grads = [_first(acc[0], 1, t_total), _first(d_key, 1, s_total),
+             _first(d_value, 1, s_total)]
     if rel is not None:
-        grads.append(acc[1][:, :, :t_total])
+        grads.append(_first(acc[1], 2, t_total))
     if with_values:
-        bucket_w = acc[2][:, :, :t_total]  # sum_j p_ij [bucket_ij = r]
+        bucket_w = _first(acc[2], 2, t_total)  # sum_j p_ij [bucket_ij = r]
         heads = _scores.table_axes(rel.value_table)
-        grads.append(ops.einsum(f"bntr,btnh->{heads}", bucket_w, d_out[:, :t_total]))
+        grads.append(ops.einsum(f"bntr,btnh->{heads}", bucket_w, _first(d_out, 1, t_total)))
     return tuple(grads)
 
 

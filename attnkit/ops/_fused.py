@@ -4,7 +4,8 @@
 JAX's `dot_product_attention` and cuDNN where available. attnkit sends a call
 there only when the request means exactly the same thing; this module says
 when that is, and hides the two places where the kernels differ from the
-attnkit semantics (fully-masked rows, and bias together with a mask).
+attnkit semantics (fully-masked rows, and bias together with a mask). It also says
+whether a keras custom gradient can be traced where the call runs.
 
 Shape legend: B batch, T query length, S key length, N query heads,
 K key/value heads, H head dim, Hv value head dim.
@@ -31,6 +32,16 @@ def ineligible_reason(plan):
     if backend.backend() == "jax" and plan.value.shape[-1] != plan.key.shape[-1]:
         return "JAX's kernel needs the value head dim equal to the key head dim"
     return None
+
+
+def custom_gradient_traceable():
+    """False while TorchDynamo traces: keras's PyTorch custom gradient is a
+    `torch.autograd.Function` it cannot compile. True everywhere else."""
+    if backend.backend() != "torch":
+        return True
+    import torch
+
+    return not torch.compiler.is_compiling()
 
 
 def _is_plain_causal(plan):
