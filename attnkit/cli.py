@@ -46,6 +46,9 @@ def _parser():
     bench.add_argument("--backends", default="tensorflow,jax,torch",
                        help="comma-separated, run one after another")
     bench.add_argument("--out", default="benchmarks/results")
+    bench.add_argument("--suites", default="ops,mha,relative,decoding,memory",
+                       help="comma-separated; the other suites' rows are kept from "
+                            "the results.csv already in --out")
     bench.add_argument("--quick", action="store_true",
                        help="tiny sizes: checks that every case runs (seconds)")
     translate = sub.add_parser("translate", help="normalize one date")
@@ -222,7 +225,12 @@ def _bench(args):
     if unknown or not backends:
         raise CommandError(f"--backends takes {', '.join(benchmarks.BACKENDS)}; got "
                            f"{args.backends!r}")
-    rows = benchmarks.run(args.out, backends=backends, quick=args.quick,
+    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
+    unknown = sorted(set(suites) - set(benchmarks.SUITES))
+    if unknown or not suites:
+        raise CommandError(f"--suites takes {', '.join(benchmarks.SUITES)}; got "
+                           f"{args.suites!r}")
+    rows = benchmarks.run(args.out, backends=backends, quick=args.quick, suites=suites,
                           log=lambda line: print(line, flush=True))
     print(f"wrote {args.out}/results.csv, results.md, results.png")
     return 1 if any(r["suite"] == "error" for r in rows) else 0

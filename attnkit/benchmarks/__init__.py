@@ -1,13 +1,16 @@
 """`attnkit bench`: attnkit measured side by side with keras and the
 frameworks' own attention kernels, on every backend.
 
-`run(out_dir, backends, quick)` starts one process per backend for the
-timed suites (competitors alternate in that process, after warm-ups; medians
-are reported with the machine's matmul peak measured in the same process)
-and one fresh process per memory case, then writes `results.csv`,
-`results.md` and `results.png` into `out_dir`.
+`run(out_dir, backends, quick, suites)` starts one process per backend for
+the timed suites (competitors alternate in that process, after warm-ups;
+medians are reported with the machine's matmul peak measured in the same
+process) and one fresh process per memory case, then writes `results.csv`,
+`results.md` and `results.png` into `out_dir`. Run with some of the suites,
+it keeps the other suites' rows from the `results.csv` already there.
 """
 
+import csv
+import datetime
 import json
 import os
 import subprocess
@@ -20,6 +23,7 @@ from pathlib import Path
 from attnkit.benchmarks import _report
 
 BACKENDS = ("tensorflow", "jax", "torch")
+SUITES = ("ops", "mha", "relative", "decoding", "memory")
 
 FULL = {
     "timeout_s": 900,  # per memory case; four times that for the timed suites
@@ -30,7 +34,7 @@ FULL = {
     "mha": {"lengths": [128, 512, 1024, 2048, 4096], "tokens": 8192,
             "max_backward_length": 4096},
     "relative": {"length": 2048, "batch": 8},
-    "decoding": {"steps": 256, "units": 512, "layers": 4},
+    "decoding": {"steps": 256, "units": 512, "layers": 4, "torch_compile": True},
     "memory": [
         *({"suite": "ops", "competitor": c, "length": 4096, "batch": 1, "passes": "fwd+bwd"}
           for c in ("attnkit", "attnkit:math", "attnkit:chunked", "attnkit:fused",
@@ -63,6 +67,11 @@ QUICK = {
 def _worker(backend, config, log, timeout_s):
     """Runs one worker process; returns its rows (an error row if it failed)."""
     env = dict(os.environ, KERAS_BACKEND=backend)
+    if "memory" in config:
+        # glibc then maps every block of 128 KiB or more on its own and
+        # unmaps it when freed, so resident memory follows what is live
+        # (otherwise freed blocks stay resident in per-thread arenas).
+        env["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)
     command = [sys.executable, "-m", "attnkit.benchmarks._worker", json.dumps(config)]
     what = config.get("memory", {}).get("competitor", "timed suites")
     rows = []
@@ -97,18 +106,42 @@ def _describe(row):
     return f"{row['suite']} {row['passes']} L={row['length']} {row['competitor']}: {ms}{memory}"
 
 
-def run(out_dir, backends=BACKENDS, quick=False, log=print):
-    """Runs the suite; returns the rows and writes the report files."""
+def run(out_dir, backends=BACKENDS, quick=False, suites=SUITES, log=print):
+    """Runs the suites; returns the rows and writes the report files."""
     config = QUICK if quick else FULL
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    kept = _kept_rows(out_dir / "results.csv", backends, suites)
     rows, started = [], time.time()
+    timed = {k: v for k, v in config.items() if k in suites and k != "memory"}
     for backend in backends:
-        log(f"{backend}: timed suites")
-        timed = {k: v for k, v in config.items() if k not in ("memory", "timeout_s")}
-        rows += _worker(backend, timed, log, timeout_s=config["timeout_s"] * 4)
-        for case in config["memory"]:
+        if timed:
+            log(f"{backend}: timed suites {', '.join(timed)}")
+            rows += _worker(backend, dict(timed, peak_size=config["peak_size"],
+                                          repeats=config["repeats"]),
+                            log, timeout_s=config["timeout_s"] * 4)
+        for case in config["memory"] if "memory" in suites else ():
             log(f"{backend}: memory {case['suite']} {case['competitor']} L={case['length']}")
             rows += _worker(backend, {"memory": case}, log, timeout_s=config["timeout_s"])
+    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    rows = kept + [dict(r, run=when) for r in rows]
     _report.write(rows, out_dir, quick=quick, seconds=time.time() - started)
     return rows
+
+
+def _kept_rows(path, backends, suites):
+    """Rows of an earlier `results.csv` that this run does not measure again."""
+    if set(suites) == set(SUITES) or not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = []
+    for row in rows:
+        if row["suite"] == "error" and row["backend"] in backends:
+            continue
+        group = "memory" if row["suite"].startswith("memory:") else row["suite"]
+        if row["backend"] in backends and (group in suites or (group == "peak" and any(
+                s in suites for s in SUITES if s != "memory"))):
+            continue  # measured again now
+        kept.append(_report.parsed(row))
+    return kept

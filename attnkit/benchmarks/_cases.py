@@ -203,15 +203,16 @@ def relative_suite(length, batch, repeats, peak):
     return rows
 
 
-def decoding_suite(steps, units, layers, repeats):
+def decoding_suite(steps, units, layers, repeats, torch_compile=False):
     """Greedy decoding of `steps` tokens: with the self-attention caches vs
     recomputing the decoder over the whole prefix at every step.
 
     Both run the same `TransformerDecoderBlock`s (Shaw relative attention)
     against a 32-token encoder memory, each step compiled once; the
     recomputation runs on a fixed `steps`-long buffer (causal, so the unused
-    tail does not change the prefix) except on PyTorch, which runs eagerly
-    on the exact prefix.
+    tail does not change the prefix). PyTorch compiles both steps with
+    `torch.compile` when `torch_compile` is set, and otherwise runs them
+    eagerly, recomputing on the exact prefix.
     """
     from attnkit.models.transformer_seq2seq import TransformerDecoderBlock
 
@@ -243,7 +244,9 @@ def decoding_suite(steps, units, layers, repeats):
         logits = full(tokens)
         return ops.argmax(ops.take(logits[0], index, axis=0), axis=-1)
 
-    cached_fn, recompute_fn = (_harness.compiled(f) for f in (cached_step, recompute_step))
+    cached_fn, recompute_fn = (_harness.compiled(f, torch_compile)
+                               for f in (cached_step, recompute_step))
+    exact_prefix = backend == "torch" and not torch_compile
 
     def decode_cached():
         caches = [ops.zeros((1, 2, steps, heads, units // heads)) for _ in blocks]
@@ -258,7 +261,7 @@ def decoding_suite(steps, units, layers, repeats):
         tokens[0, 0] = 1
         out = []
         for i in range(steps):
-            prefix = tokens[:, :i + 1] if backend == "torch" else tokens
+            prefix = tokens[:, :i + 1] if exact_prefix else tokens
             token = int(ops.convert_to_numpy(recompute_fn(
                 ops.convert_to_tensor(prefix), ops.convert_to_tensor(np.int32(i)))))
             out.append(token)
@@ -270,6 +273,8 @@ def decoding_suite(steps, units, layers, repeats):
     times = _harness.time_side_by_side(
         {"cached": decode_cached, "recompute": decode_recompute}, repeats=repeats)
     note = "same tokens" if same else "TOKENS DIFFER"
+    if backend == "torch":
+        note += "; torch.compile" if torch_compile else "; eager"
     return [dict(suite="decoding", competitor=name, implementation=name, length=steps,
                  batch=1, passes="decode", ms=seconds * 1e3, gflops=None,
                  peak_fraction=None, memory_mib=None, note=note)

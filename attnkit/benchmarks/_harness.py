@@ -7,6 +7,7 @@ TensorFlow graph mode (`tf.function`; XLA is slower here), `jax.jit`, and
 PyTorch eager (its kernels are already compiled C++).
 """
 
+import ctypes
 import gc
 import resource
 import statistics
@@ -31,13 +32,23 @@ def rss_mib():
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def _release_freed_memory():
+    """Returns freed heap pages to the system (glibc's `malloc_trim`)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to hand back
+        pass
+
+
 def steady_peak_mib(run, interval_s=0.0005):
     """Peak resident memory above the level before `run()`, MiB, sampled.
 
     Call it on a warmed-up run: compilation and one-time allocations are
-    then outside what it measures.
+    then outside what it measures. Memory the C allocator kept from earlier
+    runs is handed back first, or the run would reuse it unseen.
     """
     gc.collect()
+    _release_freed_memory()
     base = peak = rss_mib()
     done = threading.Event()
 
@@ -129,8 +140,12 @@ def _total(tensors):
     return total
 
 
-def compiled(fn):
-    """`fn` compiled the way this module times everything."""
+def compiled(fn, torch_compile=False):
+    """`fn` compiled the way this module times everything.
+
+    With `torch_compile`, PyTorch runs `torch.compile` (inductor) instead of
+    eager: for many small ops, where eager dispatch is most of the time.
+    """
     if BACKEND == "jax":
         import jax
 
@@ -140,6 +155,9 @@ def compiled(fn):
 
         return tf.function(fn)
     import torch
+
+    if torch_compile:
+        fn = torch.compile(fn)
 
     def eager(*xs):
         with torch.no_grad():

@@ -7,7 +7,9 @@ import platform
 from importlib import metadata
 
 COLUMNS = ["backend", "suite", "passes", "length", "batch", "competitor", "implementation",
-           "ms", "gflops", "peak_fraction", "memory_mib", "note"]
+           "ms", "gflops", "peak_fraction", "memory_mib", "note", "run"]
+_INTS = ("length", "batch")
+_FLOATS = ("ms", "gflops", "peak_fraction", "memory_mib")
 BACKENDS = ("tensorflow", "jax", "torch")
 # Two timings closer than this are a tie on this noisy machine.
 TIE = 0.05
@@ -149,6 +151,17 @@ def choice_table(rows):
     return table
 
 
+def parsed(row):
+    """A row read back from results.csv, with numbers as numbers."""
+    row = dict(row)
+    for key in _INTS + _FLOATS:
+        value = row.get(key)
+        row[key] = None if value in (None, "") else (int if key in _INTS else float)(value)
+    row["note"] = row.get("note") or ""
+    row["run"] = row.get("run") or "an earlier run"
+    return row
+
+
 def write(rows, out_dir, quick=False, seconds=None):
     with open(out_dir / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
@@ -167,7 +180,12 @@ def markdown(rows, quick=False, seconds=None):
                  + (" (--quick: tiny sizes, not for reading)" if quick else "") + ".")
     peaks = ", ".join(f"{b} {_fmt(_one(rows, 'gflops', backend=b, suite='peak'), '.0f')}"
                       for b in backends)
-    lines += [f"Measured float32 matmul peak (GFLOP/s): {peaks}.", ""]
+    lines += [f"Measured float32 matmul peak (GFLOP/s): {peaks}."]
+    runs = sorted({r["run"] for r in rows if r.get("run")})
+    if len(runs) > 1:
+        lines.append(f"Rows come from {len(runs)} runs ({'; '.join(runs)}): the run column "
+                     "says which; every ratio below compares rows of one run.")
+    lines.append("")
     errors = _find(rows, suite="error")
     for e in errors:
         lines.append(f"- FAILED on {e['backend']}: {e['competitor']}: {e['note']}")
@@ -184,8 +202,9 @@ def markdown(rows, quick=False, seconds=None):
         lines.append(f"| {c['backend']} | {c['length']} | {c['passes']} | {c['picked']} | "
                      f"{c['fastest']} | {100 * c['slowdown']:.0f}% | " + " | ".join(ms) + " |")
     lines += ["", "## Timings (medians)", "",
-              "| backend | suite | pass | L | B | competitor | ran | ms | GFLOP/s | % peak | note |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| backend | suite | pass | L | B | competitor | ran | ms | GFLOP/s | % peak | note "
+              "| run |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["suite"] in ("ops", "mha", "relative", "decoding"):
             pct = None if r.get("peak_fraction") is None else 100 * r["peak_fraction"]
@@ -193,16 +212,17 @@ def markdown(rows, quick=False, seconds=None):
                 f"| {r['backend']} | {r['suite']} | {r['passes']} | {r['length']} | "
                 f"{r['batch']} | {r['competitor']} | {r['implementation']} | "
                 f"{_fmt(r.get('ms'), '.1f')} | {_fmt(r.get('gflops'), '.0f')} | "
-                f"{_fmt(pct, '.0f')} | {r.get('note', '')} |")
+                f"{_fmt(pct, '.0f')} | {r.get('note', '')} | {r.get('run', '')} |")
     lines += ["", "## Peak extra memory (fresh process per case)", "",
-              "| backend | case | pass | L | B | competitor | extra MiB | seconds | note |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| backend | case | pass | L | B | competitor | extra MiB | seconds | note | run |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["suite"].startswith("memory:"):
             lines.append(
                 f"| {r['backend']} | {r['suite'][7:]} | {r['passes']} | {r['length']} | "
                 f"{r['batch']} | {r['competitor']} | {_fmt(r.get('memory_mib'), '.0f')} | "
-                f"{_fmt(None if r.get('ms') is None else r['ms'] / 1e3, '.1f')} | {r.get('note', '')} |")
+                f"{_fmt(None if r.get('ms') is None else r['ms'] / 1e3, '.1f')} | {r.get('note', '')} | "
+                f"{r.get('run', '')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -33,22 +33,25 @@ def main(config):
     _emit(dict(suite="peak", competitor="matmul", implementation="matmul",
                length=config["peak_size"], batch=1, passes="fwd", ms=None, gflops=peak,
                peak_fraction=1.0, memory_mib=None, note="float32 n x n matmul"))
-    ops_cfg = config["ops"]
-    for row in _cases.ops_suite(ops_cfg["lengths"], ops_cfg["tokens"],
-                                ops_cfg["max_backward_length"], config["repeats"], peak):
-        _emit(row)
-    mha = config["mha"]
-    for row in _cases.mha_suite(mha["lengths"], mha["tokens"], mha["max_backward_length"],
-                                config["repeats"], peak):
-        _emit(row)
-    rel = config["relative"]
-    for row in _cases.relative_suite(rel["length"], rel["batch"], config["repeats"], peak):
-        _emit(row)
-    dec = config["decoding"]
-    for row in _cases.decoding_suite(dec["steps"], dec["units"], dec["layers"],
-                                     config["repeats"]):
-        _emit(row)
-
+    if "ops" in config:
+        ops_cfg = config["ops"]
+        for row in _cases.ops_suite(ops_cfg["lengths"], ops_cfg["tokens"],
+                                    ops_cfg["max_backward_length"], config["repeats"], peak):
+            _emit(row)
+    if "mha" in config:
+        mha = config["mha"]
+        for row in _cases.mha_suite(mha["lengths"], mha["tokens"], mha["max_backward_length"],
+                                    config["repeats"], peak):
+            _emit(row)
+    if "relative" in config:
+        rel = config["relative"]
+        for row in _cases.relative_suite(rel["length"], rel["batch"], config["repeats"], peak):
+            _emit(row)
+    if "decoding" in config:
+        dec = config["decoding"]
+        for row in _cases.decoding_suite(dec["steps"], dec["units"], dec["layers"],
+                                         config["repeats"], dec.get("torch_compile", False)):
+            _emit(row)
 
 if __name__ == "__main__":
     main(json.loads(sys.argv[1]))
