@@ -217,19 +217,19 @@ def _translate(args):
     return 0
 
 
+def _names(flag, text, allowed):
+    """The comma-separated names of `text`, each one of `allowed`."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or set(names) - set(allowed):
+        raise CommandError(f"{flag} takes {', '.join(allowed)}; got {text!r}")
+    return names
+
+
 def _bench(args):
     from attnkit import benchmarks
 
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = sorted(set(backends) - set(benchmarks.BACKENDS))
-    if unknown or not backends:
-        raise CommandError(f"--backends takes {', '.join(benchmarks.BACKENDS)}; got "
-                           f"{args.backends!r}")
-    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
-    unknown = sorted(set(suites) - set(benchmarks.SUITES))
-    if unknown or not suites:
-        raise CommandError(f"--suites takes {', '.join(benchmarks.SUITES)}; got "
-                           f"{args.suites!r}")
+    backends = _names("--backends", args.backends, benchmarks.BACKENDS)
+    suites = _names("--suites", args.suites, benchmarks.SUITES)
     rows = benchmarks.run(args.out, backends=backends, quick=args.quick, suites=suites,
                           log=lambda line: print(line, flush=True))
     print(f"wrote {args.out}/results.csv, results.md, results.png")

@@ -53,5 +53,6 @@ def main(config):
                                          config["repeats"], dec.get("torch_compile", False)):
             _emit(row)
 
+
 if __name__ == "__main__":
     main(json.loads(sys.argv[1]))
