@@ -72,6 +72,9 @@ def _worker(backend, config, log, timeout_s):
         # unmaps it when freed, so resident memory follows what is live
         # (otherwise freed blocks stay resident in per-thread arenas).
         env["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)
+        # oneDNN keeps TensorFlow's large buffers resident from one run to
+        # the next: every steady run then read 0-1 MiB, whatever it held.
+        env["TF_ENABLE_ONEDNN_OPTS"] = "0"
     command = [sys.executable, "-m", "attnkit.benchmarks._worker", json.dumps(config)]
     what = config.get("memory", {}).get("competitor", "timed suites")
     rows = []

@@ -208,11 +208,12 @@ def decoding_suite(steps, units, layers, repeats, torch_compile=False):
     recomputing the decoder over the whole prefix at every step.
 
     Both run the same `TransformerDecoderBlock`s (Shaw relative attention)
-    against a 32-token encoder memory, each step compiled once; the
-    recomputation runs on a fixed `steps`-long buffer (causal, so the unused
-    tail does not change the prefix). PyTorch compiles both steps with
-    `torch.compile` when `torch_compile` is set, and otherwise runs them
-    eagerly, recomputing on the exact prefix.
+    against a 32-token encoder memory. TensorFlow and JAX compile each whole
+    greedy loop once; PyTorch loops in Python over steps compiled with
+    `torch.compile` when `torch_compile` is set (otherwise eager, recomputing
+    on the exact prefix). The recomputation otherwise runs on a fixed
+    `steps`-long buffer (causal, so the unused tail does not change the
+    prefix).
     """
     from attnkit.models.transformer_seq2seq import TransformerDecoderBlock
 
@@ -244,9 +245,64 @@ def decoding_suite(steps, units, layers, repeats, torch_compile=False):
         logits = full(tokens)
         return ops.argmax(ops.take(logits[0], index, axis=0), axis=-1)
 
+    if backend != "torch":
+        # The whole greedy loop in one compiled function (a `fori_loop`), as
+        # a user decodes in production: TensorFlow and JAX then run 256
+        # steps without returning to Python between them.
+        decode_cached, decode_recompute = _compiled_loops(cached_step, full, blocks,
+                                                          steps, heads, units)
+    else:
+        decode_cached, decode_recompute = _python_loops(
+            cached_step, recompute_step, blocks, steps, heads, units, torch_compile)
+    same = decode_cached() == decode_recompute()
+    times = _harness.time_side_by_side(
+        {"cached": decode_cached, "recompute": decode_recompute}, repeats=repeats)
+    note = "same tokens" if same else "TOKENS DIFFER"
+    if backend == "torch":
+        note += "; torch.compile" if torch_compile else "; eager"
+    return [dict(suite="decoding", competitor=name, implementation=name, length=steps,
+                 batch=1, passes="decode", ms=seconds * 1e3, gflops=None,
+                 peak_fraction=None, memory_mib=None, note=note)
+            for name, seconds in times.items()]
+
+
+def _compiled_loops(cached_step, full, blocks, steps, heads, units):
+    """(decode_cached, decode_recompute): each whole loop compiled once."""
+    def cached_loop():
+        def body(i, carry):
+            token, caches, out = carry
+            token, caches = cached_step(token, caches, i)
+            token = ops.cast(token, "int32")
+            return token, caches, ops.slice_update(out, [i], ops.reshape(token, (1,)))
+
+        caches = [ops.zeros((1, 2, steps, heads, units // heads)) for _ in blocks]
+        init = (ops.convert_to_tensor(np.int32(1)), caches, ops.zeros((steps,), "int32"))
+        return ops.fori_loop(0, steps, body, init)[2]
+
+    def recompute_loop():
+        def body(i, carry):
+            tokens, out = carry
+            logits = full(tokens)
+            token = ops.cast(ops.argmax(ops.take(logits[0], i, axis=0), axis=-1), "int32")
+            token = ops.reshape(token, (1,))
+            # The last step writes past nothing it reads again.
+            tokens = ops.slice_update(tokens, [0, ops.minimum(i + 1, steps - 1)],
+                                      ops.reshape(token, (1, 1)))
+            return tokens, ops.slice_update(out, [i], token)
+
+        tokens = ops.convert_to_tensor(np.eye(1, steps, dtype="int32"))  # token 1 first
+        return ops.fori_loop(0, steps, body, (tokens, ops.zeros((steps,), "int32")))[1]
+
+    cached_fn, recompute_fn = (_harness.compiled(f) for f in (cached_loop, recompute_loop))
+    return (lambda: ops.convert_to_numpy(cached_fn()).tolist(),
+            lambda: ops.convert_to_numpy(recompute_fn()).tolist())
+
+
+def _python_loops(cached_step, recompute_step, blocks, steps, heads, units, torch_compile):
+    """(decode_cached, decode_recompute): Python loops over compiled steps."""
     cached_fn, recompute_fn = (_harness.compiled(f, torch_compile)
                                for f in (cached_step, recompute_step))
-    exact_prefix = backend == "torch" and not torch_compile
+    exact_prefix = not torch_compile
 
     def decode_cached():
         caches = [ops.zeros((1, 2, steps, heads, units // heads)) for _ in blocks]
@@ -269,16 +325,7 @@ def decoding_suite(steps, units, layers, repeats, torch_compile=False):
                 tokens[0, i + 1] = token
         return out
 
-    same = decode_cached() == decode_recompute()
-    times = _harness.time_side_by_side(
-        {"cached": decode_cached, "recompute": decode_recompute}, repeats=repeats)
-    note = "same tokens" if same else "TOKENS DIFFER"
-    if backend == "torch":
-        note += "; torch.compile" if torch_compile else "; eager"
-    return [dict(suite="decoding", competitor=name, implementation=name, length=steps,
-                 batch=1, passes="decode", ms=seconds * 1e3, gflops=None,
-                 peak_fraction=None, memory_mib=None, note=note)
-            for name, seconds in times.items()]
+    return decode_cached, decode_recompute
 
 
 def _row(suite, competitor, implementation, length, batch, passes, seconds, flops, peak,
