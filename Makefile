@@ -33,7 +33,7 @@ demo: $(STAMP)
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit demo $(DEMO_ARGS)
 
 # attnkit against keras and the frameworks' kernels on all three backends
-# (about 75 minutes on 2 cores); writes benchmarks/results/results.{csv,md,png}.
+# (about 40 minutes on 2 cores); writes benchmarks/results/results.{csv,md,png}.
 bench: $(STAMP)
 	$(VENV)/bin/attnkit bench --out benchmarks/results $(BENCH_ARGS)
 

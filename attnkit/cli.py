@@ -42,7 +42,7 @@ def _parser():
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="out/demo")
     bench = sub.add_parser("bench", help="measure attnkit against keras and the "
-                                         "frameworks' kernels (about 75 min)")
+                                         "frameworks' kernels (about 40 min)")
     bench.add_argument("--backends", default="tensorflow,jax,torch",
                        help="comma-separated, run one after another")
     bench.add_argument("--out", default="benchmarks/results")
