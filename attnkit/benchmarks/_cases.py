@@ -285,7 +285,8 @@ def _compiled_loops(cached_step, full, blocks, steps, heads, units):
             logits = full(tokens)
             token = ops.cast(ops.argmax(ops.take(logits[0], i, axis=0), axis=-1), "int32")
             token = ops.reshape(token, (1,))
-            # The last step writes past nothing it reads again.
+            # The last step has no next position: it rewrites the last one,
+            # which nothing reads again.
             tokens = ops.slice_update(tokens, [0, ops.minimum(i + 1, steps - 1)],
                                       ops.reshape(token, (1, 1)))
             return tokens, ops.slice_update(out, [i], token)

@@ -21,9 +21,9 @@ from attnkit.ops import _validation
 # `attnkit bench` on a 2-core CPU (README, "Benchmarks"): on JAX the blocks
 # win from 1024 keys (XLA:CPU maps fresh pages for every large buffer); on
 # TensorFlow the math path (with TensorFlow's fused softmax) is fastest, and
-# from 4096 keys the blocks keep memory to blocks (at 4096, 150 MiB instead
-# of gigabytes, and about 1.5x the time). PyTorch takes its SDPA kernel
-# whenever it can, and blocks past 2^24 elements when it cannot.
+# from 4096 keys the blocks bound memory (at 4096 keys, B = 1, training adds
+# about 100 MiB instead of 1.5 GiB, for 1.7-2x the time). PyTorch takes its
+# SDPA kernel whenever it can, and blocks past 2^24 elements when it cannot.
 CHUNK_FROM_KEYS = {"tensorflow": 4096, "jax": 1024, "torch": 4096}
 CHUNK_THRESHOLD = {"tensorflow": 1 << 28, "jax": 1 << 26, "torch": 1 << 24}
 
@@ -302,7 +302,7 @@ def _choose(plan):
         return "chunked", (
             f"{keys} keys (chunked from {CHUNK_FROM_KEYS[name]} on {name}) and "
             f"{size} score elements (from {CHUNK_THRESHOLD[name]}): blocks keep "
-            "memory at T * block and are faster here"
+            "memory at T * block, not T * S"
         ), ineligible
     return "math", "scores fit in memory and the math path is fastest here", ineligible
 

@@ -236,12 +236,16 @@ def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
     relative_values = plan.relative is not None and plan.relative.value_table is not None
 
     def step(i, carry):
+        start = _after(i, carry[2]) * s_block
+        return _scores.with_block_buckets(
+            plan, q_start, t, start, s_block,
+            lambda one_hot: update(start, carry, one_hot))
+
+    def update(start, carry, one_hot):
         # (B, N, t, 1), (B, N, t, 1), (B, N, t, Hv) (, (B, N, t, R))
         m, l, acc, *bucket_w = carry
-        start = _after(i, acc) * s_block
         k_blk = _cut(key, 1, start, s_block)
         v_blk = _cut(value, 1, start, s_block)
-        one_hot = _scores.block_one_hot(plan, q_start, t, start, s_block)
         logits, visible = _scores.block_scores(
             plan, q, k_blk, q_start=q_start, kv_start=start,
             mask=_cut(mask, 3, start, s_block),
@@ -330,11 +334,15 @@ def _backward(plan, out, lse, d_out):
         mask_col = _cut(mask, 3, kv_start, s_block)
 
         def step(i, carry):
+            start = _after(i, carry[2]) * t_block
+            return _scores.with_block_buckets(
+                plan, start, t_block, kv_start, s_block,
+                lambda one_hot: update(start, carry, one_hot))
+
+        def update(start, carry, one_hot):
             d_k, d_v, *acc = carry
-            start = _after(i, acc[0]) * t_block
             q_blk = _cut(query, 1, start, t_block)
             do_blk = _cut(d_out, 1, start, t_block)
-            one_hot = _scores.block_one_hot(plan, start, t_block, kv_start, s_block)
             logits, visible = _scores.block_scores(
                 plan, q_blk, k_blk, q_start=start, kv_start=kv_start,
                 mask=_cut(mask_col, 2, start, t_block),
@@ -346,8 +354,7 @@ def _backward(plan, out, lse, d_out):
             d_v = d_v + _scores.weighted_queries(plan, p, do_blk)
             d_p = _scores.head_dots(plan, do_blk, v_blk)
             if with_values:
-                d_p = d_p + ops.einsum("bntr,tsr->bnts", _cut(d_table, 2, start, t_block),
-                                       one_hot)
+                d_p = d_p + _scores.bucket_rows(_cut(d_table, 2, start, t_block), one_hot)
             d_s = p * (d_p - _cut(delta, 2, start, t_block))
             if cap is not None:  # d/dx c tanh(x / c) = 1 - tanh(x / c)^2
                 d_s = d_s * (1.0 - ops.square(logits / float(cap)))

@@ -13,6 +13,7 @@ Order of operations, the same on every path:
 import dataclasses
 from typing import Any
 
+from keras import backend
 from keras import ops
 
 # A finite stand-in for -inf: exp(NEG - m) is 0 for any visible m and
@@ -87,8 +88,56 @@ def block_one_hot(plan, q_start, t, kv_start, s):
     return ops.cast(ops.equal(bucket[0, 0, :, :, None], buckets), plan.compute_dtype)
 
 
+def with_block_buckets(plan, q_start, t, kv_start, s, fn):
+    """`fn(one_hot)` for a block of the chunked path.
+
+    `one_hot` is `block_one_hot`, or, where every pair (i, j) of the block
+    lies at or past the clipping distance (all in bucket 0 or all in 2k, as
+    in most blocks of a long sequence), that one bucket's `(R,)` one-hot,
+    which `bucket_rows` and `bucket_sums` take at a row's cost. Decided in
+    Python when the positions are ints, else by `ops.cond`; not on PyTorch
+    (its loops run in Python: only a tensor `q_offset` would be traced,
+    and a branch on it would break a `torch.compile` graph).
+    """
+    if plan.relative is None:
+        return fn(None)
+    k = plan.relative.max_distance
+    offset = plan.q_offset
+    if not isinstance(offset, int):
+        offset = ops.cast(offset, "int32")
+    first_q = offset + q_start
+    below = kv_start + s - 1 - first_q <= -k  # every j - i <= -k
+    above = kv_start - (first_q + t - 1) >= k  # every j - i >= k
+
+    def near():
+        return fn(block_one_hot(plan, q_start, t, kv_start, s))
+
+    def far():
+        bucket = ops.where(above, 2 * k, 0)
+        buckets = ops.arange(plan.relative.buckets, dtype="int32")
+        return fn(ops.cast(ops.equal(buckets, bucket), plan.compute_dtype))
+
+    if isinstance(below, bool) and isinstance(above, bool):
+        return far() if below or above else near()
+    if backend.backend() == "torch":
+        return near()
+    return ops.cond(ops.logical_or(below, above), far, near)
+
+
+def bucket_rows(rows, one_hot):
+    """rows (B, N, t, R) read at each pair's bucket -> (B, N, t, s).
+
+    With a one-bucket `(R,)` one-hot: (B, N, t, 1), the same for every key.
+    """
+    if len(one_hot.shape) == 1:
+        return ops.sum(rows * one_hot, axis=-1, keepdims=True)
+    return ops.einsum("bntr,tsr->bnts", rows, one_hot)
+
+
 def bucket_sums(weights, one_hot):
     """weights (B, N, t, s) summed per bucket -> (B, N, t, R)."""
+    if len(one_hot.shape) == 1:  # one bucket for the whole block
+        return ops.sum(weights, axis=-1, keepdims=True) * one_hot
     return ops.einsum("bnts,tsr->bntr", weights, one_hot)
 
 
@@ -193,7 +242,7 @@ def block_scores(plan, q, k, *, q_start=0, kv_start=0, mask=None, bias=None,
     """Logits (B, N, t, s) in the compute dtype and visibility (bool or None).
 
     `mask` and `bias` are the plan's tensors already cut to this block;
-    `one_hot` is `block_one_hot` of this block (relative positions).
+    `one_hot` is this block's relative buckets (see `with_block_buckets`).
     """
     logits = block_logits(plan, q, k)
     batch, _, t, s = dims(logits)
@@ -201,7 +250,7 @@ def block_scores(plan, q, k, *, q_start=0, kv_start=0, mask=None, bias=None,
         qe = plan.relative.qe
         if qe.shape[2] != t:
             qe = ops.slice(qe, [0, 0, q_start, 0], [dims(qe)[0], dims(qe)[1], t, dims(qe)[3]])
-        logits = logits + ops.einsum("bntr,tsr->bnts", qe, one_hot) * plan.scale
+        logits = logits + bucket_rows(qe, one_hot) * plan.scale
     if bias is not None:
         logits = logits + bias
     if plan.score_mod is not None:

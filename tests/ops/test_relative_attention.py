@@ -91,7 +91,8 @@ def options(case, t=5, s=7):
 def test_matches_shaw_equations(implementation, case, tables):
     q, k, v, kt, vt, dist = problem("per_head" in tables, "kv" in tables)
     lib, ref = options(case)
-    with ak.block_sizes(query=2, key=3):  # several blocks, padded keys
+    # Several blocks, padded keys, and blocks wholly past the clipping distance.
+    with ak.block_sizes(query=2, key=3):
         got = ak.relative_attention(q, k, v, kt, vt, max_distance=dist,
                                     implementation=implementation, **lib)
     want = reference(q, k, v, kt, vt, dist, **ref)
