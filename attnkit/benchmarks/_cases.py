@@ -245,15 +245,17 @@ def decoding_suite(steps, units, layers, repeats, torch_compile=False):
         logits = full(tokens)
         return ops.argmax(ops.take(logits[0], index, axis=0), axis=-1)
 
+    def empty_caches():
+        return [ops.zeros((1, 2, steps, heads, units // heads)) for _ in blocks]
+
     if backend != "torch":
         # The whole greedy loop in one compiled function (a `fori_loop`), as
         # a user decodes in production: TensorFlow and JAX then run 256
         # steps without returning to Python between them.
-        decode_cached, decode_recompute = _compiled_loops(cached_step, full, blocks,
-                                                          steps, heads, units)
+        decode_cached, decode_recompute = _compiled_loops(cached_step, full, empty_caches, steps)
     else:
         decode_cached, decode_recompute = _python_loops(
-            cached_step, recompute_step, blocks, steps, heads, units, torch_compile)
+            cached_step, recompute_step, empty_caches, steps, torch_compile)
     same = decode_cached() == decode_recompute()
     times = _harness.time_side_by_side(
         {"cached": decode_cached, "recompute": decode_recompute}, repeats=repeats)
@@ -266,7 +268,7 @@ def decoding_suite(steps, units, layers, repeats, torch_compile=False):
             for name, seconds in times.items()]
 
 
-def _compiled_loops(cached_step, full, blocks, steps, heads, units):
+def _compiled_loops(cached_step, full, empty_caches, steps):
     """(decode_cached, decode_recompute): each whole loop compiled once."""
     def cached_loop():
         def body(i, carry):
@@ -275,8 +277,7 @@ def _compiled_loops(cached_step, full, blocks, steps, heads, units):
             token = ops.cast(token, "int32")
             return token, caches, ops.slice_update(out, [i], ops.reshape(token, (1,)))
 
-        caches = [ops.zeros((1, 2, steps, heads, units // heads)) for _ in blocks]
-        init = (ops.convert_to_tensor(np.int32(1)), caches, ops.zeros((steps,), "int32"))
+        init = (ops.convert_to_tensor(np.int32(1)), empty_caches(), ops.zeros((steps,), "int32"))
         return ops.fori_loop(0, steps, body, init)[2]
 
     def recompute_loop():
@@ -299,14 +300,14 @@ def _compiled_loops(cached_step, full, blocks, steps, heads, units):
             lambda: ops.convert_to_numpy(recompute_fn()).tolist())
 
 
-def _python_loops(cached_step, recompute_step, blocks, steps, heads, units, torch_compile):
+def _python_loops(cached_step, recompute_step, empty_caches, steps, torch_compile):
     """(decode_cached, decode_recompute): Python loops over compiled steps."""
     cached_fn, recompute_fn = (_harness.compiled(f, torch_compile)
                                for f in (cached_step, recompute_step))
     exact_prefix = not torch_compile
 
     def decode_cached():
-        caches = [ops.zeros((1, 2, steps, heads, units // heads)) for _ in blocks]
+        caches = empty_caches()
         token, out = ops.convert_to_tensor(np.int32(1)), []
         for i in range(steps):
             token, caches = cached_fn(token, caches, ops.convert_to_tensor(np.int32(i)))

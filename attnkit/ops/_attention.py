@@ -295,7 +295,7 @@ def _choose(plan):
     name = backend.backend()
     if name == "torch" and "fused" not in ineligible:
         return "fused", "PyTorch's SDPA kernel is the fastest and leanest", ineligible
-    size = _score_elements(plan)
+    size = _validation.score_elements(plan)
     keys = _validation.static_shape(plan.key)[1]
     if size is not None and "chunked" not in ineligible and (
             size > CHUNK_THRESHOLD[name] or keys >= CHUNK_FROM_KEYS[name]):
@@ -305,11 +305,3 @@ def _choose(plan):
             "memory at T * block, not T * S"
         ), ineligible
     return "math", "scores fit in memory and the math path is fastest here", ineligible
-
-
-def _score_elements(plan):
-    b, t, n, _ = _validation.static_shape(plan.query)
-    s = _validation.static_shape(plan.key)[1]
-    if None in (b, t, s):
-        return None
-    return b * n * t * s

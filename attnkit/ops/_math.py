@@ -9,6 +9,7 @@ from keras import ops
 from keras import random
 
 from attnkit.ops import _scores
+from attnkit.ops import _validation
 
 # Where every key is visible and every logit finite, the framework's softmax
 # replaces our masked one: one fused kernel on TensorFlow (1.5x faster
@@ -47,9 +48,5 @@ def _framework_softmax(plan, logits, visible):
     limit = FRAMEWORK_SOFTMAX_MAX_ELEMENTS.get(backend.backend())
     if limit is None:
         return True
-    size = 1
-    for d in logits.shape:
-        if d is None:
-            return False
-        size *= d
-    return size <= limit
+    size = _validation.score_elements(plan)
+    return size is not None and size <= limit

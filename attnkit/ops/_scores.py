@@ -82,10 +82,17 @@ def block_one_hot(plan, q_start, t, kv_start, s):
     _, _, q_idx, kv_idx = _indices(plan, 1, q_start, t, kv_start, s)
     k = plan.relative.max_distance
     bucket = ops.clip(kv_idx - q_idx, -k, k) + k  # (1, 1, t, s)
-    # A comparison, not ops.one_hot: on PyTorch keras's one_hot (a scatter
-    # and a mask pass) took four times as long on a (1024, 512, 33) block.
+    return _one_hot(plan, bucket[0, 0, :, :, None])
+
+
+def _one_hot(plan, bucket):
+    """`bucket` (ending in an axis of 1) one-hot over the R buckets.
+
+    A comparison, not ops.one_hot: on PyTorch keras's one_hot (a scatter and
+    a mask pass) took four times as long on a (1024, 512, 33) block.
+    """
     buckets = ops.arange(plan.relative.buckets, dtype="int32")
-    return ops.cast(ops.equal(bucket[0, 0, :, :, None], buckets), plan.compute_dtype)
+    return ops.cast(ops.equal(bucket, buckets), plan.compute_dtype)
 
 
 def with_block_buckets(plan, q_start, t, kv_start, s, fn):
@@ -113,9 +120,7 @@ def with_block_buckets(plan, q_start, t, kv_start, s, fn):
         return fn(block_one_hot(plan, q_start, t, kv_start, s))
 
     def far():
-        bucket = ops.where(above, 2 * k, 0)
-        buckets = ops.arange(plan.relative.buckets, dtype="int32")
-        return fn(ops.cast(ops.equal(buckets, bucket), plan.compute_dtype))
+        return fn(_one_hot(plan, ops.reshape(ops.where(above, 2 * k, 0), (1,))))
 
     if isinstance(below, bool) and isinstance(above, bool):
         return far() if below or above else near()

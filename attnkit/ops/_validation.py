@@ -21,6 +21,15 @@ def static_shape(x):
     return tuple(int(d) if isinstance(d, numbers.Integral) else None for d in x.shape)
 
 
+def score_elements(plan):
+    """B * N * T * S of a plan's scores, or None where a length is unknown."""
+    b, t, n, _ = static_shape(plan.query)
+    s = static_shape(plan.key)[1]
+    if None in (b, t, s):
+        return None
+    return b * n * t * s
+
+
 def check_qkv(query, key, value):
     for name, x in (("query", query), ("key", key), ("value", value)):
         if len(x.shape) != 4:
