@@ -55,6 +55,10 @@ def test_targets_and_choice_table_read_the_rows():
     assert found[(2, "ops.attention fwd L=2048")] == ("80%", True)
     assert found[(3, "fwd+bwd L=4096 B=1 N=8 H=64")] == ("120", True)
     assert found[(5, "greedy decoding")] == ("7.0x", True)
+    # No relative rows: those targets are not run, neither met nor missed.
+    assert found[(4, "Shaw L=2048 B=8")] == ("-", None)
+    assert found[(3, "fwd+bwd L=32768 runs")] == ("-", None)
+    assert "| not run |" in _report.markdown(rows)
     (choice,) = _report.choice_table(rows)
     assert (choice["picked"], choice["fastest"], choice["ok"]) == ("math", "chunked", False)
     assert abs(choice["slowdown"] - 0.25) < 1e-12

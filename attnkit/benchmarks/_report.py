@@ -41,6 +41,9 @@ def _one(rows, key, **match):
     return found[0] if found else None
 
 
+_MET = {True: "yes", False: "NO", None: "not run"}
+
+
 def _fmt(x, spec=".2f"):
     return "-" if x is None else format(x, spec)
 
@@ -50,7 +53,8 @@ def _ratio(a, b):
 
 
 def targets(rows):
-    """[(number, target, {backend: text}, met)] from one run's rows."""
+    """[(number, target, {backend: text}, met)] from one run's rows; met is
+    None where the rows hold none of a target's figures (its suite not run)."""
     out = []
     backends = [b for b in BACKENDS if _find(rows, backend=b)]
 
@@ -125,7 +129,15 @@ def targets(rows):
     out.append((6, f"implementation=None is the fastest eligible path (within {TIE:.0%})",
                 {b: f"{sum(c['ok'] for c in cs)}/{len(cs)}" for b, cs in picks.items()},
                 all(c["ok"] for c in choice)))
-    return out
+    return [_unmeasured_as_none(t) for t in out]
+
+
+def _unmeasured_as_none(target):
+    """A target none of whose figures this run measured: "-" and met None."""
+    number, text, values, met = target
+    if any(any(ch.isdigit() for ch in v) for v in values.values()):
+        return target
+    return number, text, {b: "-" for b in values}, None
 
 
 def choice_table(rows):
@@ -193,7 +205,7 @@ def markdown(rows, quick=False, seconds=None):
               "|---|---|" + "---|" * len(backends) + "---|"]
     for number, text, values, met in targets(rows):
         cells = " | ".join(values.get(b, "-") for b in backends)
-        lines.append(f"| {number} | {text} | {cells} | {'yes' if met else 'NO'} |")
+        lines.append(f"| {number} | {text} | {cells} | {_MET[met]} |")
     lines += ["", "## What implementation=None picks (ops.attention, B*L = 8192)", "",
               "| backend | L | pass | None picks | fastest | None's slowdown | math ms | chunked ms | fused ms |",
               "|---|---|---|---|---|---|---|---|---|"]
