@@ -64,6 +64,20 @@ def test_targets_and_choice_table_read_the_rows():
     assert abs(choice["slowdown"] - 0.25) < 1e-12
 
 
+def test_report_names_the_machine_of_each_run():
+    one = [dict(_row("jax", "mha", "keras MHA", 1024, "fwd", ms=1.0), run="r1", machine="A")]
+    assert _report.markdown(one).splitlines()[2].startswith("Machine: A. Written ")
+    two = one + [dict(_row("jax", "ops", "attnkit", 128, "fwd", ms=1.0), run="r2",
+                      machine="B")]
+    text = _report.markdown(two)
+    assert "Machines: differ between runs" in text
+    assert "Rows come from 2 runs (r1 on A; r2 on B)" in text
+    # A results.csv written before machines were recorded reads back as unknown.
+    old = _report.parsed({k: "" for k in _report.COLUMNS if k != "machine"})
+    assert old["machine"] == "" and old["run"] == "an earlier run"
+    assert "Machine: machine not recorded." in _report.markdown([{**one[0], "machine": ""}])
+
+
 def test_quick_suite_runs_and_writes_the_report(tmp_path):
     backend = keras.backend.backend()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

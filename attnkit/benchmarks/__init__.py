@@ -127,7 +127,12 @@ def run(out_dir, backends=BACKENDS, quick=False, suites=SUITES, log=print):
             log(f"{backend}: memory {case['suite']} {case['competitor']} L={case['length']}")
             rows += _worker(backend, {"memory": case}, log, timeout_s=config["timeout_s"])
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    rows = kept + [dict(r, run=when) for r in rows]
+    here = _report.machine()
+    elsewhere = sorted({r["machine"] or "a machine not recorded" for r in kept} - {here})
+    if elsewhere:
+        log(f"kept rows measured on another machine ({'; '.join(elsewhere)}): "
+            "the report names each run's machine")
+    rows = kept + [dict(r, run=when, machine=here) for r in rows]
     _report.write(rows, out_dir, quick=quick, seconds=time.time() - started)
     return rows
 

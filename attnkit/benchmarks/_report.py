@@ -7,7 +7,7 @@ import platform
 from importlib import metadata
 
 COLUMNS = ["backend", "suite", "passes", "length", "batch", "competitor", "implementation",
-           "ms", "gflops", "peak_fraction", "memory_mib", "note", "run"]
+           "ms", "gflops", "peak_fraction", "memory_mib", "note", "run", "machine"]
 _INTS = ("length", "batch")
 _FLOATS = ("ms", "gflops", "peak_fraction", "memory_mib")
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -171,7 +171,17 @@ def parsed(row):
         row[key] = None if value in (None, "") else (int if key in _INTS else float)(value)
     row["note"] = row.get("note") or ""
     row["run"] = row.get("run") or "an earlier run"
+    row["machine"] = row.get("machine") or ""  # results.csv before it was recorded
     return row
+
+
+def _machines_by_run(rows):
+    """{run: the machine it ran on}, runs in time order."""
+    found = {}
+    for r in rows:
+        if r.get("run"):
+            found.setdefault(r["run"], r.get("machine") or "machine not recorded")
+    return dict(sorted(found.items()))
 
 
 def write(rows, out_dir, quick=False, seconds=None):
@@ -187,14 +197,19 @@ def markdown(rows, quick=False, seconds=None):
     backends = [b for b in BACKENDS if _find(rows, backend=b)]
     lines = ["# attnkit benchmark results", ""]
     when = datetime.date.today().isoformat()
-    lines.append(f"Machine: {machine()}. Run {when}"
-                 + (f", {seconds / 60:.0f} min" if seconds else "")
+    machines = _machines_by_run(rows)
+    named = set(machines.values())
+    where = (f"Machine: {named.pop()}" if len(named) == 1
+             else "Machines: differ between runs (listed below)")
+    lines.append(f"{where}. Written {when}"
+                 + (f", this run {seconds / 60:.0f} min" if seconds else "")
                  + (" (--quick: tiny sizes, not for reading)" if quick else "") + ".")
     peaks = ", ".join(f"{b} {_fmt(_one(rows, 'gflops', backend=b, suite='peak'), '.0f')}"
                       for b in backends)
     lines += [f"Measured float32 matmul peak (GFLOP/s): {peaks}."]
-    runs = sorted({r["run"] for r in rows if r.get("run")})
-    if len(runs) > 1:
+    if len(machines) > 1:
+        runs = [run + ("" if len(set(machines.values())) == 1 else f" on {machines[run]}")
+                for run in machines]
         lines.append(f"Rows come from {len(runs)} runs ({'; '.join(runs)}): the run column "
                      "says which; every ratio below compares rows of one run.")
     lines.append("")
