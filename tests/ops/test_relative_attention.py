@@ -99,6 +99,63 @@ def test_matches_shaw_equations(implementation, case, tables):
     np.testing.assert_allclose(to_numpy(got), want, rtol=2e-5, atol=2e-5)
 
 
+def test_default_blocks_are_smaller_with_relative_positions():
+    # 600 queries by 700 keys: with the relative defaults (256 x 256) that is
+    # 3 x 3 blocks, padded keys and queries, and blocks past the clipping
+    # distance; gradients flow through the recomputing backward.
+    from attnkit.ops import _chunked
+
+    assert _chunked._RELATIVE_BLOCKS == {"query": 256, "key": 256}
+    assert _chunked._DEFAULT_BLOCKS == {"query": 1024, "key": 512}
+    q, k, v, kt, vt, dist = problem(True, True, seed=3, t=600, s=700)
+    q, k, v = q[:1], k[:1], v[:1]
+    got = ak.relative_attention(q, k, v, kt, vt, max_distance=dist, implementation="chunked")
+    np.testing.assert_allclose(to_numpy(got), reference(q, k, v, kt, vt, dist),
+                               rtol=2e-5, atol=2e-5)
+    d_out = np.random.default_rng(4).normal(size=q.shape).astype("float32")
+
+    def loss(*args):
+        out = ak.relative_attention(*args, max_distance=dist, implementation="chunked")
+        return ops.sum(out * ops.convert_to_tensor(d_out))
+
+    got = grads(loss, q, k, v, kt, vt)
+    want = reference_grads(q, k, v, kt, vt, dist, d_out)
+    for name, g, w in zip(["query", "key", "value", "key_table", "value_table"], got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def reference_grads(q, k, v, key_table, value_table, max_distance, d_out):
+    """Float64 gradients of sum(out * d_out) for Shaw attention (no mask),
+    by the chain rule through softmax: per-head tables (2k + 1, N, H)."""
+    q, k, v, d_out = (np.asarray(x, "float64") for x in (q, k, v, d_out))
+    key_table, value_table = (np.asarray(x, "float64") for x in (key_table, value_table))
+    t, n, h = q.shape[1:]
+    s, kv_heads = k.shape[1:3]
+    group = n // kv_heads
+    k_n, v_n = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
+    bucket = np.clip(np.arange(s)[None, :] - np.arange(t)[:, None],
+                     -max_distance, max_distance) + max_distance  # (T, S)
+    a_k, a_v = key_table[bucket], value_table[bucket]  # (T, S, N, H)
+    scale = 1 / np.sqrt(h)
+    logits = (np.einsum("btnh,bsnh->bnts", q, k_n)
+              + np.einsum("btnh,tsnh->bnts", q, a_k)) * scale
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    d_p = (np.einsum("btnh,bsnh->bnts", d_out, v_n)
+           + np.einsum("btnh,tsnh->bnts", d_out, a_v))
+    d_s = p * (d_p - (p * d_p).sum(-1, keepdims=True)) * scale
+    d_q = np.einsum("bnts,bsnh->btnh", d_s, k_n) + np.einsum("bnts,tsnh->btnh", d_s, a_k)
+    fold = lambda x: x.reshape(x.shape[:2] + (kv_heads, group, h)).sum(3)  # noqa: E731
+    d_k = fold(np.einsum("bnts,btnh->bsnh", d_s, q))
+    d_v = fold(np.einsum("bnts,btnh->bsnh", p, d_out))
+    d_key_table, d_value_table = np.zeros_like(key_table), np.zeros_like(value_table)
+    for r in range(2 * max_distance + 1):
+        at = (bucket == r)[None, None]  # (1, 1, T, S)
+        d_key_table[r] = np.einsum("bnts,btnh->nh", np.where(at, d_s, 0.0), q)
+        d_value_table[r] = np.einsum("bnts,btnh->nh", np.where(at, p, 0.0), d_out)
+    return d_q, d_k, d_v, d_key_table, d_value_table
+
+
 @pytest.mark.parametrize("implementation", ["math", "chunked"])
 @pytest.mark.parametrize("case", ["plain", "causal_offset", "masked_with_empty_row", "soft_cap"])
 @pytest.mark.parametrize("per_head", [False, True])
