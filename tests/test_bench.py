@@ -69,7 +69,10 @@ def test_report_names_the_machine_of_each_run():
     assert _report.markdown(one).splitlines()[2].startswith("Machine: A. Written ")
     two = one + [dict(_row("jax", "ops", "attnkit", 128, "fwd", ms=1.0), run="r2",
                       machine="B")]
+    two += [dict(_row("jax", "peak", "matmul", 2048, "fwd"), gflops=g, run=run, machine=m)
+            for g, run, m in ((100.0, "r1", "A"), (200.0, "r2", "B"))]
     text = _report.markdown(two)
+    assert "peak (GFLOP/s): r1: jax 100; r2: jax 200." in text
     assert "Machines: differ between runs" in text
     assert "Rows come from 2 runs (r1 on A; r2 on B)" in text
     # A results.csv written before machines were recorded reads back as unknown.
@@ -111,9 +114,12 @@ def test_quick_suite_runs_and_writes_the_report(tmp_path):
                 if r["suite"] not in suites]
 
     assert without(merged, ("relative", "peak")) == without(rows, ("relative", "peak"))
-    for suite in ("relative", "peak"):
-        assert (len([r for r in merged if r["suite"] == suite])
-                == len([r for r in rows if r["suite"] == suite]))
+    assert (len([r for r in merged if r["suite"] == "relative"])
+            == len([r for r in rows if r["suite"] == "relative"]))
+    # The first run's peak stays with its ops and MHA rows; the new run adds its own.
+    peaks = [r for r in merged if r["suite"] == "peak"]
+    first = [r for r in rows if r["suite"] == "peak"]
+    assert len(first) == 1 and len(peaks) == 2 and first[0] in peaks
     bad = subprocess.run([sys.executable, "-m", "attnkit.cli", "bench", "--backends", "numpy"],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "attnkit: error: --backends" in bad.stderr

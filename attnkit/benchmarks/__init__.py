@@ -143,13 +143,21 @@ def _kept_rows(path, backends, suites):
         return []
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    kept = []
+    timed_again = any(s in suites for s in SUITES if s != "memory")
+    kept, peaks = [], []
     for row in rows:
         if row["suite"] == "error" and row["backend"] in backends:
             continue
+        if row["suite"] == "peak":
+            peaks.append(_report.parsed(row))
+            continue
         group = "memory" if row["suite"].startswith("memory:") else row["suite"]
-        if row["backend"] in backends and (group in suites or (group == "peak" and any(
-                s in suites for s in SUITES if s != "memory"))):
+        if row["backend"] in backends and group in suites:
             continue  # measured again now
         kept.append(_report.parsed(row))
+    # A run's matmul peak stays while any of its timed rows (whose % of
+    # peak it gave) stays, or while nothing measures the peak again.
+    timed_runs = {(r["backend"], r["run"]) for r in kept if not r["suite"].startswith("memory:")}
+    kept += [r for r in peaks if not (timed_again and r["backend"] in backends)
+             or (r["backend"], r["run"]) in timed_runs]
     return kept

@@ -204,8 +204,12 @@ def markdown(rows, quick=False, seconds=None):
     lines.append(f"{where}. Written {when}"
                  + (f", this run {seconds / 60:.0f} min" if seconds else "")
                  + (" (--quick: tiny sizes, not for reading)" if quick else "") + ".")
-    peaks = ", ".join(f"{b} {_fmt(_one(rows, 'gflops', backend=b, suite='peak'), '.0f')}"
-                      for b in backends)
+    peak_runs = sorted({r.get("run") for r in _find(rows, suite="peak")}, key=str)
+    peaks = "; ".join(
+        ("" if len(_machines_by_run(rows)) < 2 else f"{run}: ") + ", ".join(
+            f"{b} {_fmt(_one(rows, 'gflops', backend=b, suite='peak', run=run), '.0f')}"
+            for b in backends)
+        for run in peak_runs or [None])
     lines += [f"Measured float32 matmul peak (GFLOP/s): {peaks}."]
     if len(machines) > 1:
         runs = [run + ("" if len(set(machines.values())) == 1 else f" on {machines[run]}")
