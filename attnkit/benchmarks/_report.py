@@ -197,23 +197,23 @@ def markdown(rows, quick=False, seconds=None):
     backends = [b for b in BACKENDS if _find(rows, backend=b)]
     lines = ["# attnkit benchmark results", ""]
     when = datetime.date.today().isoformat()
-    machines = _machines_by_run(rows)
-    named = set(machines.values())
-    where = (f"Machine: {named.pop()}" if len(named) == 1
+    machines = _machines_by_run(rows)  # {run: machine}
+    named = sorted(set(machines.values()))
+    where = (f"Machine: {named[0]}" if len(named) == 1
              else "Machines: differ between runs (listed below)")
     lines.append(f"{where}. Written {when}"
                  + (f", this run {seconds / 60:.0f} min" if seconds else "")
                  + (" (--quick: tiny sizes, not for reading)" if quick else "") + ".")
     peak_runs = sorted({r.get("run") for r in _find(rows, suite="peak")}, key=str)
     peaks = "; ".join(
-        ("" if len(_machines_by_run(rows)) < 2 else f"{run}: ") + ", ".join(
+        ("" if len(machines) < 2 else f"{run}: ") + ", ".join(
             f"{b} {_fmt(_one(rows, 'gflops', backend=b, suite='peak', run=run), '.0f')}"
             for b in backends)
         for run in peak_runs or [None])
     lines += [f"Measured float32 matmul peak (GFLOP/s): {peaks}."]
     if len(machines) > 1:
-        runs = [run + ("" if len(set(machines.values())) == 1 else f" on {machines[run]}")
-                for run in machines]
+        runs = [run + ("" if len(named) == 1 else f" on {machine}")
+                for run, machine in machines.items()]
         lines.append(f"Rows come from {len(runs)} runs ({'; '.join(runs)}): the run column "
                      "says which; every ratio below compares rows of one run.")
     lines.append("")

@@ -23,8 +23,7 @@ def reference(q, k, v, key_table, value_table, max_distance, *, q_offset=0, caus
     group = n // kv_heads
     k, v = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
     qpos = q_offset + np.arange(t)
-    bucket = np.clip(np.arange(s)[None, :] - qpos[:, None], -max_distance, max_distance)
-    bucket = bucket + max_distance  # (T, S)
+    bucket = buckets(t, s, max_distance, q_offset)
 
     def table_ij(table):  # -> (T, S, N, D)
         table = np.asarray(table, "float64")
@@ -52,6 +51,12 @@ def reference(q, k, v, key_table, value_table, max_distance, *, q_offset=0, caus
     if value_table is not None:
         out = out + np.einsum("bnts,tsnh->btnh", w, table_ij(value_table))
     return out
+
+
+def buckets(t, s, max_distance, q_offset=0):
+    """(T, S) bucket of each pair: clip(j - i, -k, k) + k."""
+    distance = np.arange(s)[None, :] - (q_offset + np.arange(t))[:, None]
+    return np.clip(distance, -max_distance, max_distance) + max_distance
 
 
 def problem(per_head, with_values, seed=0, t=5, s=7):
@@ -133,8 +138,7 @@ def reference_grads(q, k, v, key_table, value_table, max_distance, d_out):
     s, kv_heads = k.shape[1:3]
     group = n // kv_heads
     k_n, v_n = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
-    bucket = np.clip(np.arange(s)[None, :] - np.arange(t)[:, None],
-                     -max_distance, max_distance) + max_distance  # (T, S)
+    bucket = buckets(t, s, max_distance)
     a_k, a_v = key_table[bucket], value_table[bucket]  # (T, S, N, H)
     scale = 1 / np.sqrt(h)
     logits = (np.einsum("btnh,bsnh->bnts", q, k_n)
