@@ -1,6 +1,6 @@
-"""The seed's Example 2, rewritten with attnkit: multi-head attention.
+"""A multi-head attention layer as commonly written, done with attnkit.
 
-The seed's layer projected with four `Dense` layers and reshaped by hand.
+The common version projects with four `Dense` layers and reshapes by hand.
 `attnkit.layers.MultiHeadAttention` takes keras's arguments and weights
 (so keras code switches by changing the import) and adds grouped key/value
 heads, positions and a decoding cache.

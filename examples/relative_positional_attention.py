@@ -1,7 +1,7 @@
-"""The seed's Example 3, complete: attention with relative positions.
+"""A relative-position attention layer as commonly written, complete.
 
-The seed declared a `(2 * max_relative_position + 1, embedding_dim)` table
-and left the rest "omitted for brevity". `RelativePositionalAttention` is
+The common version declares a `(2 * max_relative_position + 1,
+embedding_dim)` table and leaves the rest "omitted for brevity". `RelativePositionalAttention` is
 Shaw et al. 2018 in full (relative keys and values, clipped distances),
 with masks, several heads and a decoding cache, on every Keras backend.
 Because only distances matter, the same tokens shifted right (the padding
@@ -19,7 +19,7 @@ import attnkit
 def main():
     keras.utils.set_random_seed(0)
     layer = attnkit.layers.RelativePositionalAttention(
-        num_heads=4, key_dim=16, max_relative_position=10)
+        num_heads=4, key_dim=16, clip_distance=10)
     tokens = keras.random.normal((2, 15, 64))
     out, scores = layer(tokens, tokens, return_attention_scores=True)
     print("output", tuple(out.shape), "scores", tuple(scores.shape))

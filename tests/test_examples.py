@@ -1,4 +1,4 @@
-"""The seed's three examples, rewritten in examples/, run on every backend."""
+"""The three examples in examples/ run on every backend."""
 
 import pathlib
 import runpy

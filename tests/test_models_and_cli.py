@@ -46,7 +46,7 @@ def tiny_models():
     models = {
         "rnn": build_rnn_seq2seq(v_src, v_tgt, units=8, embedding_dim=8),
         "relative": build_transformer_seq2seq(v_src, v_tgt, units=8, num_heads=2,
-                                              num_layers=2, ff_units=16, max_relative_position=4),
+                                              num_layers=2, ff_units=16, clip_distance=4),
         "rotary": build_transformer_seq2seq(v_src, v_tgt, units=8, num_heads=2, num_layers=1,
                                             ff_units=16, position="rotary"),
     }

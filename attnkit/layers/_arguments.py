@@ -1,15 +1,4 @@
-"""Argument helpers shared by the attnkit layers."""
-
-import numbers
-
-
-def check_positive_int(name, value, allow_none=False):
-    """Raises a ValueError naming `name` unless `value` is a positive int."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        expected = "a positive int or None" if allow_none else "a positive int"
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}.")
+"""Helpers shared by the attnkit layers."""
 
 
 def clone_initializer(initializer):

@@ -8,9 +8,9 @@ import string
 
 from keras import ops
 
-from attnkit.ops import _validation
+from attnkit import _checks
 
-IMPLEMENTATIONS = (None,) + _validation.IMPLEMENTATIONS
+IMPLEMENTATIONS = (None,) + _checks.IMPLEMENTATIONS
 
 
 def projection_equation(free_dims, bound_dims, output_dims):
@@ -51,7 +51,7 @@ def layer_mask(name, mask, rank_target):
         mask = mask[None, None]
     elif rank == 3:
         mask = ops.expand_dims(mask, 1)
-    _validation.check_broadcast(name, mask, rank_target)
+    _checks.check_broadcast(name, mask, rank_target)
     return mask
 
 
@@ -60,7 +60,7 @@ def merge_layer_masks(query_mask, value_mask, key_mask, attention_mask, target):
     `(B, N, T, S)`, or None. True = may attend."""
     parts = []
     if attention_mask is not None:
-        _validation.check_mask_dtype(ops.convert_to_tensor(attention_mask))
+        _checks.check_mask_dtype(ops.convert_to_tensor(attention_mask))
         parts.append(layer_mask("attention_mask", attention_mask, target))
     if query_mask is not None:
         query_mask = ops.convert_to_tensor(query_mask)
@@ -89,26 +89,6 @@ def _check_rank2(name, mask, expected, layout):
             f"`{name}` must be {layout} = {expected}. Received: "
             f"{name}.shape={shape}.{hint}"
         )
-
-
-def compose_score_mods(first, second):
-    """`second(first(scores))`, either may be None."""
-    if first is None or second is None:
-        return first if second is None else second
-
-    def score_mod(scores, b, h, q_idx, kv_idx):
-        return second(first(scores, b, h, q_idx, kv_idx), b, h, q_idx, kv_idx)
-
-    return score_mod
-
-
-def grouped_weighted_sum(weights, value):
-    """`sum_s weights[b, n, t, s] * value[b, s, n // G, :]` as (B, T, N, Hv)."""
-    b, n, t, s = ops.shape(weights)
-    k = value.shape[2]
-    grouped = ops.reshape(weights, (b, k, n // k, t, s))
-    out = ops.einsum("bkgts,bskh->btkgh", grouped, ops.cast(value, weights.dtype))
-    return ops.reshape(out, (b, t, n, value.shape[-1]))
 
 
 def check_cache(cache, batch, kv_heads, head_dim, value_dim):

@@ -7,7 +7,7 @@ Dk key features, Dv value features, U units.
 import keras
 from keras import ops
 
-from attnkit.layers._arguments import check_positive_int
+from attnkit._checks import check_positive_int
 from attnkit.layers._arguments import clone_initializer
 from attnkit.layers._single_head import SingleHeadAttention
 

@@ -2,8 +2,8 @@
 
 import keras
 
+import attnkit.ops as ak
 from attnkit.layers.position_scheme import PositionScheme
-from attnkit.ops import score_mods
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -13,8 +13,10 @@ class AlibiBias(PositionScheme):
     The slopes are fixed, as in the paper for any head count
     (`attnkit.ops.alibi_slopes`): a geometric sequence from `2 ** (-8 / N)`
     for a power of two `N`, interleaved from the next power otherwise. No
-    weights; computed inside the kernel block by block (a `score_mod`).
-    With a causal mask this is the paper's `-slope * (i - j)`.
+    weights; the core adds the bias block by block (`attnkit.ops.alibi`)
+    and recomputes it in the chunked backward, so training never holds a
+    `(N, T, S)` bias. With a causal mask this is the paper's
+    `-slope * (i - j)`.
 
     Example:
 
@@ -30,8 +32,8 @@ class AlibiBias(PositionScheme):
     """
 
     def build_heads(self, num_heads, key_dim, value_dim):
-        self._score_mod = score_mods.alibi(num_heads)
+        self._score_mod = ak.alibi(num_heads)
         super().build_heads(num_heads, key_dim, value_dim)
 
-    def score_terms(self, query, query_positions, key_positions, scale, aligned):
-        return None, self._score_mod
+    def attention_terms(self):
+        return {"score_mod": self._score_mod}

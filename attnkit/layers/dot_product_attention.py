@@ -19,7 +19,7 @@ SCORE_MODES = ("dot", "scaled", "general", "cosine")
 class DotProductAttention(SingleHeadAttention):
     """Single-head dot-product attention, for encoder-decoder models.
 
-    The seed's Example 1 done right: a rank-2 query `(B, D)` (one decoder
+    A rank-2 query `(B, D)` (one decoder
     step) attends over its own batch row only, and every score form of Luong
     et al. 2015 is available:
 

@@ -6,19 +6,19 @@ D query features, E output features.
 """
 
 import math
-import numbers
 
 import keras
 from keras import ops
 
 import attnkit.ops as ak
+from attnkit import _checks
+from attnkit._checks import check_positive_int
 from attnkit.distribution import relayout
 from attnkit.layers import _multi_head as M
-from attnkit.layers._arguments import check_positive_int
 from attnkit.layers._arguments import clone_initializer
 from attnkit.layers._masking import masks_hidden
-from attnkit.ops import _validation
 from attnkit.layers.position_scheme import PositionScheme
+from attnkit.layers.shaw_relative_position import ShawRelativePosition
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -51,8 +51,10 @@ class MultiHeadAttention(keras.layers.Layer):
             positions, causal masks, windows and the cache need one axis.
         sliding_window: `w`: keys with `|i - j| < w` are visible (with
             `use_causal_mask`, the `w` most recent keys).
-        flash_attention: True asks for the fused kernel
-            (`implementation="fused"`); None or False lets attnkit choose.
+        flash_attention: True asks for the backend's fused kernel
+            (`implementation="fused"`) and raises at construction if the
+            layer's position, `score_mod` or soft cap cannot run there; None
+            or False lets attnkit choose (`attnkit.ops.explain`).
         kernel_initializer, bias_initializer, kernel_regularizer,
         bias_regularizer, activity_regularizer, kernel_constraint,
         bias_constraint: for the projections, as in keras.
@@ -62,11 +64,13 @@ class MultiHeadAttention(keras.layers.Layer):
         num_key_value_heads: `K`, key/value heads; `N` must be a multiple
             (grouped-query attention; 1 is multi-query). Defaults to `N`.
         position: a `PositionScheme` (`ShawRelativePosition`,
-            `T5RelativeBias`, `AlibiBias`, `RotaryEmbedding`, or your own).
+            `T5RelativeBias`, `AlibiBias`, `RotaryEmbedding`, or your own);
+            its terms are computed by the core on every path.
         score_mod, mask_mod, logit_soft_cap: as in `attnkit.ops.attention`
-            (indices absolute, the cache index included). To save the
-            layer, functions must be registered with
-            `keras.saving.register_keras_serializable`.
+            (indices absolute, the cache index included). The terms of
+            `attnkit.ops` save with the layer; a function of yours must be
+            registered with `keras.saving.register_keras_serializable`
+            (saving refuses an unregistered one, saying so).
         implementation: `None`, `"math"`, `"fused"` or `"chunked"` (see
             `attnkit.ops.explain`).
 
@@ -136,8 +140,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 "`num_heads` must be a multiple of `num_key_value_heads`. "
                 f"Received: num_heads={num_heads}, num_key_value_heads={kv_heads}."
             )
-        if not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}.")
+        _checks.check_rate("dropout", dropout)
         if flash_attention and dropout > 0:
             raise ValueError(
                 "Dropout is not supported with flash_attention=True (as in "
@@ -155,19 +158,13 @@ class MultiHeadAttention(keras.layers.Layer):
                 "`position` must be an attnkit.layers.PositionScheme (e.g. "
                 f"RotaryEmbedding()). Received: {position!r}."
             )
-        score_mod, mask_mod = (
-            keras.saving.deserialize_keras_object(f) if isinstance(f, dict) else f
-            for f in (score_mod, mask_mod))
+        score_mod, mask_mod = (ak.deserialize_term(f) for f in (score_mod, mask_mod))
         for name, fn in (("score_mod", score_mod), ("mask_mod", mask_mod)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"`{name}` must be callable. Received: {fn!r}.")
-        if logit_soft_cap is not None and (
-                isinstance(logit_soft_cap, bool) or not isinstance(logit_soft_cap, numbers.Real)
-                or logit_soft_cap <= 0):
-            raise ValueError(
-                "`logit_soft_cap` must be a positive number or None. "
-                f"Received: logit_soft_cap={logit_soft_cap!r}."
-            )
+        _checks.check_positive_number("logit_soft_cap", logit_soft_cap, allow_none=True)
+        if flash_attention:
+            _check_fusable(position, score_mod, logit_soft_cap, implementation)
         if isinstance(output_shape, int):
             output_shape = (output_shape,)
         if output_shape:
@@ -191,7 +188,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self._attention_axes = None if attention_axes is None else tuple(attention_axes)
         self._config_attention_axes = self._attention_axes
         self._sliding_window = sliding_window
-        self._flash_attention = flash_attention or keras.config.is_flash_attention_enabled()
+        self._flash_attention = flash_attention
         self._kernel_initializer = keras.initializers.get(kernel_initializer)
         self._bias_initializer = keras.initializers.get(bias_initializer)
         self._kernel_regularizer = keras.regularizers.get(kernel_regularizer)
@@ -306,18 +303,12 @@ class MultiHeadAttention(keras.layers.Layer):
             v = self._value_dense(value)  # (B, S, K, Hv)
         else:
             k, v, cache = self._update_cache(key, value, cache, cache_update_index)
-        s = ops.shape(k)[1]
         target = (query.shape[0], self._num_heads, query.shape[1], k.shape[1])
         mask = M.merge_layer_masks(query_mask, value_mask, key_mask, attention_mask, target)
         bias = self._bias(attention_bias, target)
-        # Static lengths only: symbolic dimensions (JAX shape polymorphism)
-        # cannot drive the skew's reshapes.
-        aligned = (cache is None and isinstance(query.shape[1], int)
-                   and query.shape[1] == k.shape[1])
         out, scores = self._attend(
             q, k, v, bias, mask, training, return_attention_scores,
-            is_causal=use_causal_mask, q_offset=offset, q_positions=q_positions,
-            k_positions=ops.arange(s, dtype="int32"), aligned=aligned)
+            is_causal=use_causal_mask, q_offset=offset)
         out = self._finish(out, gate)
         result = (out, scores) if return_attention_scores else (out,)
         if cache is not None:
@@ -346,54 +337,30 @@ class MultiHeadAttention(keras.layers.Layer):
         if attention_bias is None:
             return None
         attention_bias = ops.convert_to_tensor(attention_bias)
-        _validation.check_bias_dtype(attention_bias)
+        _checks.check_bias_dtype(attention_bias)
         return M.layer_mask("attention_bias", attention_bias, target)
 
     def _attend(self, q, k, v, bias, mask, training, return_scores, is_causal=False,
-                q_offset=0, q_positions=None, k_positions=None, aligned=False):
+                q_offset=0):
         """Attention of projected `q` `(B, T, N, H)`, `k`, `v` `(B, S, K, H*)`:
-        `(out (B, T, N, Hv), weights (B, N, T, S) or None)`."""
-        score_mod = self.score_mod
-        dropout = bool(training) and self._dropout > 0
+        `(out (B, T, N, Hv), weights (B, N, T, S) or None)`. The core computes
+        every term and chooses the path."""
+        terms = {} if self.position is None else dict(self.position.attention_terms())
+        score_mod = ak.chain_score_mods(terms.pop("score_mod", None), self.score_mod)
         implementation = self.implementation
         if implementation is None and self._flash_attention:
             implementation = "fused"
-        tables = None if self.position is None else self.position.relative_tables()
-        if tables is not None and not (return_scores or dropout or implementation == "fused"):
-            # Clipped relative positions in the core: chunked by default, so
-            # neither the weights nor a (T, S) relative tensor is ever held.
-            # (The native kernels take the keys' term only as a full bias.)
-            key_table, value_table, max_distance = tables
-            out = ak.relative_attention(
-                q, k, v, key_table, value_table, max_distance=max_distance, bias=bias,
-                mask=mask, scale=self._scale, is_causal=bool(is_causal), q_offset=q_offset,
-                sliding_window=self._sliding_window, score_mod=score_mod,
-                mask_mod=self.mask_mod, logit_soft_cap=self.logit_soft_cap,
-                implementation=implementation)
-            return out, None
-        value_term = self.position is not None and self.position.uses_weights
-        if self.position is not None:
-            pos_bias, pos_mod = self.position.score_terms(
-                q, q_positions, k_positions, self._scale, aligned)
-            if pos_bias is not None:
-                bias = pos_bias if bias is None else ops.add(ops.cast(bias, pos_bias.dtype), pos_bias)
-            score_mod = M.compose_score_mods(pos_mod, score_mod)
-        result = ak.attention(
-            q, k, v, bias=bias, mask=mask, scale=self._scale, is_causal=bool(is_causal),
+        options = dict(
+            bias=bias, mask=mask, scale=self._scale, is_causal=bool(is_causal),
             q_offset=q_offset, sliding_window=self._sliding_window, score_mod=score_mod,
             mask_mod=self.mask_mod, logit_soft_cap=self.logit_soft_cap,
-            dropout_rate=0.0 if value_term else self._dropout, seed=self.seed_generator,
-            training=bool(training), return_weights=return_scores or value_term,
-            implementation=implementation)
-        out, weights = result if (return_scores or value_term) else (result, None)
-        if value_term:
-            used = weights
-            if dropout:
-                used = keras.random.dropout(weights, self._dropout, seed=self.seed_generator)
-                out = ops.cast(M.grouped_weighted_sum(used, v), out.dtype)
-            extra = self.position.value_term(used, q_positions, k_positions, aligned)
-            out = out + ops.cast(extra, out.dtype)
-        return out, weights if return_scores else None
+            dropout_rate=self._dropout, seed=self.seed_generator, training=bool(training),
+            return_weights=return_scores, implementation=implementation)
+        if terms:
+            result = ak.relative_attention(q, k, v, **terms, **options)
+        else:
+            result = ak.attention(q, k, v, **options)
+        return result if return_scores else (result, None)
 
     def _finish(self, out, gate):
         if gate is not None:
@@ -514,9 +481,32 @@ class MultiHeadAttention(keras.layers.Layer):
             "seed": self.seed,
             "num_key_value_heads": self._num_key_value_heads,
             "position": None if self.position is None else serialize(self.position),
-            "score_mod": None if self.score_mod is None else serialize(self.score_mod),
-            "mask_mod": None if self.mask_mod is None else serialize(self.mask_mod),
+            "score_mod": ak.serialize_term(self.score_mod, "score_mod"),
+            "mask_mod": ak.serialize_term(self.mask_mod, "mask_mod"),
             "logit_soft_cap": self.logit_soft_cap,
             "implementation": self.implementation,
         })
         return config
+
+
+def _check_fusable(position, score_mod, logit_soft_cap, implementation):
+    """flash_attention=True asks for the native kernel: refuse at construction
+    what it cannot compute, naming what the user asked for. Relative logits
+    and additive score terms reach it as a dense bias; a relative value
+    table, a general score_mod and a soft cap cannot."""
+    asked = []
+    if isinstance(position, ShawRelativePosition) and position.use_values:
+        asked.append("position=ShawRelativePosition(use_values=True) (a value term "
+                     "needs the attention weights)")
+    if score_mod is not None and not getattr(score_mod, "additive", False):
+        asked.append("score_mod (only additive attnkit.ops.ScoreMod terms can)")
+    if logit_soft_cap is not None:
+        asked.append("logit_soft_cap")
+    if implementation not in (None, "fused"):
+        asked.append(f"implementation={implementation!r}")
+    if asked:
+        raise ValueError(
+            "flash_attention=True asks for the backend's fused kernel, which cannot "
+            f"compute {'; '.join(asked)}. Leave flash_attention=None: attnkit then "
+            "runs these on its chunked path, memory-lean like a flash kernel "
+            "(attnkit.ops.explain says which path a call takes).")

@@ -6,7 +6,7 @@ Shape legend: B batch, T length, D features.
 import keras
 from keras import ops
 
-from attnkit.layers._arguments import check_positive_int
+from attnkit._checks import check_positive_int
 from attnkit.layers.sinusoidal_position_encoding import _check_rank3
 
 

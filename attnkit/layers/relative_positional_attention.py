@@ -1,8 +1,9 @@
 """RelativePositionalAttention: multi-head attention with Shaw et al.'s
-relative positions built in (the seed's Example 3, complete)."""
+relative positions built in."""
 
 import keras
 
+from attnkit import _checks
 from attnkit.layers.multi_head_attention import MultiHeadAttention
 from attnkit.layers.shaw_relative_position import ShawRelativePosition
 
@@ -18,16 +19,17 @@ class RelativePositionalAttention(MultiHeadAttention):
     Args:
         num_heads: query heads.
         key_dim: size of each query and key head.
-        max_relative_position: `k`, distances are clipped to `[-k, k]`.
+        clip_distance: `k`, distances are clipped to `[-k, k]`.
         use_relative_values: also learn relative value embeddings (Shaw's
             equation 3); False keeps only the key term.
         per_head: one table per head instead of one shared table.
+        max_relative_position: deprecated name of `clip_distance`.
         **kwargs: any other `MultiHeadAttention` argument.
 
     Example:
 
     >>> layer = attnkit.layers.RelativePositionalAttention(
-    ...     num_heads=2, key_dim=8, max_relative_position=4)
+    ...     num_heads=2, key_dim=8, clip_distance=4)
     >>> x = keras.random.normal((2, 7, 16))
     >>> out, scores = layer(x, x, use_causal_mask=True,
     ...                     return_attention_scores=True)
@@ -39,14 +41,18 @@ class RelativePositionalAttention(MultiHeadAttention):
         Representations".
     """
 
-    def __init__(self, num_heads, key_dim, max_relative_position=16,
-                 use_relative_values=True, per_head=False, **kwargs):
+    def __init__(self, num_heads, key_dim, clip_distance=None,
+                 use_relative_values=True, per_head=False, max_relative_position=None,
+                 **kwargs):
+        clip_distance = _checks.renamed_argument(
+            "clip_distance", clip_distance, "max_relative_position", max_relative_position)
+        clip_distance = 16 if clip_distance is None else clip_distance
         kwargs.pop("position", None)  # rebuilt from the arguments below
         position = ShawRelativePosition(
-            max_relative_position, use_values=use_relative_values,
+            clip_distance, use_values=use_relative_values,
             per_head=per_head, name="relative_position")
         super().__init__(num_heads, key_dim, position=position, **kwargs)
-        self.max_relative_position = max_relative_position
+        self.clip_distance = clip_distance
         self.use_relative_values = use_relative_values
         self.per_head = per_head
 
@@ -54,7 +60,7 @@ class RelativePositionalAttention(MultiHeadAttention):
         config = super().get_config()
         del config["position"]
         config.update({
-            "max_relative_position": self.max_relative_position,
+            "clip_distance": self.clip_distance,
             "use_relative_values": self.use_relative_values,
             "per_head": self.per_head,
         })

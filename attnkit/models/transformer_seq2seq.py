@@ -9,6 +9,7 @@ import keras
 from keras import layers
 from keras import ops
 
+from attnkit import _checks
 from attnkit.layers import AlibiBias
 from attnkit.layers import MultiHeadAttention
 from attnkit.layers import RelativePositionalAttention
@@ -18,10 +19,10 @@ from attnkit.layers import T5RelativeBias
 POSITION_KINDS = ("relative", "t5", "alibi", "rotary")
 
 
-def _self_attention(position, num_heads, key_dim, max_relative_position, dropout):
+def _self_attention(position, num_heads, key_dim, clip_distance, dropout):
     if position == "relative":
         return RelativePositionalAttention(
-            num_heads, key_dim, max_relative_position=max_relative_position,
+            num_heads, key_dim, clip_distance=clip_distance,
             dropout=dropout, name="self_attention")
     schemes = {"t5": T5RelativeBias, "alibi": AlibiBias, "rotary": RotaryEmbedding}
     if position not in schemes:
@@ -35,9 +36,12 @@ def _self_attention(position, num_heads, key_dim, max_relative_position, dropout
 class _Block(keras.layers.Layer):
     """Shared plumbing: post-norm residual sub-layers and the feed-forward."""
 
-    def __init__(self, units, num_heads, ff_units, max_relative_position=16,
-                 dropout=0.1, position="relative", **kwargs):
+    def __init__(self, units, num_heads, ff_units, clip_distance=None,
+                 dropout=0.1, position="relative", max_relative_position=None, **kwargs):
         super().__init__(**kwargs)
+        clip_distance = _checks.renamed_argument(
+            "clip_distance", clip_distance, "max_relative_position", max_relative_position)
+        clip_distance = 16 if clip_distance is None else clip_distance
         if units % num_heads:
             raise ValueError(
                 f"`units` must be a multiple of `num_heads`. Received: "
@@ -46,12 +50,12 @@ class _Block(keras.layers.Layer):
         self.units = units
         self.num_heads = num_heads
         self.ff_units = ff_units
-        self.max_relative_position = max_relative_position
+        self.clip_distance = clip_distance
         self.dropout = dropout
         self.position = position
         self.supports_masking = True
         self.self_attention = _self_attention(
-            position, num_heads, units // num_heads, max_relative_position, dropout)
+            position, num_heads, units // num_heads, clip_distance, dropout)
         self.expand = layers.Dense(ff_units, activation="relu", name="expand")
         self.contract = layers.Dense(units, name="contract")
         self.drop = layers.Dropout(dropout)
@@ -71,7 +75,7 @@ class _Block(keras.layers.Layer):
         config = super().get_config()
         config.update({
             "units": self.units, "num_heads": self.num_heads, "ff_units": self.ff_units,
-            "max_relative_position": self.max_relative_position, "dropout": self.dropout,
+            "clip_distance": self.clip_distance, "dropout": self.dropout,
             "position": self.position,
         })
         return config
@@ -160,8 +164,8 @@ class TransformerDecoderBlock(_Block):
 
 def build_transformer_seq2seq(source_vocab_size, target_vocab_size, *, units=64,
                               num_heads=4, num_layers=2, ff_units=128,
-                              max_relative_position=16, dropout=0.1,
-                              position="relative"):
+                              clip_distance=None, dropout=0.1,
+                              position="relative", max_relative_position=None):
     """A Transformer encoder-decoder with relative positions.
 
     No absolute positions anywhere: encoder and decoder self-attention are
@@ -172,11 +176,15 @@ def build_transformer_seq2seq(source_vocab_size, target_vocab_size, *, units=64,
     (B, T)]` (0 = padding in the source), outputs logits `(B, T, V)` and
     the last decoder block's cross-attention `(B, T, S)`, like
     `build_rnn_seq2seq`, so the same decoding and plotting code drives both.
+    `clip_distance` (default 16) is Shaw's clip for `position="relative"`;
+    `max_relative_position` is its deprecated name.
     """
+    clip_distance = _checks.renamed_argument(
+        "clip_distance", clip_distance, "max_relative_position", max_relative_position)
     source = keras.Input((None,), dtype="int32", name="source_ids")
     target_in = keras.Input((None,), dtype="int32", name="decoder_input_ids")
     options = dict(units=units, num_heads=num_heads, ff_units=ff_units,
-                   max_relative_position=max_relative_position, dropout=dropout,
+                   clip_distance=clip_distance, dropout=dropout,
                    position=position)
     x = layers.Embedding(source_vocab_size, units, mask_zero=True,
                          name="source_embedding")(source)

@@ -1,10 +1,10 @@
 """attnkit.ops: the functional attention core, on `keras.ops` only."""
 
-from attnkit.ops._chunked import block_sizes
 from attnkit.ops._attention import Explanation
 from attnkit.ops._attention import attention
 from attnkit.ops._attention import explain
 from attnkit.ops._attention import relative_attention
+from attnkit.ops._chunked import block_sizes
 from attnkit.ops.masks import and_masks
 from attnkit.ops.masks import causal_mask
 from attnkit.ops.masks import document_mask
@@ -14,17 +14,52 @@ from attnkit.ops.masks import padding_mask
 from attnkit.ops.masks import prefix_lm_mask
 from attnkit.ops.masks import sliding_window_mask
 from attnkit.ops.score_mods import alibi
-from attnkit.ops.score_mods import alibi_slopes
 from attnkit.ops.score_mods import soft_cap
+from attnkit.ops.terms import Alibi
+from attnkit.ops.terms import AndMasks
+from attnkit.ops.terms import CausalMask
+from attnkit.ops.terms import ChainedScoreMods
+from attnkit.ops.terms import ClippedBuckets
+from attnkit.ops.terms import DocumentMask
+from attnkit.ops.terms import MaskMod
+from attnkit.ops.terms import OrMasks
+from attnkit.ops.terms import PaddingMask
+from attnkit.ops.terms import PrefixLMMask
+from attnkit.ops.terms import RelativeBuckets
+from attnkit.ops.terms import ScoreMod
+from attnkit.ops.terms import SlidingWindowMask
+from attnkit.ops.terms import SoftCap
+from attnkit.ops.terms import T5Buckets
+from attnkit.ops.terms import alibi_slopes
+from attnkit.ops.terms import chain_score_mods
+from attnkit.ops.terms import deserialize_term
+from attnkit.ops.terms import serialize_term
 
 __all__ = [
+    "Alibi",
+    "AndMasks",
+    "CausalMask",
+    "ChainedScoreMods",
+    "ClippedBuckets",
+    "DocumentMask",
     "Explanation",
+    "MaskMod",
+    "OrMasks",
+    "PaddingMask",
+    "PrefixLMMask",
+    "RelativeBuckets",
+    "ScoreMod",
+    "SlidingWindowMask",
+    "SoftCap",
+    "T5Buckets",
     "alibi",
     "alibi_slopes",
     "and_masks",
     "attention",
     "block_sizes",
     "causal_mask",
+    "chain_score_mods",
+    "deserialize_term",
     "document_mask",
     "explain",
     "materialize_mask",
@@ -32,6 +67,7 @@ __all__ = [
     "padding_mask",
     "prefix_lm_mask",
     "relative_attention",
+    "serialize_term",
     "sliding_window_mask",
     "soft_cap",
 ]

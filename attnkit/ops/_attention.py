@@ -4,28 +4,18 @@ Shape legend: B batch, T query length, S key length, N query heads,
 K key/value heads, H head dim, Hv value head dim.
 """
 
-import math
 import typing
+import warnings
 
-from keras import backend
+import keras
 from keras import ops
 
+from attnkit import _checks
 from attnkit.ops import _chunked
 from attnkit.ops import _fused
 from attnkit.ops import _math
-from attnkit.ops import _scores
-from attnkit.ops import _validation
-
-# When `implementation=None` goes chunked, per backend: from this many keys
-# on, or above this many score elements (B * N * T * S). Measured with
-# `attnkit bench` on a 2-core CPU (README, "Benchmarks"): on JAX the blocks
-# win from 1024 keys (XLA:CPU maps fresh pages for every large buffer); on
-# TensorFlow the math path (with TensorFlow's fused softmax) is fastest, and
-# from 4096 keys the blocks bound memory (at 4096 keys, B = 1, training adds
-# about 100 MiB instead of 1.5 GiB, for 1.7-2x the time). PyTorch takes its
-# SDPA kernel whenever it can, and blocks past 2^24 elements when it cannot.
-CHUNK_FROM_KEYS = {"tensorflow": 4096, "jax": 1024, "torch": 4096}
-CHUNK_THRESHOLD = {"tensorflow": 1 << 28, "jax": 1 << 26, "torch": 1 << 24}
+from attnkit.ops import _plan
+from attnkit.ops import terms
 
 
 class Explanation(typing.NamedTuple):
@@ -105,35 +95,43 @@ def attention(query, key, value, *, bias=None, mask=None, scale=None,
     >>> tuple(out.shape)
     (2, 5, 4, 16)
     """
-    plan = _plan(
-        query, key, value, bias=bias, mask=mask, scale=scale,
-        is_causal=is_causal, q_offset=q_offset, sliding_window=sliding_window,
-        score_mod=score_mod, mask_mod=mask_mod, logit_soft_cap=logit_soft_cap,
-        dropout_rate=dropout_rate, seed=seed, training=training,
-        return_weights=return_weights, implementation=implementation,
+    options = dict(
+        scale=scale, is_causal=is_causal, q_offset=q_offset,
+        sliding_window=sliding_window, score_mod=score_mod, mask_mod=mask_mod,
+        logit_soft_cap=logit_soft_cap, dropout_rate=dropout_rate, seed=seed,
+        training=training, return_weights=return_weights,
+        implementation=implementation,
     )
-    return _run(plan)
+    return _dispatch(dict(query=query, key=key, value=value, mask=mask, bias=bias), options)
 
 
-def relative_attention(query, key, value, key_table, value_table=None, *,
-                       max_distance, **kwargs):
-    """Attention with clipped relative positions (Shaw et al. 2018).
+def relative_attention(query, key, value, key_table=None, value_table=None, *,
+                       buckets=None, bias_table=None, clip_distance=None,
+                       max_distance=None, **kwargs):
+    """Attention with a bucketed relative-position term.
 
-    Query `i` sits at absolute position `q_offset + i`, key `j` at `j`; they
-    see each other through bucket `r = clip(j - q_offset - i, -k, k) + k` of
-    `2k + 1` learned embeddings:
-    `logits_ij = scale * q_i . (k_j + key_table[r])` and
-    `out_i = sum_j w_ij (v_j + value_table[r])`.
+    Query `i` (at absolute position `q_offset + i`) and key `j` fall in
+    bucket `r = buckets(q_offset + i, j)` of `R`; each table is optional:
+    `logits_ij += scale * q_i . key_table[r] + bias_table[r, n]` and
+    `out_i += sum_j w_ij value_table[r]`. Shaw et al.'s relative attention
+    is `ClippedBuckets(k)` with key (and value) tables (the default when
+    `clip_distance=k` is given); T5's relative bias is `T5Buckets(...)` with
+    a bias table.
 
-    Only the `(B, N, T, 2k + 1)` products `q . key_table` are formed, never
-    a `(T, S, H)` table; on the chunked path (the default) memory stays at
-    one block of scores, forward and backward.
+    Only `(B, N, T, R)` rows are formed, never a `(T, S, H)` table; on the
+    chunked path (the default) memory stays at one block of scores, forward
+    and backward, and the backward recomputes the blocks.
 
     Args:
         query, key, value: as in `attnkit.ops.attention`.
-        key_table: `(2k + 1, H)` shared by all heads, or `(2k + 1, N, H)`.
-        value_table: `(2k + 1, Hv)`, `(2k + 1, N, Hv)` or None (keys only).
-        max_distance: `k`, the largest distance told apart.
+        key_table: `(R, H)` shared by all heads, or `(R, N, H)`, or None.
+        value_table: `(R, Hv)`, `(R, N, Hv)` or None.
+        buckets: an `attnkit.ops.RelativeBuckets` (`ClippedBuckets`,
+            `T5Buckets` or your own); or give `clip_distance`.
+        bias_table: `(R, N)` per head or `(R,)`, added to the logits, or None.
+        clip_distance: `k` for `ClippedBuckets(k)`: distances beyond `k`
+            share the last bucket on either side.
+        max_distance: deprecated name of `clip_distance`.
         **kwargs: every keyword argument of `attnkit.ops.attention`. The
             native kernels (`"fused"`) cannot add these terms.
 
@@ -145,41 +143,135 @@ def relative_attention(query, key, value, key_table, value_table=None, *,
     >>> q = keras.random.normal((1, 6, 2, 8))
     >>> table = keras.random.normal((9, 8))
     >>> out = attnkit.ops.relative_attention(q, q, q, table, table,
-    ...                                      max_distance=4, is_causal=True)
+    ...                                      clip_distance=4, is_causal=True)
     >>> tuple(out.shape)
     (1, 6, 2, 8)
     """
-    plan = _plan(query, key, value, **kwargs)
-    plan.relative = _relative_terms(plan, key_table, value_table, max_distance)
-    return _run(plan)
+    tensors = dict(query=query, key=key, value=value, key_table=key_table,
+                   value_table=value_table, bias_table=bias_table)
+    options = dict(kwargs, buckets=_buckets(buckets, clip_distance, max_distance))
+    return _dispatch(tensors, options)
 
 
-def _relative_terms(plan, key_table, value_table, max_distance):
-    if not isinstance(max_distance, int) or isinstance(max_distance, bool) or max_distance < 1:
-        raise ValueError(f"`max_distance` must be a positive int. Received: {max_distance!r}.")
-    rows = 2 * max_distance + 1
-    n, h, hv = plan.num_heads, plan.query.shape[-1], plan.value.shape[-1]
-    tables = []
-    for name, table, dim in (("key_table", key_table, h), ("value_table", value_table, hv)):
-        if table is None:
-            tables.append(None)
-            continue
-        table = ops.cast(ops.convert_to_tensor(table), plan.compute_dtype)
-        if tuple(table.shape) not in ((rows, dim), (rows, n, dim)):
+def _buckets(buckets, clip_distance, max_distance):
+    """The bucket function of a relative call, from its three spellings."""
+    if max_distance is not None:
+        warnings.warn(
+            "relative_attention(max_distance=) is deprecated: Shaw's clip is "
+            "now `clip_distance=` (`max_distance` names T5's log-bucket "
+            "horizon everywhere else in attnkit).", DeprecationWarning, stacklevel=3)
+        if clip_distance is not None:
+            raise ValueError("Give `clip_distance` only (max_distance is its old name).")
+        clip_distance = max_distance
+    if (buckets is None) == (clip_distance is None):
+        raise ValueError(
+            "relative_attention takes exactly one of `buckets` (a RelativeBuckets) "
+            f"or `clip_distance` (an int). Received: buckets={buckets!r}, "
+            f"clip_distance={clip_distance!r}.")
+    return terms.ClippedBuckets(clip_distance) if buckets is None else buckets
+
+
+def _dispatch(tensors, options):
+    """Runs the call, or records it as a keras Operation on symbolic inputs."""
+    tensors, options = _split(tensors, options)
+    if isinstance(options.get("q_offset"), keras.KerasTensor):
+        tensors["q_offset"] = options.pop("q_offset")
+    if any(isinstance(x, keras.KerasTensor) for x in tensors.values()):
+        return Attention(**options)(**{k: v for k, v in tensors.items() if v is not None})
+    return _run(_build(tensors, options))
+
+
+def _split(tensors, options):
+    """(tensors, options) with the tensor keywords moved out of `options`."""
+    tensors, options = dict(tensors), dict(options)
+    for name in _TENSORS:
+        if name in options:
+            tensors[name] = options.pop(name)
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise TypeError(f"Unexpected keyword arguments: {sorted(unknown)}.")
+    return tensors, options
+
+
+def _build(tensors, options):
+    """The checked plan of a call."""
+    tensors, options = dict(tensors), dict(options)
+    if "q_offset" in tensors:
+        options["q_offset"] = tensors.pop("q_offset")
+    buckets = options.pop("buckets", None)
+    tables = {name: tensors.pop(name, None) for name in _TABLES}
+    plan = _plan.make_plan(**tensors, **options)
+    if buckets is not None:
+        plan.relative = _plan.relative_terms(plan, buckets, **tables)
+    elif any(t is not None for t in tables.values()):
+        raise ValueError("Relative tables need `buckets` or `clip_distance`.")
+    return plan
+
+
+_TABLES = ("key_table", "value_table", "bias_table")
+_TENSORS = ("mask", "bias") + _TABLES
+_OPTIONS = {
+    "scale", "is_causal", "q_offset", "sliding_window", "score_mod", "mask_mod",
+    "logit_soft_cap", "dropout_rate", "seed", "training", "return_weights",
+    "implementation", "buckets",
+}
+
+
+@keras.saving.register_keras_serializable(package="attnkit")
+class Attention(keras.Operation):
+    """`attnkit.ops.attention` / `relative_attention` as a keras Operation.
+
+    What a call on `keras.Input` tensors records in a functional model: the
+    tensors are call arguments, every other option is configuration (saved
+    with the model; terms serialize, unregistered functions are refused at
+    save time).
+    """
+
+    def __init__(self, name=None, **options):
+        super().__init__(name=name)
+        options = {k: terms.deserialize_term(v) if k in _TERM_OPTIONS else v
+                   for k, v in options.items()}
+        _checks.check_options(**{k: options.get(k, v) for k, v in _CHECKED.items()})
+        if isinstance(options.get("seed"), keras.random.SeedGenerator):
             raise ValueError(
-                f"`{name}` must have shape ({rows}, {dim}) or ({rows}, {n}, {dim}) "
-                f"(2 * max_distance + 1 rows). Received: {tuple(table.shape)}.")
-        tables.append(table)
-    key_table, value_table = tables
-    if key_table is None:
-        raise ValueError("`key_table` is required.")
-    heads = _scores.table_axes(key_table)
-    qe = ops.einsum(f"btnh,{heads}->bntr", plan.query, key_table)  # (B, N, T, R)
-    return _scores.RelativeTerms(qe=qe, value_table=value_table, max_distance=max_distance)
+                "On symbolic inputs give `seed` as an int (a SeedGenerator "
+                "cannot be saved with the model).")
+        self.options = options
+
+    def call(self, query, key, value, mask=None, bias=None, key_table=None,
+             value_table=None, bias_table=None, q_offset=None):
+        tensors = dict(query=query, key=key, value=value, mask=mask, bias=bias,
+                       key_table=key_table, value_table=value_table,
+                       bias_table=bias_table)
+        if q_offset is not None:
+            tensors["q_offset"] = q_offset
+        return _run(_build(tensors, self.options))
+
+    def compute_output_spec(self, query, key, value, mask=None, bias=None,
+                            key_table=None, value_table=None, bias_table=None,
+                            q_offset=None):
+        _checks.check_qkv(query, key, value)
+        b, t, n, _ = query.shape
+        dtype = _plan.result_dtype(query, key, value)
+        out = keras.KerasTensor((b, t, n, value.shape[-1]), dtype=dtype)
+        if not self.options.get("return_weights"):
+            return out
+        return out, keras.KerasTensor((b, n, t, key.shape[1]), dtype=dtype)
+
+    def get_config(self):
+        config = {"name": self.name}
+        for name, value in self.options.items():
+            config[name] = terms.serialize_term(value, name) if name in _TERM_OPTIONS else value
+        return config
+
+
+_TERM_OPTIONS = ("score_mod", "mask_mod", "buckets")
+_CHECKED = dict(scale=None, q_offset=0, sliding_window=None, score_mod=None, mask_mod=None,
+                logit_soft_cap=None, dropout_rate=0.0, implementation=None)
 
 
 def _run(plan):
-    choice, _, ineligible = _choose(plan)
+    choice, _, ineligible = _plan.choose(plan)
     if choice in ineligible:
         raise ValueError(
             f"implementation={choice!r} cannot compute this call: "
@@ -199,10 +291,11 @@ def _run(plan):
 
 
 def explain(query, key, value, **kwargs):
-    """Says which implementation `attention` would take for a call, and why.
+    """Says which implementation a call would take, and why.
 
-    Takes exactly the arguments of `attnkit.ops.attention` and computes
-    nothing.
+    Takes exactly the arguments of `attnkit.ops.attention`, or those of
+    `attnkit.ops.relative_attention` (its tables, `buckets` or
+    `clip_distance` as keywords), and computes nothing.
 
     Returns:
         An `Explanation(implementation, reason, ineligible)`.
@@ -213,95 +306,10 @@ def explain(query, key, value, **kwargs):
     >>> attnkit.ops.explain(x, x, x, return_weights=True).implementation
     'math'
     """
-    choice, reason, ineligible = _choose(_plan(query, key, value, **kwargs))
-    return Explanation(choice, reason, ineligible)
-
-
-def _plan(query, key, value, *, bias=None, mask=None, scale=None,
-          is_causal=False, q_offset=0, sliding_window=None, score_mod=None,
-          mask_mod=None, logit_soft_cap=None, dropout_rate=0.0, seed=None,
-          training=False, return_weights=False, implementation=None):
-    _validation.check_options(
-        scale=scale, q_offset=q_offset, sliding_window=sliding_window,
-        score_mod=score_mod, mask_mod=mask_mod, logit_soft_cap=logit_soft_cap,
-        dropout_rate=dropout_rate, implementation=implementation,
-    )
-    query, key, value = (ops.convert_to_tensor(x) for x in (query, key, value))
-    _validation.check_qkv(query, key, value)
-    b, t, n, h = _validation.static_shape(query)
-    target = (b, n, t, key.shape[1])
-    if mask is not None:
-        mask = ops.convert_to_tensor(mask)
-        _validation.check_mask_dtype(mask)
-        _validation.check_broadcast("mask", mask, target)
-        if backend.standardize_dtype(mask.dtype) != "bool":
-            mask = ops.not_equal(mask, 0)
-        mask = _rank4(mask)
-    out_dtype = _result_dtype(query, key, value)
-    compute_dtype = "float64" if out_dtype == "float64" else "float32"
-    if bias is not None:
-        bias = ops.convert_to_tensor(bias)
-        _validation.check_bias_dtype(bias)
-        _validation.check_broadcast("bias", bias, target)
-        bias = _rank4(ops.cast(bias, compute_dtype))
-    return _scores.Plan(
-        query=ops.cast(query, compute_dtype),
-        key=ops.cast(key, compute_dtype),
-        value=ops.cast(value, compute_dtype),
-        mask=mask, bias=bias,
-        scale=1.0 / math.sqrt(h) if scale is None else float(scale),
-        is_causal=bool(is_causal), q_offset=q_offset,
-        sliding_window=sliding_window, score_mod=score_mod, mask_mod=mask_mod,
-        logit_soft_cap=logit_soft_cap, dropout_rate=float(dropout_rate),
-        seed=seed, training=bool(training), return_weights=return_weights,
-        out_dtype=out_dtype, compute_dtype=compute_dtype,
-        num_heads=n, num_kv_heads=key.shape[2], implementation=implementation,
-    )
-
-
-def _result_dtype(*tensors):
-    names = {backend.standardize_dtype(x.dtype) for x in tensors}
-    # keras 3.15's torch result_type turns float64 into float32: only ask it
-    # when the inputs really differ.
-    return names.pop() if len(names) == 1 else backend.result_type(*names)
-
-
-def _rank4(x):
-    """Prepend size-1 axes so that `x` has rank 4 (NumPy broadcasting)."""
-    missing = 4 - len(x.shape)
-    return ops.reshape(x, (1,) * missing + tuple(ops.shape(x))) if missing else x
-
-
-def _choose(plan):
-    """(implementation, reason, ineligible) for a plan."""
-    ineligible = {}
-    fused_reason = _fused.ineligible_reason(plan)
-    if fused_reason:
-        ineligible["fused"] = fused_reason
-    if plan.return_weights:
-        ineligible["chunked"] = "it never holds the full weights to return"
-    elif plan.dropout_active:
-        ineligible["chunked"] = "dropout during training runs on the math path"
-    elif None in (_validation.static_shape(plan.query)[1], _validation.static_shape(plan.key)[1]):
-        ineligible["chunked"] = "it needs static query and key lengths"
-    if plan.implementation is not None:
-        return plan.implementation, "requested by the caller", ineligible
-    if plan.relative is not None:
-        if "chunked" not in ineligible:
-            return "chunked", (
-                "relative positions: blocks hold (t, s, 2k + 1) buckets, never "
-                "(T, S) scores, forward or backward"), ineligible
-        return "math", "relative positions, and the chunked path cannot run this call", ineligible
-    name = backend.backend()
-    if name == "torch" and "fused" not in ineligible:
-        return "fused", "PyTorch's SDPA kernel is the fastest and leanest", ineligible
-    size = _validation.score_elements(plan)
-    keys = _validation.static_shape(plan.key)[1]
-    if size is not None and "chunked" not in ineligible and (
-            size > CHUNK_THRESHOLD[name] or keys >= CHUNK_FROM_KEYS[name]):
-        return "chunked", (
-            f"{keys} keys (chunked from {CHUNK_FROM_KEYS[name]} on {name}) and "
-            f"{size} score elements (from {CHUNK_THRESHOLD[name]}): blocks keep "
-            "memory at T * block, not T * S"
-        ), ineligible
-    return "math", "scores fit in memory and the math path is fastest here", ineligible
+    relative = {name: kwargs.pop(name) for name in ("buckets", "clip_distance", "max_distance")
+                if name in kwargs}
+    if relative or any(kwargs.get(name) is not None for name in _TABLES):
+        kwargs["buckets"] = _buckets(relative.get("buckets"), relative.get("clip_distance"),
+                                     relative.get("max_distance"))
+    tensors, options = _split(dict(query=query, key=key, value=value), kwargs)
+    return Explanation(*_plan.choose(_build(tensors, options)))

@@ -13,18 +13,13 @@ grows with T * block rather than T * S.
 import contextlib
 import dataclasses
 
-from keras import backend
 from keras import ops
 
-from attnkit.ops import _fused
-from attnkit.ops import _scores
+from attnkit.ops import _backends
+from attnkit.ops import _blocks
+from attnkit.ops import _plan
+from attnkit.ops import _thresholds
 
-# Default block sizes. Relative attention takes smaller ones: only blocks
-# within the clipping distance of the diagonal build a (t, s, 2k + 1) one-hot,
-# and smaller blocks leave fewer pairs in those (Shaw, L = 2048, clip 16:
-# 1.2-2x faster than 1024 x 512 on every backend).
-_DEFAULT_BLOCKS = {"query": 1024, "key": 512}
-_RELATIVE_BLOCKS = {"query": 256, "key": 256}
 _BLOCKS = {"query": None, "key": None}  # set by `block_sizes`
 
 
@@ -95,7 +90,8 @@ def _block(plan, which):
     """The `"query"` or `"key"` block size for `plan`."""
     if _BLOCKS[which] is not None:
         return _BLOCKS[which]
-    return (_DEFAULT_BLOCKS if plan.relative is None else _RELATIVE_BLOCKS)[which]
+    blocks = _thresholds.DEFAULT_BLOCKS if plan.relative is None else _thresholds.RELATIVE_BLOCKS
+    return blocks[which]
 
 
 def _key_blocks(plan, s_total):
@@ -108,11 +104,12 @@ def _key_blocks(plan, s_total):
 def chunked_attention(plan):
     """Returns the output (B, T, N, Hv).
 
-    Without a bias or score_mod (nothing the backward would have to
-    differentiate but q, k, v and the relative terms; see `_recomputes`),
-    the gradient recomputes the scores block by block from the saved
-    log-sum-exp (FlashAttention-2's backward), so training holds no more
-    than the forward does. Otherwise autodiff runs through the loops.
+    Without a bias tensor or a score_mod other than an additive one of the
+    indices (nothing the backward would have to differentiate but q, k, v
+    and the relative terms; see `_plan.recomputes`), the gradient
+    recomputes the scores block by block from the saved log-sum-exp
+    (FlashAttention-2's backward), so training holds no more than the
+    forward does. Otherwise autodiff runs through the loops.
     """
     t_total = plan.query.shape[1]
     s_total = plan.key.shape[1]
@@ -121,16 +118,16 @@ def chunked_attention(plan):
             "The chunked implementation needs static query and key lengths. "
             f"Received T={t_total}, S={s_total}."
         )
-    if _recomputes(plan):
+    if _plan.recomputes(plan):
         return _recomputing(plan)(*_differentiable(plan))
     return _forward(plan)[0]
 
 
 def _differentiable(plan):
-    """The plan's tensors that gradients flow to: q, k, v (, qe (, table))."""
+    """The plan's tensors that gradients flow to: q, k, v (, rows (, table))."""
     inputs = [plan.query, plan.key, plan.value]
     if plan.relative is not None:
-        inputs.append(plan.relative.qe)
+        inputs.append(plan.relative.rows)
         if plan.relative.value_table is not None:
             inputs.append(plan.relative.value_table)
     return inputs
@@ -142,21 +139,8 @@ def _with_inputs(plan, inputs):
     relative = plan.relative
     if relative is not None:
         relative = dataclasses.replace(
-            relative, qe=rest[0], value_table=rest[1] if len(rest) > 1 else None)
+            relative, rows=rest[0], value_table=rest[1] if len(rest) > 1 else None)
     return dataclasses.replace(plan, query=query, key=key, value=value, relative=relative)
-
-
-def _recomputes(plan):
-    """Whether the backward recomputes blocks instead of autodiff.
-
-    Not while `torch.compile` traces the call: keras's custom gradient on
-    PyTorch is a torch.autograd.Function that TorchDynamo cannot compile.
-    """
-    return (
-        plan.bias is None
-        and plan.score_mod is None
-        and _fused.custom_gradient_traceable()
-    )
 
 
 def _recomputing(plan):
@@ -200,13 +184,13 @@ def _forward(plan):
             bias = ops.pad(bias, cols)
         if plan.relative is not None:
             plan = dataclasses.replace(plan, relative=dataclasses.replace(
-                plan.relative, qe=ops.pad(plan.relative.qe, cols)))
-    b, t_padded, n, _ = _scores.dims(query)
+                plan.relative, rows=ops.pad(plan.relative.rows, cols)))
+    b, t_padded, n, _ = _blocks.dims(query)
     dtype = plan.compute_dtype
 
     def block(i, carry):
         out, lse = carry
-        start = (i if out is None else _after(i, out)) * t_block
+        start = (i if out is None else _backends.sequential(i, out)) * t_block
         out_blk, lse_blk = _query_block(
             plan, _cut(query, 1, start, t_block), key, value,
             mask=_cut(mask, 2, start, t_block),
@@ -223,7 +207,7 @@ def _forward(plan):
         out, lse = _query_block(
             plan, query, key, value, mask=mask, bias=bias, q_start=0, s_block=s_block,
             num_kv_blocks=num_kv_blocks, kv_limit=s_total if pad else None)
-    elif not _recomputes(plan):
+    elif not _plan.recomputes(plan):
         # Autodiff runs through this loop; TensorFlow cannot differentiate a
         # dynamic slice update, so the query blocks are Python-static here.
         blocks = [block(start // t_block, (None, None)) for start in range(0, t_padded, t_block)]
@@ -243,14 +227,14 @@ def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
 
     Returns the output (B, N, t, Hv) and the log-sum-exp (B, N, t, 1).
     """
-    b, t, n, _ = _scores.dims(q)
+    b, t, n, _ = _blocks.dims(q)
     hv = value.shape[-1]
     dtype = plan.compute_dtype
     relative_values = plan.relative is not None and plan.relative.value_table is not None
 
     def step(i, carry):
-        start = _after(i, carry[2]) * s_block
-        return _scores.with_block_buckets(
+        start = _backends.sequential(i, carry[2]) * s_block
+        return _blocks.with_block_buckets(
             plan, q_start, t, start, s_block,
             lambda one_hot: update(start, carry, one_hot))
 
@@ -259,14 +243,14 @@ def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
         m, l, acc, *bucket_w = carry
         k_blk = _cut(key, 1, start, s_block)
         v_blk = _cut(value, 1, start, s_block)
-        logits, visible = _scores.block_scores(
+        logits, visible = _blocks.block_scores(
             plan, q, k_blk, q_start=q_start, kv_start=start,
             mask=_cut(mask, 3, start, s_block),
             bias=_cut(bias, 3, start, s_block),
             kv_limit=kv_limit, one_hot=one_hot,
         )  # (B, N, t, s)
         if visible is not None:
-            logits = ops.where(visible, logits, _scores.NEG)
+            logits = ops.where(visible, logits, _blocks.NEG)
         m_new = ops.maximum(m, ops.amax(logits, axis=-1, keepdims=True))
         m_new = ops.stop_gradient(m_new)
         p = ops.exp(logits - m_new)
@@ -274,24 +258,24 @@ def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
             p = ops.where(visible, p, 0.0)
         correction = ops.exp(m - m_new)
         l = l * correction + ops.sum(p, axis=-1, keepdims=True)
-        acc = acc * correction + _scores.weighted_values(plan, p, v_blk)
+        acc = acc * correction + _blocks.weighted_values(plan, p, v_blk)
         if relative_values:
-            bucket_w = [bucket_w[0] * correction + _scores.bucket_sums(p, one_hot)]
+            bucket_w = [bucket_w[0] * correction + _blocks.bucket_sums(p, one_hot)]
         return (m_new, l, acc, *bucket_w)
 
     init = (
-        ops.full((b, n, t, 1), _scores.NEG, dtype=dtype),
+        ops.full((b, n, t, 1), _blocks.NEG, dtype=dtype),
         ops.zeros((b, n, t, 1), dtype=dtype),
         ops.zeros((b, n, t, hv), dtype=dtype),
     )
     if relative_values:
-        init += (ops.zeros((b, n, t, plan.relative.buckets), dtype=dtype),)
+        init += (ops.zeros((b, n, t, plan.relative.num_buckets), dtype=dtype),)
     if num_kv_blocks == 1:
         m, l, acc, *bucket_w = step(0, init)
     else:
         m, l, acc, *bucket_w = ops.fori_loop(0, num_kv_blocks, step, init)
     if relative_values:
-        acc = acc + _scores.relative_values(plan, bucket_w[0])
+        acc = acc + _blocks.relative_values(plan, bucket_w[0])
     seen = l > 0  # False only for a query that sees no key at all
     lse = ops.where(seen, m + ops.log(ops.where(seen, l, 1.0)), 0.0)
     return acc / ops.where(seen, l, 1.0), lse
@@ -319,7 +303,7 @@ def _backward(plan, out, lse, d_out):
     # dp_ij gains d_out_i . value_table[bucket_ij]: (B, N, T, R)
     d_table = None
     if with_values:
-        heads = _scores.table_axes(rel.value_table)
+        heads = _blocks.table_axes(rel.value_table)
         d_table = ops.einsum(f"btnh,{heads}->bntr", d_out, rel.value_table)
     if q_pad:  # zero rows: a query with no output gradient adds nothing
         rows = [(0, 0), (0, q_pad), (0, 0), (0, 0)]
@@ -330,25 +314,25 @@ def _backward(plan, out, lse, d_out):
             mask = ops.pad(mask, cols, constant_values=False)
         if rel is not None:
             plan = dataclasses.replace(
-                plan, relative=dataclasses.replace(rel, qe=ops.pad(rel.qe, cols)))
+                plan, relative=dataclasses.replace(rel, rows=ops.pad(rel.rows, cols)))
         if d_table is not None:
             d_table = ops.pad(d_table, cols)
     cap = plan.logit_soft_cap
-    b, t_padded, n = _scores.dims(query)[:3]
+    b, t_padded, n = _blocks.dims(query)[:3]
     acc = [ops.zeros(ops.shape(query), dtype=dtype)]  # dq (B, T, N, H)
-    if rel is not None:  # d qe, then the bucket weights (B, N, T, R)
-        acc += [ops.zeros((b, n, t_padded, rel.buckets), dtype=dtype)] * (1 + with_values)
+    if rel is not None:  # d rows, then the bucket weights (B, N, T, R)
+        acc += [ops.zeros((b, n, t_padded, rel.num_buckets), dtype=dtype)] * (1 + with_values)
 
     def key_block(j, carry):
         d_key, d_value, *acc = carry
-        kv_start = _after(j, d_key) * s_block
+        kv_start = _backends.sequential(j, d_key) * s_block
         k_blk = _cut(key, 1, kv_start, s_block)
         v_blk = _cut(value, 1, kv_start, s_block)
         mask_col = _cut(mask, 3, kv_start, s_block)
 
         def step(i, carry):
-            start = _after(i, carry[2]) * t_block
-            return _scores.with_block_buckets(
+            start = _backends.sequential(i, carry[2]) * t_block
+            return _blocks.with_block_buckets(
                 plan, start, t_block, kv_start, s_block,
                 lambda one_hot: update(start, carry, one_hot))
 
@@ -356,7 +340,7 @@ def _backward(plan, out, lse, d_out):
             d_k, d_v, *acc = carry
             q_blk = _cut(query, 1, start, t_block)
             do_blk = _cut(d_out, 1, start, t_block)
-            logits, visible = _scores.block_scores(
+            logits, visible = _blocks.block_scores(
                 plan, q_blk, k_blk, q_start=start, kv_start=kv_start,
                 mask=_cut(mask_col, 2, start, t_block),
                 kv_limit=s_total if pad else None, one_hot=one_hot,
@@ -364,20 +348,21 @@ def _backward(plan, out, lse, d_out):
             p = ops.exp(logits - _cut(lse, 2, start, t_block))
             if visible is not None:
                 p = ops.where(visible, p, 0.0)
-            d_v = d_v + _scores.weighted_queries(plan, p, do_blk)
-            d_p = _scores.head_dots(plan, do_blk, v_blk)
+            d_v = d_v + _blocks.weighted_queries(plan, p, do_blk)
+            d_p = _blocks.head_dots(plan, do_blk, v_blk)
             if with_values:
-                d_p = d_p + _scores.bucket_rows(_cut(d_table, 2, start, t_block), one_hot)
+                d_p = d_p + _blocks.bucket_rows(_cut(d_table, 2, start, t_block), one_hot)
             d_s = p * (d_p - _cut(delta, 2, start, t_block))
             if cap is not None:  # d/dx c tanh(x / c) = 1 - tanh(x / c)^2
                 d_s = d_s * (1.0 - ops.square(logits / float(cap)))
+            d_rows = d_s  # the relative rows enter the logits unscaled
             d_s = d_s * plan.scale
-            d_k = d_k + _scores.weighted_queries(plan, d_s, q_blk)
-            updates = [ops.transpose(_scores.weighted_values(plan, d_s, k_blk), (0, 2, 1, 3))]
+            d_k = d_k + _blocks.weighted_queries(plan, d_s, q_blk)
+            updates = [ops.transpose(_blocks.weighted_values(plan, d_s, k_blk), (0, 2, 1, 3))]
             if rel is not None:
-                updates.append(_scores.bucket_sums(d_s, one_hot))
+                updates.append(_blocks.bucket_sums(d_rows, one_hot))
             if with_values:
-                updates.append(_scores.bucket_sums(p, one_hot))
+                updates.append(_blocks.bucket_sums(p, one_hot))
             acc = [_add_rows(a, u, axis=1 if which == 0 else 2, start=start, size=t_block)
                    for which, (a, u) in enumerate(zip(acc, updates))]
             return (d_k, d_v, *acc)
@@ -405,23 +390,9 @@ def _backward(plan, out, lse, d_out):
         grads.append(_first(acc[1], 2, t_total))
     if with_values:
         bucket_w = _first(acc[2], 2, t_total)  # sum_j p_ij [bucket_ij = r]
-        heads = _scores.table_axes(rel.value_table)
+        heads = _blocks.table_axes(rel.value_table)
         grads.append(ops.einsum(f"bntr,btnh->{heads}", bucket_w, _first(d_out, 1, t_total)))
     return tuple(grads)
-
-
-def _after(index, carried):
-    """`index`, made to depend on the loop's `carried` tensor.
-
-    TensorFlow's while loop runs up to ten iterations at once wherever the
-    data allow: every block's scores would be live together. Reading the
-    next block's position through the previous block's result (a term that
-    is always 0) keeps the blocks one after another.
-    """
-    if backend.backend() != "tensorflow" or isinstance(index, int):
-        return index
-    first = ops.reshape(carried, (-1,))[:1]
-    return index + ops.minimum(ops.cast(ops.sum(ops.cast(ops.isnan(first), "int32")), "int32"), 0)
 
 
 def _add_rows(total, update, *, axis, start, size):

@@ -1,5 +1,8 @@
 """Position math for attention: relative indices, the skew, T5 buckets, RoPE.
 
+`t5_bucket` lives in `attnkit.ops.terms` with the bucket objects and is
+re-exported here.
+
 Pure functions on `keras.ops`; the position layers in `attnkit.layers` hold
 the weights and call these.
 
@@ -13,21 +16,23 @@ import numbers
 from keras import backend
 from keras import ops
 
+from attnkit.ops.terms import t5_bucket  # noqa: F401
 
-def relative_index(query_positions, key_positions, max_relative_position):
+
+def relative_index(query_positions, key_positions, clip_distance):
     """`clip(j_pos - i_pos, -k, k) + k` as int32 `(T, S)`: an index into a
     table of the `2k + 1` clipped distances (Shaw et al. 2018)."""
-    k = int(max_relative_position)
+    k = int(clip_distance)
     q = ops.cast(ops.convert_to_tensor(query_positions), "int32")
     kv = ops.cast(ops.convert_to_tensor(key_positions), "int32")
     distance = ops.expand_dims(kv, 0) - ops.expand_dims(q, 1)  # (T, S)
     return ops.clip(distance, -k, k) + k
 
 
-def full_relative_index(length, max_relative_position):
+def full_relative_index(length, clip_distance):
     """The table row of each distance `-(L-1) .. L-1`, int32 `(2L - 1,)`,
     for `skew`."""
-    k = int(max_relative_position)
+    k = int(clip_distance)
     return ops.clip(ops.arange(-(length - 1), length, dtype="int32"), -k, k) + k
 
 
@@ -67,31 +72,6 @@ def unskew(y):
     flat = ops.reshape(wide, lead + [length * (2 * length - 2)])
     flat = ops.pad(flat, [[0, 0]] * (rank - 2) + [[length - 1, 1]])
     return ops.reshape(flat, lead + [length, 2 * length - 1])
-
-
-def t5_bucket(relative_position, num_buckets=32, max_distance=128,
-              bidirectional=True):
-    """T5's bucket (Raffel et al. 2020) of `relative_position = key - query`.
-
-    Exact buckets for small distances, logarithmic ones up to
-    `max_distance`, one last bucket beyond; with `bidirectional`, half the
-    buckets for keys after the query. The logarithm is float32, as in T5.
-    """
-    rel = ops.cast(relative_position, "int32")
-    bucket = ops.zeros_like(rel)
-    if bidirectional:
-        num_buckets //= 2
-        bucket = bucket + ops.cast(ops.greater(rel, 0), "int32") * num_buckets
-        distance = ops.abs(rel)
-    else:
-        distance = ops.maximum(-rel, 0)
-    max_exact = num_buckets // 2
-    ratio = ops.cast(ops.maximum(distance, 1), "float32") / float(max_exact)
-    large = max_exact + ops.cast(
-        ops.log(ratio) / math.log(max_distance / max_exact)
-        * float(num_buckets - max_exact), "int32")
-    large = ops.minimum(large, num_buckets - 1)
-    return bucket + ops.where(ops.less(distance, max_exact), distance, large)
 
 
 def check_max_wavelength(max_wavelength):

@@ -3,7 +3,9 @@
 It shares no code with `attnkit.ops`: grouped heads are expanded with
 `np.repeat`, masks are built on explicit index grids, each softmax row is
 normalised on its own, and the backward pass is the textbook chain rule.
-`score_mod` and `mask_mod` given here must be NumPy functions.
+`score_mod` and `mask_mod` given here must be NumPy functions. The
+relative references take each (query, key) pair's bucket as an array and
+gather explicit per-pair tables.
 
 Shape legend: B batch, T query length, S key length, N query heads,
 K key/value heads, H head dim, Hv value head dim.
@@ -56,19 +58,23 @@ def _forward(query, key, value, bias, scale, q_offset, score_mod,
     logits = raw
     if score_mod is not None:
         logits = score_mod(logits, *_grids(b, n, t, s, q_offset))
+    weights = _weights(logits, logit_soft_cap, q_offset, visible_kwargs)
+    return q, k, v, logits, weights, groups, scale
+
+
+def _weights(logits, logit_soft_cap, q_offset, visible_kwargs):
+    """Soft-capped logits (B, N, T, S) -> weights, each visible row on its own."""
     capped = logits
     if logit_soft_cap is not None:
         capped = logit_soft_cap * np.tanh(logits / logit_soft_cap)
-    visible = visibility_reference(
-        (b, n, t, s), q_offset=q_offset, **visible_kwargs
-    )
-    weights = np.zeros((b, n, t, s))
-    for index in np.ndindex(b, n, t):
+    visible = visibility_reference(logits.shape, q_offset=q_offset, **visible_kwargs)
+    weights = np.zeros(logits.shape)
+    for index in np.ndindex(*logits.shape[:3]):
         row = visible[index]
         if row.any():
             e = np.exp(capped[index][row] - capped[index][row].max())
             weights[index][row] = e / e.sum()
-    return q, k, v, logits, weights, groups, scale
+    return weights
 
 
 def attention_reference(query, key, value, *, bias=None, mask=None,
@@ -120,3 +126,113 @@ def attention_reference_grads(query, key, value, d_out, *, bias=None,
         return x.reshape(b, s, n // groups, groups, h).sum(axis=3)
 
     return d_q, fold(d_k), fold(d_v), d_logits
+
+
+def _relative_forward(query, key, value, buckets, key_table, value_table,
+                      bias_table, scale, visible_kwargs, q_offset, logit_soft_cap):
+    q, k, v = (np.asarray(x, dtype=np.float64) for x in (query, key, value))
+    b, t, n, h = q.shape
+    s, groups = k.shape[1], n // k.shape[2]
+    k = np.repeat(k, groups, axis=2)  # (B, S, N, H)
+    v = np.repeat(v, groups, axis=2)  # (B, S, N, Hv)
+    scale = 1.0 / np.sqrt(h) if scale is None else scale
+    pairs = np.asarray(buckets)  # (T, S) bucket of each pair
+
+    def per_pair(table):  # (R, D) or (R, N, D) -> (T, S, N, D)
+        table = np.asarray(table, dtype=np.float64)
+        if table.ndim == 2:
+            table = np.repeat(table[:, None], n, axis=1)
+        return table[pairs]
+
+    a_k = None if key_table is None else per_pair(key_table)
+    a_v = None if value_table is None else per_pair(value_table)
+    logits = np.einsum("btnh,bsnh->bnts", q, k) * scale
+    if a_k is not None:
+        logits = logits + np.einsum("btnh,tsnh->bnts", q, a_k) * scale
+    if bias_table is not None:
+        table = np.asarray(bias_table, dtype=np.float64)
+        table = np.repeat(table[:, None], n, axis=1) if table.ndim == 1 else table
+        logits = logits + np.transpose(table[pairs], (2, 0, 1))[None]  # (1, N, T, S)
+    logits = np.broadcast_to(logits, (b, n, t, s))
+    weights = _weights(logits, logit_soft_cap, q_offset, visible_kwargs)
+    out = np.einsum("bnts,bsnh->btnh", weights, v)
+    if a_v is not None:
+        out = out + np.einsum("bnts,tsnh->btnh", weights, a_v)
+    return dict(q=q, k=k, v=v, a_k=a_k, a_v=a_v, pairs=pairs, logits=logits,
+                weights=weights, out=out, scale=scale, groups=groups)
+
+
+def relative_attention_reference(query, key, value, buckets, *, key_table=None,
+                                 value_table=None, bias_table=None, scale=None,
+                                 mask=None, is_causal=False, q_offset=0,
+                                 sliding_window=None, logit_soft_cap=None):
+    """Relative attention with explicit per-pair tables, float64.
+
+    `buckets` is an int array `(T, S)`: the bucket of each (query, key) pair,
+    computed by the caller from its own definition (Shaw's clipped distance,
+    T5's log buckets, ...). Each pair gathers its rows:
+    `logits = scale * q_i . (k_j + key_table[r_ij]) + bias_table[r_ij, n]`,
+    `out_i = sum_j w_ij (v_j + value_table[r_ij])`. Tables are `(R, D)`
+    shared by the heads or `(R, N, D)` (`bias_table`: `(R,)` or `(R, N)`).
+
+    Returns (output (B, T, N, Hv), weights (B, N, T, S)).
+    """
+    f = _relative_forward(query, key, value, buckets, key_table, value_table,
+                          bias_table, scale,
+                          dict(mask=mask, is_causal=is_causal,
+                               sliding_window=sliding_window),
+                          q_offset, logit_soft_cap)
+    return f["out"], f["weights"]
+
+
+def relative_attention_reference_grads(query, key, value, buckets, d_out, *,
+                                       key_table=None, value_table=None,
+                                       bias_table=None, scale=None, mask=None,
+                                       is_causal=False, q_offset=0,
+                                       sliding_window=None, logit_soft_cap=None):
+    """Gradients of `sum(output * d_out)` by the chain rule, float64.
+
+    Returns a dict with `query`, `key`, `value` and each table given
+    (`key_table`, `value_table`, `bias_table`), in the shapes passed in.
+    """
+    f = _relative_forward(query, key, value, buckets, key_table, value_table,
+                          bias_table, scale,
+                          dict(mask=mask, is_causal=is_causal,
+                               sliding_window=sliding_window),
+                          q_offset, logit_soft_cap)
+    q, k, v, w, pairs, scale = f["q"], f["k"], f["v"], f["weights"], f["pairs"], f["scale"]
+    d_out = np.asarray(d_out, dtype=np.float64)
+    values = v[:, None] if f["a_v"] is None else v[:, None] + f["a_v"][None]  # (B, T?, S, N, Hv)
+    d_w = np.einsum("btnh,btsnh->bnts", d_out, np.broadcast_to(
+        values, (q.shape[0], q.shape[1]) + values.shape[2:]))
+    d_logits = w * (d_w - np.sum(d_w * w, axis=-1, keepdims=True))
+    if logit_soft_cap is not None:
+        d_logits = d_logits * (1.0 - np.tanh(f["logits"] / logit_soft_cap) ** 2)
+    keys = k[:, None] if f["a_k"] is None else k[:, None] + f["a_k"][None]  # (B, T?, S, N, H)
+    d_q = np.einsum("bnts,btsnh->btnh", d_logits, np.broadcast_to(
+        keys, (q.shape[0], q.shape[1]) + keys.shape[2:])) * scale
+    d_k = np.einsum("bnts,btnh->bsnh", d_logits, q) * scale
+    d_v = np.einsum("bnts,btnh->bsnh", w, d_out)
+
+    def fold(x):  # (B, S, N, .) -> (B, S, K, .): sum each group of heads
+        b, s, n, h = x.shape
+        return x.reshape(b, s, n // f["groups"], f["groups"], h).sum(axis=3)
+
+    grads = {"query": d_q, "key": fold(d_k), "value": fold(d_v)}
+
+    def per_bucket(pair_grads, like):  # (T, S, N, ...) summed per bucket -> like's shape
+        like = np.asarray(like)
+        out = np.zeros((like.shape[0],) + pair_grads.shape[2:])
+        np.add.at(out, pairs, pair_grads)
+        return out.sum(axis=1) if out.ndim > like.ndim else out
+
+    if key_table is not None:
+        pair = np.einsum("bnts,btnh->tsnh", d_logits, q) * scale  # (T, S, N, H)
+        grads["key_table"] = per_bucket(pair, key_table)
+    if value_table is not None:
+        pair = np.einsum("bnts,btnh->tsnh", w, d_out)  # (T, S, N, Hv)
+        grads["value_table"] = per_bucket(pair, value_table)
+    if bias_table is not None:
+        pair = np.einsum("bnts->tsn", d_logits)  # (T, S, N)
+        grads["bias_table"] = per_bucket(pair, bias_table)
+    return grads

@@ -1,5 +1,5 @@
 """MultiHeadAttention: keras equivalence, the float64 reference, every path,
-and the reliability checklist (shared/RELIABILITY.md)."""
+and the reliability checklist (saving, dtypes, masks, edge cases, bad input)."""
 
 import keras
 import numpy as np

@@ -67,22 +67,6 @@ def test_t5_buckets_and_rotary_match_their_definitions(bidirectional):
     np.testing.assert_allclose(got, ref.rotate(x.astype("float64"), positions), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("per_head", [False, True])
-def test_shaw_skew_path_equals_explicit_offsets(per_head):
-    shaw = attnkit.layers.ShawRelativePosition(2, per_head=per_head)
-    shaw.build_heads(3, 4, 5)
-    g = np.random.default_rng(1)
-    q = ops.convert_to_tensor(g.normal(size=(B, L, 3, 4)).astype("float32"))
-    w = ops.convert_to_tensor(g.random((B, 3, L, L)).astype("float32"))
-    pos = ops.arange(L, dtype="int32")
-    skewed, _ = shaw.score_terms(q, pos, pos, 0.5, aligned=True)
-    explicit, _ = shaw.score_terms(q, pos, pos, 0.5, aligned=False)
-    np.testing.assert_allclose(to_numpy(skewed), to_numpy(explicit), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(to_numpy(shaw.value_term(w, pos, pos, True)),
-                               to_numpy(shaw.value_term(w, pos, pos, False)),
-                               rtol=1e-5, atol=1e-6)
-
-
 def decode(layer, x, start=0, size=12, prefill=1, mask_before=False):
     """Feeds `x` through the cache from `start`: `prefill` tokens, then one
     at a time. Returns (outputs, cache)."""
@@ -196,7 +180,7 @@ def test_absolute_encodings_match_their_definitions():
 
 def test_relative_positional_attention_is_mha_with_shaw():
     x = tokens()
-    layer = RelativePositionalAttention(4, 4, max_relative_position=2, num_key_value_heads=2,
+    layer = RelativePositionalAttention(4, 4, clip_distance=2, num_key_value_heads=2,
                                         dropout=0.1, seed=1)
     layer.build(x.shape, x.shape)
     twin = make("shaw", dropout=0.1, seed=1)
@@ -204,12 +188,12 @@ def test_relative_positional_attention_is_mha_with_shaw():
     np.testing.assert_allclose(to_numpy(layer(x, x, use_causal_mask=True)),
                                to_numpy(twin(x, x, use_causal_mask=True)), rtol=1e-6, atol=1e-6)
     config = layer.get_config()
-    assert config["max_relative_position"] == 2 and "position" not in config
+    assert config["clip_distance"] == 2 and "position" not in config
     assert RelativePositionalAttention.from_config(config).get_config() == config
 
 
 BAD = [
-    (lambda: attnkit.layers.ShawRelativePosition(0), "max_relative_position"),
+    (lambda: attnkit.layers.ShawRelativePosition(0), "clip_distance"),
     (lambda: attnkit.layers.T5RelativeBias(num_buckets=2), "num_buckets"),
     (lambda: attnkit.layers.RotaryEmbedding(max_wavelength=1), "max_wavelength"),
     (lambda: SinusoidalPositionEncoding(max_wavelength="x"), "max_wavelength"),
@@ -232,7 +216,7 @@ def test_saved_model_loads_in_a_fresh_process(tmp_path):
         x, x, use_causal_mask=True) for make_position in KINDS.values()]
     outs.append(attnkit.layers.MultiHeadAttention(
         2, 4, position=attnkit.layers.ShawRelativePosition(3, per_head=True))(x, x))
-    outs.append(RelativePositionalAttention(2, 4, max_relative_position=3)(x, x))
+    outs.append(RelativePositionalAttention(2, 4, clip_distance=3)(x, x))
     model = keras.Model(inp, keras.layers.Concatenate()(outs))
     x = tokens()
     path = str(tmp_path / "positions.keras")
@@ -258,3 +242,41 @@ np.save({str(tmp_path / 'out.npy')!r}, model.predict(np.load({str(tmp_path / 'x.
         w.assign(np.zeros(w.shape, "float32"))
     model.load_weights(weights_path)
     np.testing.assert_allclose(model.predict(x, verbose=0), want, rtol=1e-6, atol=1e-6)
+
+
+def test_flash_attention_with_a_term_it_cannot_run_raises_at_construction():
+    with pytest.raises(ValueError, match="flash_attention=True.*ShawRelativePosition"):
+        MultiHeadAttention(2, 4, flash_attention=True,
+                           position=attnkit.layers.ShawRelativePosition(3))
+    with pytest.raises(ValueError, match="flash_attention=True.*logit_soft_cap"):
+        MultiHeadAttention(2, 4, flash_attention=True, logit_soft_cap=5.0)
+
+
+@pytest.mark.parametrize("position", [
+    lambda: attnkit.layers.ShawRelativePosition(3, use_values=False),
+    lambda: attnkit.layers.T5RelativeBias(num_buckets=8, max_distance=5),
+    lambda: attnkit.layers.AlibiBias(),
+])
+def test_flash_attention_runs_terms_the_kernel_can_take_as_a_bias(position):
+    """Relative logits and ALiBi reach the fused kernel as a dense bias and
+    give what the default (chunked) path gives."""
+    x = tokens()
+    fused = MultiHeadAttention(4, 4, flash_attention=True, position=position())
+    default = MultiHeadAttention(4, 4, position=position())
+    fused.build(x.shape, x.shape)
+    default.build(x.shape, x.shape)
+    default.set_weights(fused.get_weights())
+    np.testing.assert_allclose(to_numpy(fused(x, x, use_causal_mask=True)),
+                               to_numpy(default(x, x, use_causal_mask=True)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_old_names_of_clip_distance_warn_and_still_work():
+    with pytest.warns(DeprecationWarning, match="clip_distance"):
+        shaw = attnkit.layers.ShawRelativePosition(max_relative_position=3)
+    assert shaw.clip_distance == 3 and shaw.get_config()["clip_distance"] == 3
+    with pytest.warns(DeprecationWarning, match="clip_distance"):
+        layer = RelativePositionalAttention(2, 4, max_relative_position=5)
+    assert layer.clip_distance == 5
+    with pytest.raises(ValueError, match="give one"):
+        attnkit.layers.ShawRelativePosition(2, max_relative_position=3)

@@ -1,5 +1,5 @@
 """DotProductAttention and AdditiveAttention against a NumPy reference, and
-the reliability checklist (shared/RELIABILITY.md) for both."""
+the reliability checklist (saving, dtypes, masks, edge cases) for both."""
 
 import json
 import os
@@ -89,7 +89,8 @@ def test_matches_reference_with_every_mask(name):
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_rank2_query_is_one_decoder_step_per_batch_row(name):
-    """Regression for the seed's Example 1, which attended across the batch."""
+    """Regression: a rank-2 query must not attend across the batch (as a
+    `matmul` of a (B, D) query with (B, S, D) keys does)."""
     q, v, k = inputs()
     layer = CONFIGS[name]()
     step = q[:, 0]  # (B, D)

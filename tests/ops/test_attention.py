@@ -9,6 +9,7 @@ from attnkit.testing import visibility_reference
 from tests.helpers import to_numpy
 from tests.ops.cases import B
 from tests.ops.cases import CASES
+from tests.ops.cases import H
 from tests.ops.cases import HEADS
 from tests.ops.cases import make_case
 from tests.ops.cases import make_qkv
@@ -130,11 +131,14 @@ def test_causal_flag_equals_explicit_tril():
 
 def test_explain_reports_choice_and_reasons():
     q, k, v = make_qkv(6, 2)
-    why = ak.explain(q, k, v, score_mod=ak.soft_cap(3.0))
+    why = ak.explain(q, k, v, score_mod=lambda s, b, h, qi, ki: s * 2.0)
     assert isinstance(why, ak.Explanation)
     assert why.implementation in ("math", "chunked")
     assert "score_mod" in why.ineligible["fused"]
     assert why.reason
+    # soft_cap as a score_mod runs as logit_soft_cap (its derivative is known)
+    why = ak.explain(q, k, v, score_mod=ak.soft_cap(3.0))
+    assert "soft cap" in why.ineligible["fused"]
     why = ak.explain(q, k, v, return_weights=True)
     assert why.implementation == "math"
     assert "weights" in why.ineligible["chunked"]
@@ -148,3 +152,16 @@ def test_large_inputs_choose_a_memory_lean_path():
     why = ak.explain(q, kv, kv)
     assert why.implementation in ("chunked", "fused")
     assert why.implementation == "fused" or "elements" in why.reason
+
+
+def test_fused_takes_a_bias_together_with_the_causal_flag():
+    """Regression: PyTorch's SDPA refuses an explicit mask beside
+    is_causal=True; a bias with a causal mask (or an additive score term,
+    which reaches the kernel as a bias) still gives the math path's answer."""
+    q, k, v = make_qkv(4, 2, hv=H)
+    t, s = q.shape[1], k.shape[1]
+    bias = np.random.default_rng(3).normal(size=(t, s)).astype("float32")
+    for kwargs in (dict(bias=bias), dict(score_mod=ak.alibi(4))):
+        want = to_numpy(ak.attention(q, k, v, is_causal=True, implementation="math", **kwargs))
+        got = to_numpy(ak.attention(q, k, v, is_causal=True, implementation="fused", **kwargs))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -14,7 +14,7 @@ from tests.helpers import grads
 from tests.helpers import to_numpy
 
 
-def reference(q, k, v, key_table, value_table, max_distance, *, q_offset=0, causal=False,
+def reference(q, k, v, key_table, value_table, clip_distance, *, q_offset=0, causal=False,
               mask=None, cap=None):
     """Float64 NumPy Shaw attention: q (B, T, N, H), k/v (B, S, K, H)."""
     q, k, v = (np.asarray(x, "float64") for x in (q, k, v))
@@ -23,7 +23,7 @@ def reference(q, k, v, key_table, value_table, max_distance, *, q_offset=0, caus
     group = n // kv_heads
     k, v = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
     qpos = q_offset + np.arange(t)
-    bucket = buckets(t, s, max_distance, q_offset)
+    bucket = buckets(t, s, clip_distance, q_offset)
 
     def table_ij(table):  # -> (T, S, N, D)
         table = np.asarray(table, "float64")
@@ -53,22 +53,22 @@ def reference(q, k, v, key_table, value_table, max_distance, *, q_offset=0, caus
     return out
 
 
-def buckets(t, s, max_distance, q_offset=0):
+def buckets(t, s, clip_distance, q_offset=0):
     """(T, S) bucket of each pair: clip(j - i, -k, k) + k."""
     distance = np.arange(s)[None, :] - (q_offset + np.arange(t))[:, None]
-    return np.clip(distance, -max_distance, max_distance) + max_distance
+    return np.clip(distance, -clip_distance, clip_distance) + clip_distance
 
 
 def problem(per_head, with_values, seed=0, t=5, s=7):
     g = np.random.default_rng(seed)
-    n, kv_heads, h, max_distance = 4, 2, 3, 2
+    n, kv_heads, h, clip_distance = 4, 2, 3, 2
     q = g.normal(size=(2, t, n, h)).astype("float32")
     k = g.normal(size=(2, s, kv_heads, h)).astype("float32")
     v = g.normal(size=(2, s, kv_heads, h)).astype("float32")
-    shape = (2 * max_distance + 1,) + ((n,) if per_head else ()) + (h,)
+    shape = (2 * clip_distance + 1,) + ((n,) if per_head else ()) + (h,)
     key_table = g.normal(size=shape).astype("float32")
     value_table = g.normal(size=shape).astype("float32") if with_values else None
-    return q, k, v, key_table, value_table, max_distance
+    return q, k, v, key_table, value_table, clip_distance
 
 
 CASES = {
@@ -98,7 +98,7 @@ def test_matches_shaw_equations(implementation, case, tables):
     lib, ref = options(case)
     # Several blocks, padded keys, and blocks wholly past the clipping distance.
     with ak.block_sizes(query=2, key=3):
-        got = ak.relative_attention(q, k, v, kt, vt, max_distance=dist,
+        got = ak.relative_attention(q, k, v, kt, vt, clip_distance=dist,
                                     implementation=implementation, **lib)
     want = reference(q, k, v, kt, vt, dist, **ref)
     np.testing.assert_allclose(to_numpy(got), want, rtol=2e-5, atol=2e-5)
@@ -108,19 +108,19 @@ def test_default_blocks_are_smaller_with_relative_positions():
     # 600 queries by 700 keys: with the relative defaults (256 x 256) that is
     # 3 x 3 blocks, padded keys and queries, and blocks past the clipping
     # distance; gradients flow through the recomputing backward.
-    from attnkit.ops import _chunked
+    from attnkit.ops import _thresholds
 
-    assert _chunked._RELATIVE_BLOCKS == {"query": 256, "key": 256}
-    assert _chunked._DEFAULT_BLOCKS == {"query": 1024, "key": 512}
+    assert _thresholds.RELATIVE_BLOCKS == {"query": 256, "key": 256}
+    assert _thresholds.DEFAULT_BLOCKS == {"query": 1024, "key": 512}
     q, k, v, kt, vt, dist = problem(True, True, seed=3, t=600, s=700)
     q, k, v = q[:1], k[:1], v[:1]
-    got = ak.relative_attention(q, k, v, kt, vt, max_distance=dist, implementation="chunked")
+    got = ak.relative_attention(q, k, v, kt, vt, clip_distance=dist, implementation="chunked")
     np.testing.assert_allclose(to_numpy(got), reference(q, k, v, kt, vt, dist),
                                rtol=2e-5, atol=2e-5)
     d_out = np.random.default_rng(4).normal(size=q.shape).astype("float32")
 
     def loss(*args):
-        out = ak.relative_attention(*args, max_distance=dist, implementation="chunked")
+        out = ak.relative_attention(*args, clip_distance=dist, implementation="chunked")
         return ops.sum(out * ops.convert_to_tensor(d_out))
 
     got = grads(loss, q, k, v, kt, vt)
@@ -129,7 +129,7 @@ def test_default_blocks_are_smaller_with_relative_positions():
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
-def reference_grads(q, k, v, key_table, value_table, max_distance, d_out):
+def reference_grads(q, k, v, key_table, value_table, clip_distance, d_out):
     """Float64 gradients of sum(out * d_out) for Shaw attention (no mask),
     by the chain rule through softmax: per-head tables (2k + 1, N, H)."""
     q, k, v, d_out = (np.asarray(x, "float64") for x in (q, k, v, d_out))
@@ -138,7 +138,7 @@ def reference_grads(q, k, v, key_table, value_table, max_distance, d_out):
     s, kv_heads = k.shape[1:3]
     group = n // kv_heads
     k_n, v_n = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
-    bucket = buckets(t, s, max_distance)
+    bucket = buckets(t, s, clip_distance)
     a_k, a_v = key_table[bucket], value_table[bucket]  # (T, S, N, H)
     scale = 1 / np.sqrt(h)
     logits = (np.einsum("btnh,bsnh->bnts", q, k_n)
@@ -153,7 +153,7 @@ def reference_grads(q, k, v, key_table, value_table, max_distance, d_out):
     d_k = fold(np.einsum("bnts,btnh->bsnh", d_s, q))
     d_v = fold(np.einsum("bnts,btnh->bsnh", p, d_out))
     d_key_table, d_value_table = np.zeros_like(key_table), np.zeros_like(value_table)
-    for r in range(2 * max_distance + 1):
+    for r in range(2 * clip_distance + 1):
         at = (bucket == r)[None, None]  # (1, 1, T, S)
         d_key_table[r] = np.einsum("bnts,btnh->nh", np.where(at, d_s, 0.0), q)
         d_value_table[r] = np.einsum("bnts,btnh->nh", np.where(at, p, 0.0), d_out)
@@ -173,7 +173,7 @@ def test_gradients_match_finite_differences(implementation, case, per_head):
 
     def loss(*args):
         with ak.block_sizes(query=2, key=3):
-            out = ak.relative_attention(*args, max_distance=dist,
+            out = ak.relative_attention(*args, clip_distance=dist,
                                         implementation=implementation, **lib)
         return ops.sum(out * ops.convert_to_tensor(d_out, "float32"))
 
@@ -194,25 +194,25 @@ def test_gradients_match_finite_differences(implementation, case, per_head):
 
 def test_fused_and_chunked_refuse_what_they_cannot_do():
     q, k, v, kt, vt, dist = problem(False, True)
-    with pytest.raises(ValueError, match="relative-position terms"):
-        ak.relative_attention(q, k, v, kt, vt, max_distance=dist, implementation="fused")
+    with pytest.raises(ValueError, match="relative-position value terms"):
+        ak.relative_attention(q, k, v, kt, vt, clip_distance=dist, implementation="fused")
     with pytest.raises(ValueError, match="chunked.*weights"):
-        ak.relative_attention(q, k, v, kt, vt, max_distance=dist, implementation="chunked",
+        ak.relative_attention(q, k, v, kt, vt, clip_distance=dist, implementation="chunked",
                               return_weights=True)
-    out, weights = ak.relative_attention(q, k, v, kt, vt, max_distance=dist,
+    out, weights = ak.relative_attention(q, k, v, kt, vt, clip_distance=dist,
                                          return_weights=True)
     assert tuple(weights.shape) == (2, 4, 5, 7)
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(max_distance=0), "positive int"),
-    (dict(max_distance=3), r"shape \(7, 3\)"),
+    (dict(clip_distance=0), "positive int"),
+    (dict(clip_distance=3), r"shape \(7, 3\)"),
     (dict(key_table=np.zeros((5, 4), "float32")), r"\(5, 3\) or \(5, 4, 3\)"),
     (dict(value_table=np.zeros((5, 2, 3), "float32")), "value_table"),
 ])
 def test_bad_tables_raise(bad, match):
     q, k, v, kt, vt, dist = problem(False, True)
-    args = dict(key_table=kt, value_table=vt, max_distance=dist)
+    args = dict(key_table=kt, value_table=vt, clip_distance=dist)
     args.update(bad)
     with pytest.raises(ValueError, match=match):
         ak.relative_attention(q, k, v, **args)

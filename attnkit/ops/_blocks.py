@@ -2,86 +2,31 @@
 
 Shape legend: B batch, T query length, S key length, N query heads,
 K key/value heads, G = N // K query heads per key/value head, H head dim,
-Hv value head dim. A "block" is a slice of the queries (t of them) against a
-slice of the keys (s of them); the math path uses one block of everything.
+Hv value head dim, R relative buckets. A "block" is a slice of the queries
+(t of them) against a slice of the keys (s of them); the math path uses one
+block of everything.
 
 Order of operations, the same on every path:
-    logits = scale * q . k  (+ bias)  -> score_mod  -> logit_soft_cap
+    logits = scale * q . k  (+ relative rows[bucket])  (+ bias)  -> score_mod
+             -> logit_soft_cap
     visible = mask & causal & window & mask_mod (& key in range)
 """
 
-import dataclasses
-from typing import Any
-
-from keras import backend
 from keras import ops
+
+from attnkit.ops import _backends
 
 # A finite stand-in for -inf: exp(NEG - m) is 0 for any visible m and
 # exp(NEG - NEG) = 1 is multiplied by a False mask, so no NaN can appear.
 NEG = -1e30
 
 
-@dataclasses.dataclass
-class Plan:
-    """Validated, normalized arguments shared by every implementation."""
-
-    query: Any  # (B, T, N, H), compute dtype
-    key: Any  # (B, S, K, H)
-    value: Any  # (B, S, K, Hv)
-    mask: Any  # bool, rank 4 broadcastable to (B, N, T, S), or None
-    bias: Any  # compute dtype, rank 4, or None
-    scale: float
-    is_causal: bool
-    q_offset: Any  # int or scalar int tensor
-    sliding_window: Any
-    score_mod: Any
-    mask_mod: Any
-    logit_soft_cap: Any
-    dropout_rate: float
-    seed: Any
-    training: bool
-    return_weights: bool
-    out_dtype: str
-    compute_dtype: str
-    num_heads: int
-    num_kv_heads: int
-    implementation: Any = None
-    relative: Any = None  # RelativeTerms or None
-
-    @property
-    def groups(self):
-        return self.num_heads // self.num_kv_heads
-
-    @property
-    def dropout_active(self):
-        return bool(self.training) and self.dropout_rate > 0
-
-
-@dataclasses.dataclass
-class RelativeTerms:
-    """Clipped relative positions (Shaw et al.): `R = 2k + 1` buckets.
-
-    Query `i` and key `j` (absolute positions) fall in bucket
-    `clip(j - i, -k, k) + k`. The logits gain `scale * qe[i, bucket]` and
-    the output gains `sum_j w_ij value_table[bucket]`.
-    """
-
-    qe: Any  # (B, N, T, R): q_i . key_table[r], compute dtype
-    value_table: Any  # (R, Hv) or (R, N, Hv), compute dtype, or None
-    max_distance: int
-
-    @property
-    def buckets(self):
-        return 2 * self.max_distance + 1
-
-
 def block_one_hot(plan, q_start, t, kv_start, s):
     """(t, s, R) one-hot relative buckets of a block, or None."""
     if plan.relative is None:
         return None
-    _, _, q_idx, kv_idx = _indices(plan, 1, q_start, t, kv_start, s)
-    k = plan.relative.max_distance
-    bucket = ops.clip(kv_idx - q_idx, -k, k) + k  # (1, 1, t, s)
+    _, _, q_idx, kv_idx = indices(plan, 1, q_start, t, kv_start, s)
+    bucket = plan.relative.buckets(q_idx, kv_idx)  # (1, 1, t, s)
     return _one_hot(plan, bucket[0, 0, :, :, None])
 
 
@@ -91,7 +36,7 @@ def _one_hot(plan, bucket):
     A comparison, not ops.one_hot: on PyTorch keras's one_hot (a scatter and
     a mask pass) took four times as long on a (1024, 512, 33) block.
     """
-    buckets = ops.arange(plan.relative.buckets, dtype="int32")
+    buckets = ops.arange(plan.relative.num_buckets, dtype="int32")
     return ops.cast(ops.equal(bucket, buckets), plan.compute_dtype)
 
 
@@ -99,32 +44,35 @@ def with_block_buckets(plan, q_start, t, kv_start, s, fn):
     """`fn(one_hot)` for a block of the chunked path.
 
     `one_hot` is `block_one_hot`, or, where every pair (i, j) of the block
-    lies at or past the clipping distance (all in bucket 0 or all in 2k, as
-    in most blocks of a long sequence), that one bucket's `(R,)` one-hot,
+    lies past the bucket function's saturation distance (all in one bucket,
+    as in most blocks of a long sequence), that bucket's `(R,)` one-hot,
     which `bucket_rows` and `bucket_sums` take at a row's cost. Decided in
-    Python when the positions are ints, else by `ops.cond`; not on PyTorch
-    (its loops run in Python: only a tensor `q_offset` would be traced,
-    and a branch on it would break a `torch.compile` graph).
+    Python when the positions are ints, else by `ops.cond` where the backend
+    allows a branch inside the loops.
     """
     if plan.relative is None:
         return fn(None)
-    k = plan.relative.max_distance
+    saturation = plan.relative.buckets.saturation()
+    if saturation is None:
+        return fn(block_one_hot(plan, q_start, t, kv_start, s))
+    (low, low_bucket), (high, high_bucket) = saturation
     offset = plan.q_offset
     if not isinstance(offset, int):
         offset = ops.cast(offset, "int32")
     first_q = offset + q_start
-    below = kv_start + s - 1 - first_q <= -k  # every j - i <= -k
-    above = kv_start - (first_q + t - 1) >= k  # every j - i >= k
+    below = kv_start + s - 1 - first_q <= low  # every j - i <= low
+    above = kv_start - (first_q + t - 1) >= high  # every j - i >= high
 
     def near():
         return fn(block_one_hot(plan, q_start, t, kv_start, s))
 
     def far():
-        return fn(_one_hot(plan, ops.reshape(ops.where(above, 2 * k, 0), (1,))))
+        bucket = ops.where(above, high_bucket, low_bucket)
+        return fn(_one_hot(plan, ops.reshape(bucket, (1,))))
 
     if isinstance(below, bool) and isinstance(above, bool):
         return far() if below or above else near()
-    if backend.backend() == "torch":
+    if not _backends.branches_in_loops():
         return near()
     return ops.cond(ops.logical_or(below, above), far, near)
 
@@ -202,7 +150,7 @@ def weighted_queries(plan, weights, x):
     return ops.einsum("bkgts,btkgd->bskd", w, x)
 
 
-def _indices(plan, batch, q_start, t, kv_start, s):
+def indices(plan, batch, q_start, t, kv_start, s):
     q_offset = ops.cast(plan.q_offset, "int32")
     q_idx = q_offset + q_start + ops.arange(t, dtype="int32")
     kv_idx = kv_start + ops.arange(s, dtype="int32")
@@ -223,7 +171,7 @@ def block_visibility(plan, batch, q_start, t, kv_start, s, *, mask=None,
     Returns None when nothing is hidden. `kv_limit` hides keys at or past that
     absolute index (padding added by the chunked path).
     """
-    b_idx, h_idx, q_idx, kv_idx = _indices(plan, batch, q_start, t, kv_start, s)
+    b_idx, h_idx, q_idx, kv_idx = indices(plan, batch, q_start, t, kv_start, s)
     parts = [] if mask is None else [mask]
     if plan.is_causal:
         parts.append(q_idx >= kv_idx)
@@ -251,15 +199,16 @@ def block_scores(plan, q, k, *, q_start=0, kv_start=0, mask=None, bias=None,
     """
     logits = block_logits(plan, q, k)
     batch, _, t, s = dims(logits)
-    if one_hot is not None:  # relative positions: scale * qe[i, bucket_ij]
-        qe = plan.relative.qe
-        if qe.shape[2] != t:
-            qe = ops.slice(qe, [0, 0, q_start, 0], [dims(qe)[0], dims(qe)[1], t, dims(qe)[3]])
-        logits = logits + bucket_rows(qe, one_hot) * plan.scale
+    if one_hot is not None:  # relative positions: rows[i, bucket_ij]
+        rows = plan.relative.rows
+        if rows.shape[2] != t:
+            rows = ops.slice(rows, [0, 0, q_start, 0], [dims(rows)[0], dims(rows)[1], t,
+                                                         dims(rows)[3]])
+        logits = logits + bucket_rows(rows, one_hot)
     if bias is not None:
         logits = logits + bias
     if plan.score_mod is not None:
-        idx = _indices(plan, batch, q_start, t, kv_start, s)
+        idx = indices(plan, batch, q_start, t, kv_start, s)
         logits = ops.cast(plan.score_mod(logits, *idx), plan.compute_dtype)
     if plan.logit_soft_cap is not None:
         cap = float(plan.logit_soft_cap)

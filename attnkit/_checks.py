@@ -1,13 +1,15 @@
-"""Argument checks for `attnkit.ops.attention`, run before any computation.
+"""Argument checks shared by every attnkit package, run before any computation.
+
+Each raises a `ValueError` or `TypeError` that names the argument, what was
+received and what was expected. Shape checks work on static shapes only; a
+dimension unknown at trace time (`None`) is skipped rather than guessed.
 
 Shape legend: B batch, T query length, S key length, N query heads,
 K key/value heads, H head dim, Hv value head dim.
-
-Every check works on static shapes only; a dimension that is unknown at
-trace time (`None`) is skipped rather than guessed.
 """
 
 import numbers
+import warnings
 
 from keras import backend
 from keras import ops
@@ -15,19 +17,60 @@ from keras import ops
 IMPLEMENTATIONS = ("math", "fused", "chunked")
 
 
+def is_int(value):
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_positive_int(name, value, allow_none=False):
+    """Raises a ValueError naming `name` unless `value` is a positive int."""
+    if value is None and allow_none:
+        return
+    if not is_int(value) or value <= 0:
+        expected = "a positive int or None" if allow_none else "a positive int"
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}.")
+
+
+def check_positive_number(name, value, allow_none=False):
+    """Raises a ValueError naming `name` unless `value` is a real number > 0."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        expected = "a positive number or None" if allow_none else "a positive number"
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}.")
+
+
+def renamed_argument(name, value, old_name, old_value):
+    """`value`, or `old_value` given under a deprecated name (with a warning)."""
+    if old_value is None:
+        return value
+    if value is not None and value != old_value:
+        raise ValueError(
+            f"`{old_name}` is the old name of `{name}`; give one. Received: "
+            f"{name}={value!r}, {old_name}={old_value!r}.")
+    warnings.warn(
+        f"`{old_name}` is deprecated; use `{name}` (the same number).",
+        DeprecationWarning, stacklevel=4)
+    return old_value
+
+
+def check_rate(name, value):
+    """Raises a ValueError naming `name` unless `value` is a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={value!r}.")
+
+
+def check_rank(name, x, rank):
+    if len(x.shape) != rank:
+        raise ValueError(
+            f"`{name}` must have rank {rank}. Received: {name}.shape={tuple(x.shape)}."
+        )
+
+
 def static_shape(x):
     """The static shape of a tensor as a tuple of ints or `None` (unknown,
     or symbolic as under JAX shape polymorphism)."""
     return tuple(int(d) if isinstance(d, numbers.Integral) else None for d in x.shape)
-
-
-def score_elements(plan):
-    """B * N * T * S of a plan's scores, or None where a length is unknown."""
-    b, t, n, _ = static_shape(plan.query)
-    s = static_shape(plan.key)[1]
-    if None in (b, t, s):
-        return None
-    return b * n * t * s
 
 
 def check_qkv(query, key, value):
@@ -115,15 +158,7 @@ def check_options(
 ):
     if scale is not None and not isinstance(scale, numbers.Real):
         raise TypeError(f"`scale` must be a number. Received: {scale!r}.")
-    if sliding_window is not None and (
-        isinstance(sliding_window, bool)
-        or not isinstance(sliding_window, numbers.Integral)
-        or sliding_window <= 0
-    ):
-        raise ValueError(
-            "`sliding_window` must be a positive integer (keys with "
-            f"|q_pos - k_pos| < window are visible). Received: {sliding_window!r}."
-        )
+    check_positive_int("sliding_window", sliding_window, allow_none=True)
     if isinstance(q_offset, bool) or not (
         isinstance(q_offset, numbers.Integral) or _is_int_scalar(q_offset)
     ):
@@ -136,17 +171,8 @@ def check_options(
             raise TypeError(
                 f"`{name}` must be callable or None. Received: {fn!r}."
             )
-    if logit_soft_cap is not None and (
-        not isinstance(logit_soft_cap, numbers.Real) or logit_soft_cap <= 0
-    ):
-        raise ValueError(
-            "`logit_soft_cap` must be a positive number. Received: "
-            f"{logit_soft_cap!r}."
-        )
-    if not isinstance(dropout_rate, numbers.Real) or not 0 <= dropout_rate < 1:
-        raise ValueError(
-            f"`dropout_rate` must be in [0, 1). Received: {dropout_rate!r}."
-        )
+    check_positive_number("logit_soft_cap", logit_soft_cap, allow_none=True)
+    check_rate("dropout_rate", dropout_rate)
     if implementation is not None and implementation not in IMPLEMENTATIONS:
         raise ValueError(
             f"`implementation` must be None or one of {IMPLEMENTATIONS}. "

@@ -1,0 +1,84 @@
+"""Every backend workaround of the core, and the native kernels, in one module.
+
+`keras.ops.dot_product_attention` reaches JAX's kernel and cuDNN where
+available; PyTorch's SDPA (a CPU flash kernel) is called directly. Nothing
+else in `attnkit.ops` asks which backend runs.
+
+Shape legend: B batch, T query length, S key length, N query heads,
+K key/value heads, H head dim, Hv value head dim.
+"""
+
+from keras import backend
+from keras import ops
+
+
+def name():
+    """The keras backend: "tensorflow", "jax" or "torch"."""
+    return backend.backend()
+
+
+def custom_gradient_traceable():
+    """False while TorchDynamo traces: keras's PyTorch custom gradient is a
+    `torch.autograd.Function` it cannot compile. True everywhere else."""
+    if backend.backend() != "torch":
+        return True
+    import torch
+
+    return not torch.compiler.is_compiling()
+
+
+def branches_in_loops():
+    """Whether a data-dependent `ops.cond` may run inside the chunked loops.
+
+    Not on PyTorch: its loops run in Python, so only a tensor query offset
+    would be traced, and a branch on it would break a `torch.compile` graph.
+    """
+    return backend.backend() != "torch"
+
+
+def native_kernel_refuses(plan):
+    """A reason the native kernel of this backend cannot run `plan`, or None."""
+    if backend.backend() == "jax" and plan.value.shape[-1] != plan.key.shape[-1]:
+        return "JAX's kernel needs the value head dim equal to the key head dim"
+    return None
+
+
+def native_attention(query, key, value, *, bias, mask, scale, is_causal, grouped):
+    """The backend's fused kernel: output (B, T, N, Hv)."""
+    if backend.backend() == "torch":
+        return _torch_sdpa(query, key, value, bias=bias, mask=mask, scale=scale,
+                           is_causal=is_causal, grouped=grouped)
+    if grouped and key.shape[2] == 1 and backend.backend() == "tensorflow":
+        # keras 3.15's TensorFlow kernel repeats K > 1 heads but fails on K = 1.
+        key = ops.repeat(key, query.shape[2], axis=2)
+        value = ops.repeat(value, query.shape[2], axis=2)
+    return ops.dot_product_attention(
+        query, key, value, bias=bias, mask=mask, scale=scale, is_causal=is_causal)
+
+
+def _torch_sdpa(query, key, value, *, bias, mask, scale, is_causal, grouped):
+    # Called directly rather than through keras: keras's wrapper cannot be
+    # traced by TorchDynamo, and `enable_gqa` reads grouped key/value heads
+    # without copying them.
+    import torch.nn.functional as F
+
+    q, k, v = (x.transpose(1, 2) for x in (query, key, value))  # (B, N, T, H)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=bias if bias is not None else mask,
+        is_causal=is_causal, scale=scale, enable_gqa=grouped,
+    )
+    return out.transpose(1, 2)
+
+
+def sequential(index, carried):
+    """`index`, made to depend on the loop's `carried` tensor.
+
+    TensorFlow's while loop runs up to ten iterations at once wherever the
+    data allow: every block's scores would be live together. Reading the
+    next block's position through the previous block's result (a term that
+    is always 0) keeps the blocks one after another.
+    """
+    if backend.backend() != "tensorflow" or isinstance(index, int):
+        return index
+    first = ops.reshape(carried, (-1,))[:1]
+    return index + ops.minimum(ops.cast(ops.sum(ops.cast(ops.isnan(first), "int32")), "int32"), 0)

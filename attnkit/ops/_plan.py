@@ -1,0 +1,246 @@
+"""The plan of one attention call, and the one place that chooses its path.
+
+`make_plan` checks and normalizes every argument before any computation;
+`choose` decides which implementation runs it and why (what
+`attnkit.ops.explain` reports).
+
+Shape legend: B batch, T query length, S key length, N query heads,
+K key/value heads, H head dim, Hv value head dim, R relative buckets.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+from keras import backend
+from keras import ops
+
+from attnkit import _checks
+from attnkit.ops import _backends
+from attnkit.ops import _fused
+from attnkit.ops import _thresholds
+from attnkit.ops import terms
+
+
+@dataclasses.dataclass
+class RelativeTerms:
+    """A bucketed relative term: `R` buckets of `(q_pos, k_pos)`.
+
+    Query `i` and key `j` (absolute positions) fall in bucket
+    `buckets(i, j)`; the logits gain `rows[b, n, i, bucket]` and the output
+    gains `sum_j w_ij value_table[bucket]`. Shaw's keys give rows
+    `scale * q_i . key_table[r]`, T5 gives `bias_table[r, n]`.
+    """
+
+    buckets: Any  # an attnkit.ops.terms.RelativeBuckets
+    rows: Any  # (B, N, T, R), compute dtype
+    value_table: Any  # (R, Hv) or (R, N, Hv), compute dtype, or None
+
+    @property
+    def num_buckets(self):
+        return self.buckets.num_buckets
+
+
+@dataclasses.dataclass
+class Plan:
+    """Validated, normalized arguments shared by every implementation."""
+
+    query: Any  # (B, T, N, H), compute dtype
+    key: Any  # (B, S, K, H)
+    value: Any  # (B, S, K, Hv)
+    mask: Any  # bool, rank 4 broadcastable to (B, N, T, S), or None
+    bias: Any  # compute dtype, rank 4, or None
+    scale: float
+    is_causal: bool
+    q_offset: Any  # int or scalar int tensor
+    sliding_window: Any
+    score_mod: Any
+    mask_mod: Any
+    logit_soft_cap: Any
+    dropout_rate: float
+    seed: Any
+    training: bool
+    return_weights: bool
+    out_dtype: str
+    compute_dtype: str
+    num_heads: int
+    num_kv_heads: int
+    implementation: Any = None
+    relative: Any = None  # RelativeTerms or None
+
+    @property
+    def groups(self):
+        return self.num_heads // self.num_kv_heads
+
+    @property
+    def dropout_active(self):
+        return bool(self.training) and self.dropout_rate > 0
+
+    @property
+    def additive_score_mod(self):
+        """True when score_mod only adds a term of the indices (or is None)."""
+        return self.score_mod is None or bool(getattr(self.score_mod, "additive", False))
+
+
+def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
+              is_causal=False, q_offset=0, sliding_window=None, score_mod=None,
+              mask_mod=None, logit_soft_cap=None, dropout_rate=0.0, seed=None,
+              training=False, return_weights=False, implementation=None):
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        if x is None:
+            raise TypeError(f"`{name}` must be a tensor. Received: {name}=None.")
+    _checks.check_options(
+        scale=scale, q_offset=q_offset, sliding_window=sliding_window,
+        score_mod=score_mod, mask_mod=mask_mod, logit_soft_cap=logit_soft_cap,
+        dropout_rate=dropout_rate, implementation=implementation,
+    )
+    query, key, value = (ops.convert_to_tensor(x) for x in (query, key, value))
+    _checks.check_qkv(query, key, value)
+    b, t, n, h = _checks.static_shape(query)
+    if hasattr(score_mod, "check_heads"):
+        score_mod.check_heads(n)
+    if isinstance(score_mod, terms.SoftCap) and logit_soft_cap is None:
+        # The same function, run where the chunked backward knows its derivative.
+        score_mod, logit_soft_cap = None, score_mod.cap
+    target = (b, n, t, key.shape[1])
+    if mask is not None:
+        mask = ops.convert_to_tensor(mask)
+        _checks.check_mask_dtype(mask)
+        _checks.check_broadcast("mask", mask, target)
+        if backend.standardize_dtype(mask.dtype) != "bool":
+            mask = ops.not_equal(mask, 0)
+        mask = _rank4(mask)
+    out_dtype = result_dtype(query, key, value)
+    compute_dtype = "float64" if out_dtype == "float64" else "float32"
+    if bias is not None:
+        bias = ops.convert_to_tensor(bias)
+        _checks.check_bias_dtype(bias)
+        _checks.check_broadcast("bias", bias, target)
+        bias = _rank4(ops.cast(bias, compute_dtype))
+    return Plan(
+        query=ops.cast(query, compute_dtype),
+        key=ops.cast(key, compute_dtype),
+        value=ops.cast(value, compute_dtype),
+        mask=mask, bias=bias,
+        scale=1.0 / math.sqrt(h) if scale is None else float(scale),
+        is_causal=bool(is_causal), q_offset=q_offset,
+        sliding_window=sliding_window, score_mod=score_mod, mask_mod=mask_mod,
+        logit_soft_cap=logit_soft_cap, dropout_rate=float(dropout_rate),
+        seed=seed, training=bool(training), return_weights=return_weights,
+        out_dtype=out_dtype, compute_dtype=compute_dtype,
+        num_heads=n, num_kv_heads=key.shape[2], implementation=implementation,
+    )
+
+
+def relative_terms(plan, buckets, key_table, value_table, bias_table):
+    """The plan's `RelativeTerms` from a bucket function and its tables."""
+    if not isinstance(buckets, terms.RelativeBuckets):
+        raise TypeError(
+            "`buckets` must be an attnkit.ops.RelativeBuckets (e.g. "
+            f"attnkit.ops.ClippedBuckets(16)). Received: {buckets!r}.")
+    if key_table is None and value_table is None and bias_table is None:
+        raise ValueError(
+            "Relative attention needs at least one of `key_table`, `value_table` "
+            "or `bias_table`. Received none.")
+    r, n = buckets.num_buckets, plan.num_heads
+    h, hv = plan.query.shape[-1], plan.value.shape[-1]
+    key_table = _table("key_table", key_table, plan, ((r, h), (r, n, h)))
+    value_table = _table("value_table", value_table, plan, ((r, hv), (r, n, hv)))
+    bias_table = _table("bias_table", bias_table, plan, ((r,), (r, n)))
+    b, t = _dims(plan.query)[:2]
+    rows = ops.zeros((1, 1, 1, r), dtype=plan.compute_dtype)
+    if key_table is not None:
+        heads = "rh" if len(key_table.shape) == 2 else "rnh"
+        rows = ops.einsum(f"btnh,{heads}->bntr", plan.query, key_table) * plan.scale
+    if bias_table is not None:
+        per_head = ops.transpose(bias_table) if len(bias_table.shape) == 2 else bias_table
+        rows = rows + ops.reshape(per_head, (1, -1, 1, r))
+    rows = ops.broadcast_to(rows, (b, n, t, r))  # (B, N, T, R)
+    return RelativeTerms(buckets=buckets, rows=rows, value_table=value_table)
+
+
+def _table(name, table, plan, shapes):
+    if table is None:
+        return None
+    table = ops.cast(ops.convert_to_tensor(table), plan.compute_dtype)
+    if tuple(table.shape) not in shapes:
+        expected = " or ".join(str(s) for s in shapes)
+        raise ValueError(
+            f"`{name}` must have shape {expected} (one row per relative bucket). "
+            f"Received: {name}.shape={tuple(table.shape)}.")
+    return table
+
+
+def _dims(x):
+    return list(ops.shape(x))
+
+
+def result_dtype(*tensors):
+    names = {backend.standardize_dtype(x.dtype) for x in tensors}
+    # keras 3.15's torch result_type turns float64 into float32: only ask it
+    # when the inputs really differ.
+    return names.pop() if len(names) == 1 else backend.result_type(*names)
+
+
+def _rank4(x):
+    """Prepend size-1 axes so that `x` has rank 4 (NumPy broadcasting)."""
+    missing = 4 - len(x.shape)
+    return ops.reshape(x, (1,) * missing + tuple(ops.shape(x))) if missing else x
+
+
+def score_elements(plan):
+    """B * N * T * S of a plan's scores, or None where a length is unknown."""
+    b, t, n, _ = _checks.static_shape(plan.query)
+    s = _checks.static_shape(plan.key)[1]
+    if None in (b, t, s):
+        return None
+    return b * n * t * s
+
+
+def recomputes(plan):
+    """Whether the chunked backward recomputes blocks instead of autodiff.
+
+    It differentiates q, k, v and the relative rows and value table; a
+    `bias` tensor or a non-additive `score_mod` would need autodiff through
+    every block. Not while `torch.compile` traces the call: keras's custom
+    gradient on PyTorch is a torch.autograd.Function that TorchDynamo
+    cannot compile.
+    """
+    return (plan.bias is None and plan.additive_score_mod
+            and _backends.custom_gradient_traceable())
+
+
+def choose(plan):
+    """(implementation, reason, ineligible) for a plan."""
+    ineligible = {}
+    fused_reason = _fused.ineligible_reason(plan)
+    if fused_reason:
+        ineligible["fused"] = fused_reason
+    if plan.return_weights:
+        ineligible["chunked"] = "it never holds the full weights to return"
+    elif plan.dropout_active:
+        ineligible["chunked"] = "dropout during training runs on the math path"
+    elif None in (_checks.static_shape(plan.query)[1], _checks.static_shape(plan.key)[1]):
+        ineligible["chunked"] = "it needs static query and key lengths"
+    if plan.implementation is not None:
+        return plan.implementation, "requested by the caller", ineligible
+    if plan.relative is not None:
+        if "chunked" not in ineligible:
+            return "chunked", (
+                "relative positions: blocks hold (t, s, R) buckets, never "
+                "(T, S) scores, forward or backward"), ineligible
+        return "math", "relative positions, and the chunked path cannot run this call", ineligible
+    name = _backends.name()
+    if name == "torch" and "fused" not in ineligible and not _fused.materializes(plan):
+        return "fused", "PyTorch's SDPA kernel is the fastest and leanest", ineligible
+    size = score_elements(plan)
+    keys = _checks.static_shape(plan.key)[1]
+    threshold, from_keys = _thresholds.CHUNK_THRESHOLD[name], _thresholds.CHUNK_FROM_KEYS[name]
+    if size is not None and "chunked" not in ineligible and (
+            size > threshold or keys >= from_keys):
+        return "chunked", (
+            f"{keys} keys (chunked from {from_keys} on {name}) and "
+            f"{size} score elements (from {threshold}): blocks keep "
+            "memory at T * block, not T * S"
+        ), ineligible
+    return "math", "scores fit in memory and the math path is fastest here", ineligible

@@ -1,0 +1,29 @@
+"""Every measured constant of the core in one place.
+
+Each was measured with `make bench` (the benchmarks/ folder) on 2-core CPUs,
+side by side in one run; the README's Benchmarks section has the tables.
+"""
+
+# When `implementation=None` goes chunked, per backend: from this many keys
+# on, or above this many score elements (B * N * T * S). On JAX the blocks
+# win from 1024 keys (XLA:CPU maps fresh pages for every large buffer); on
+# TensorFlow the math path (with TensorFlow's fused softmax) is fastest, and
+# from 4096 keys the blocks bound memory (at 4096 keys, B = 1, training adds
+# about 100 MiB instead of 1.5 GiB, for 1.7-2x the time). PyTorch takes its
+# SDPA kernel whenever it can, and blocks past 2^24 elements when it cannot.
+CHUNK_FROM_KEYS = {"tensorflow": 4096, "jax": 1024, "torch": 4096}
+CHUNK_THRESHOLD = {"tensorflow": 1 << 28, "jax": 1 << 26, "torch": 1 << 24}
+
+# Where every key is visible and every logit finite, the framework's softmax
+# replaces the masked one on the math path: one fused kernel on TensorFlow
+# (1.5x faster forward+backward at L = 1024) and PyTorch. On JAX (XLA:CPU) it
+# wins up to this many score elements (2x forward at L = 128, B = 64) and
+# loses past it (1.5x slower forward at L = 1024, B = 8).
+FRAMEWORK_SOFTMAX_MAX_ELEMENTS = {"jax": 1 << 24}
+
+# The chunked path's default block sizes. Relative attention takes smaller
+# ones: only blocks within the saturation distance of the diagonal build a
+# (t, s, R) one-hot, and smaller blocks leave fewer pairs in those (Shaw,
+# L = 2048, clip 16: 1.2-2x faster than 1024 x 512 on every backend).
+DEFAULT_BLOCKS = {"query": 1024, "key": 512}
+RELATIVE_BLOCKS = {"query": 256, "key": 256}
