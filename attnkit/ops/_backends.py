@@ -70,6 +70,33 @@ def _torch_sdpa(query, key, value, *, bias, mask, scale, is_causal, grouped):
     return out.transpose(1, 2)
 
 
+def write(total, start, update, add=False):
+    """`total` with `update` written (or, with `add`, added) at `start`.
+
+    keras's PyTorch `slice_update` clones the whole tensor, which the chunked
+    loops would do at every block; outside autograd (the chunked path's own
+    forward and backward, whose buffers are fresh) PyTorch writes in place.
+    """
+    if _torch_in_place(start):
+        index = tuple(slice(a, a + n) for a, n in zip(start, update.shape))
+        if add:
+            total[index] += update
+        else:
+            total[index] = update
+        return total
+    if add:
+        update = ops.slice(total, start, ops.shape(update)) + update
+    return ops.slice_update(total, start, update)
+
+
+def _torch_in_place(start):
+    if backend.backend() != "torch" or not all(isinstance(a, int) for a in start):
+        return False
+    import torch
+
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
 def sequential(index, carried):
     """`index`, made to depend on the loop's `carried` tensor.
 

@@ -200,8 +200,8 @@ def _forward(plan):
         )
         if out is None:
             return out_blk, lse_blk
-        return (ops.slice_update(out, [0, 0, start, 0], out_blk),
-                ops.slice_update(lse, [0, 0, start, 0], lse_blk))
+        return (_backends.write(out, [0, 0, start, 0], out_blk),
+                _backends.write(lse, [0, 0, start, 0], lse_blk))
 
     if num_q_blocks == 1:
         out, lse = _query_block(
@@ -321,7 +321,8 @@ def _backward(plan, out, lse, d_out):
     b, t_padded, n = _blocks.dims(query)[:3]
     acc = [ops.zeros(ops.shape(query), dtype=dtype)]  # dq (B, T, N, H)
     if rel is not None:  # d rows, then the bucket weights (B, N, T, R)
-        acc += [ops.zeros((b, n, t_padded, rel.num_buckets), dtype=dtype)] * (1 + with_values)
+        acc += [ops.zeros((b, n, t_padded, rel.num_buckets), dtype=dtype)
+                for _ in range(1 + with_values)]  # distinct buffers: written in place
 
     def key_block(j, carry):
         d_key, d_value, *acc = carry
@@ -373,8 +374,8 @@ def _backward(plan, out, lse, d_out):
             d_k, d_v, *acc = step(0, init)
         else:
             d_k, d_v, *acc = ops.fori_loop(0, num_q_blocks, step, init)
-        return (ops.slice_update(d_key, [0, kv_start, 0, 0], d_k),
-                ops.slice_update(d_value, [0, kv_start, 0, 0], d_v), *acc)
+        return (_backends.write(d_key, [0, kv_start, 0, 0], d_k),
+                _backends.write(d_value, [0, kv_start, 0, 0], d_v), *acc)
 
     # One loop over key blocks writing dk, dv in place: as a Python loop,
     # TensorFlow kept every block's copy of the accumulators alive.
@@ -399,4 +400,4 @@ def _add_rows(total, update, *, axis, start, size):
     """`total` with `update` added to its rows `start : start + size` on `axis`."""
     at = [0] * 4
     at[axis] = start
-    return ops.slice_update(total, at, _cut(total, axis, start, size) + update)
+    return _backends.write(total, at, update, add=True)
