@@ -43,6 +43,9 @@ FULL = {
          "passes": "fwd+bwd"},
         *({"suite": "relative", "competitor": c, "length": 2048, "batch": 8,
            "passes": "fwd+bwd"} for c in ("attnkit Shaw", "gather Shaw")),
+        *({"suite": "relative", "competitor": c, "length": 4096, "batch": 1,
+           "passes": "fwd+bwd"}
+          for c in ("attnkit MHA", "attnkit MHA Shaw", "attnkit MHA T5", "attnkit MHA ALiBi")),
     ],
 }
 

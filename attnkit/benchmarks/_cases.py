@@ -185,6 +185,25 @@ def shaw_layers(batch, length, clip=16):
     return x, layer, gather
 
 
+# Relative self-attention through the layer, for the memory suite: every
+# term computed by the core (chunked, with the recomputing backward).
+POSITION_LAYERS = {
+    "attnkit MHA": lambda: None,  # the layer's own cost, for comparison
+    "attnkit MHA Shaw": lambda: attnkit.layers.ShawRelativePosition(16, use_values=True),
+    "attnkit MHA T5": lambda: attnkit.layers.T5RelativeBias(bidirectional=False),
+    "attnkit MHA ALiBi": lambda: attnkit.layers.AlibiBias(),
+}
+
+
+def position_layer(batch, length, competitor):
+    """(x, causal self-attention fn, its variables) for a POSITION_LAYERS case."""
+    x = _rng_tensor((batch, length, HEADS * HEAD_DIM))
+    layer = attnkit.layers.MultiHeadAttention(
+        HEADS, HEAD_DIM, position=POSITION_LAYERS[competitor]())
+    layer(x[:1, :8], x[:1, :8])
+    return x, (lambda x: layer(x, x, use_causal_mask=True)), layer.trainable_variables
+
+
 def relative_suite(length, batch, repeats, peak):
     x, layer, gather = shaw_layers(batch, length)
     rows = []
@@ -349,7 +368,10 @@ def memory_case(suite, competitor, length, batch, passes):
     the level just before it: what every training step costs.
     """
     backward = passes == "fwd+bwd"
-    if suite == "relative":
+    if competitor in POSITION_LAYERS:
+        x, fn, variables = position_layer(batch, length, competitor)
+        inputs = [x]
+    elif suite == "relative":
         x, layer, gather = shaw_layers(batch, length)
         fn = (lambda x: layer(x, x)) if competitor == "attnkit Shaw" else gather
         variables, inputs = layer.trainable_variables, [x]
