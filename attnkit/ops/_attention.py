@@ -5,7 +5,6 @@ K key/value heads, H head dim, Hv value head dim.
 """
 
 import typing
-import warnings
 
 import keras
 from keras import ops
@@ -133,7 +132,8 @@ def relative_attention(query, key, value, key_table=None, value_table=None, *,
             share the last bucket on either side.
         max_distance: deprecated name of `clip_distance`.
         **kwargs: every keyword argument of `attnkit.ops.attention`. The
-            native kernels (`"fused"`) cannot add these terms.
+            native kernels (`"fused"`) take key and bias tables as one dense
+            bias and refuse a value table.
 
     Returns:
         As `attnkit.ops.attention`.
@@ -155,14 +155,8 @@ def relative_attention(query, key, value, key_table=None, value_table=None, *,
 
 def _buckets(buckets, clip_distance, max_distance):
     """The bucket function of a relative call, from its three spellings."""
-    if max_distance is not None:
-        warnings.warn(
-            "relative_attention(max_distance=) is deprecated: Shaw's clip is "
-            "now `clip_distance=` (`max_distance` names T5's log-bucket "
-            "horizon everywhere else in attnkit).", DeprecationWarning, stacklevel=3)
-        if clip_distance is not None:
-            raise ValueError("Give `clip_distance` only (max_distance is its old name).")
-        clip_distance = max_distance
+    clip_distance = _checks.renamed_argument(
+        "clip_distance", clip_distance, "max_distance", max_distance)
     if (buckets is None) == (clip_distance is None):
         raise ValueError(
             "relative_attention takes exactly one of `buckets` (a RelativeBuckets) "

@@ -1,13 +1,10 @@
-"""Position math for attention: relative indices, the skew, T5 buckets, RoPE.
+"""Position math for attention: T5 buckets and rotary embeddings (RoPE).
 
 `t5_bucket` lives in `attnkit.ops.terms` with the bucket objects and is
-re-exported here.
+re-exported here. Pure functions on `keras.ops`; the position layers in
+`attnkit.layers` hold the weights and call these.
 
-Pure functions on `keras.ops`; the position layers in `attnkit.layers` hold
-the weights and call these.
-
-Shape legend: B batch, T query length, S key length, L = T = S for
-self-attention, N heads, H head dim, R = 2k + 1 clipped relative distances.
+Shape legend: B batch, P positions, H head dim.
 """
 
 import math
@@ -17,61 +14,6 @@ from keras import backend
 from keras import ops
 
 from attnkit.ops.terms import t5_bucket  # noqa: F401
-
-
-def relative_index(query_positions, key_positions, clip_distance):
-    """`clip(j_pos - i_pos, -k, k) + k` as int32 `(T, S)`: an index into a
-    table of the `2k + 1` clipped distances (Shaw et al. 2018)."""
-    k = int(clip_distance)
-    q = ops.cast(ops.convert_to_tensor(query_positions), "int32")
-    kv = ops.cast(ops.convert_to_tensor(key_positions), "int32")
-    distance = ops.expand_dims(kv, 0) - ops.expand_dims(q, 1)  # (T, S)
-    return ops.clip(distance, -k, k) + k
-
-
-def full_relative_index(length, clip_distance):
-    """The table row of each distance `-(L-1) .. L-1`, int32 `(2L - 1,)`,
-    for `skew`."""
-    k = int(clip_distance)
-    return ops.clip(ops.arange(-(length - 1), length, dtype="int32"), -k, k) + k
-
-
-def skew(x):
-    """Relative to absolute: `y[..., i, j] = x[..., i, j - i + L - 1]`.
-
-    `x` is `(..., L, 2L - 1)` indexed by the distance `j - i` (offset by
-    `L - 1`); `y` is `(..., L, L)`. Only reshapes and slices (the "skewing"
-    of Huang et al. 2018, generalised to both directions): row `i` of `y`
-    starts `L - 1 - i` columns into row `i` of `x`, which is one fixed
-    stride of `2L - 2` in the flattened tensor.
-    """
-    shape = list(ops.shape(x))
-    length = shape[-2]
-    if length == 1:
-        return x
-    lead = shape[:-2]
-    flat = ops.reshape(x, lead + [length * (2 * length - 1)])
-    flat = flat[..., length - 1: length - 1 + length * (2 * length - 2)]
-    return ops.reshape(flat, lead + [length, 2 * length - 2])[..., :length]
-
-
-def unskew(y):
-    """Absolute to relative, the transpose of `skew`.
-
-    `y` is `(..., L, L)`; returns `x` `(..., L, 2L - 1)` with
-    `x[..., i, j - i + L - 1] = y[..., i, j]` and zeros where `j` would fall
-    outside `0 .. L-1`.
-    """
-    shape = list(ops.shape(y))
-    length = shape[-1]
-    if length == 1:
-        return y
-    lead = shape[:-2]
-    rank = len(shape)
-    wide = ops.pad(y, [[0, 0]] * (rank - 1) + [[0, length - 2]])  # (..., L, 2L-2)
-    flat = ops.reshape(wide, lead + [length * (2 * length - 2)])
-    flat = ops.pad(flat, [[0, 0]] * (rank - 2) + [[length - 1, 1]])
-    return ops.reshape(flat, lead + [length, 2 * length - 1])
 
 
 def check_max_wavelength(max_wavelength):

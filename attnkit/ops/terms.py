@@ -40,7 +40,11 @@ class _Term:
         return cls(**config)
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        try:
+            config = self.get_config()
+        except ValueError:  # a term holding a traced tensor has no config
+            return f"{type(self).__name__}(...)"
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items())
         return f"{type(self).__name__}({args})"
 
 

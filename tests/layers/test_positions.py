@@ -42,19 +42,6 @@ def make(kind, **kwargs):
     return layer
 
 
-@pytest.mark.parametrize("length", [1, 2, 5])
-def test_skew_and_unskew_move_distances_into_place(length):
-    g = np.random.default_rng(length)
-    i, j = np.meshgrid(np.arange(length), np.arange(length), indexing="ij")
-    relative = g.normal(size=(2, 3, length, 2 * length - 1)).astype("float32")
-    np.testing.assert_array_equal(to_numpy(P.skew(ops.convert_to_tensor(relative))),
-                                  relative[..., i, j - i + length - 1])
-    absolute = g.normal(size=(2, 3, length, length)).astype("float32")
-    want = np.zeros((2, 3, length, 2 * length - 1), "float32")
-    want[..., i, j - i + length - 1] = absolute
-    np.testing.assert_array_equal(to_numpy(P.unskew(ops.convert_to_tensor(absolute))), want)
-
-
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_t5_buckets_and_rotary_match_their_definitions(bidirectional):
     rel = np.arange(-300, 301)
