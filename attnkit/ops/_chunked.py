@@ -364,7 +364,7 @@ def _backward(plan, out, lse, d_out):
                 updates.append(_blocks.bucket_sums(d_rows, one_hot))
             if with_values:
                 updates.append(_blocks.bucket_sums(p, one_hot))
-            acc = [_add_rows(a, u, axis=1 if which == 0 else 2, start=start, size=t_block)
+            acc = [_add_rows(a, u, axis=1 if which == 0 else 2, start=start)
                    for which, (a, u) in enumerate(zip(acc, updates))]
             return (d_k, d_v, *acc)
 
@@ -396,8 +396,8 @@ def _backward(plan, out, lse, d_out):
     return tuple(grads)
 
 
-def _add_rows(total, update, *, axis, start, size):
-    """`total` with `update` added to its rows `start : start + size` on `axis`."""
+def _add_rows(total, update, *, axis, start):
+    """`total` with `update` added to its rows from `start` on `axis`."""
     at = [0] * 4
     at[axis] = start
     return _backends.write(total, at, update, add=True)

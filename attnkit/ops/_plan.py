@@ -17,6 +17,7 @@ from keras import ops
 
 from attnkit import _checks
 from attnkit.ops import _backends
+from attnkit.ops import _blocks
 from attnkit.ops import _fused
 from attnkit.ops import _thresholds
 from attnkit.ops import terms
@@ -147,7 +148,7 @@ def relative_terms(plan, buckets, key_table, value_table, bias_table):
     key_table = _table("key_table", key_table, plan, ((r, h), (r, n, h)))
     value_table = _table("value_table", value_table, plan, ((r, hv), (r, n, hv)))
     bias_table = _table("bias_table", bias_table, plan, ((r,), (r, n)))
-    b, t = _dims(plan.query)[:2]
+    b, t = _blocks.dims(plan.query)[:2]
     rows = ops.zeros((1, 1, 1, r), dtype=plan.compute_dtype)
     if key_table is not None:
         heads = "rh" if len(key_table.shape) == 2 else "rnh"
@@ -169,10 +170,6 @@ def _table(name, table, plan, shapes):
             f"`{name}` must have shape {expected} (one row per relative bucket). "
             f"Received: {name}.shape={tuple(table.shape)}.")
     return table
-
-
-def _dims(x):
-    return list(ops.shape(x))
 
 
 def result_dtype(*tensors):
