@@ -41,6 +41,9 @@ FULL = {
                     "keras.ops", "native")),
         {"suite": "ops", "competitor": "attnkit", "length": 32768, "batch": 1,
          "passes": "fwd+bwd"},
+        # a custom training loop without tf.function / jit
+        {"suite": "ops", "competitor": "attnkit:chunked", "length": 4096, "batch": 1,
+         "passes": "fwd+bwd eager"},
         *({"suite": "relative", "competitor": c, "length": 2048, "batch": 8,
            "passes": "fwd+bwd"} for c in ("attnkit Shaw", "gather Shaw")),
         *({"suite": "relative", "competitor": c, "length": 4096, "batch": 1,
@@ -61,6 +64,8 @@ QUICK = {
     "memory": [
         {"suite": "ops", "competitor": "attnkit", "length": 256, "batch": 1,
          "passes": "fwd+bwd"},
+        {"suite": "ops", "competitor": "attnkit:chunked", "length": 256, "batch": 1,
+         "passes": "fwd+bwd eager"},
         {"suite": "relative", "competitor": "gather Shaw", "length": 64, "batch": 2,
          "passes": "fwd+bwd"},
     ],

@@ -367,7 +367,7 @@ def memory_case(suite, competitor, length, batch, passes):
     The steady figure samples resident memory during a second run, above
     the level just before it: what every training step costs.
     """
-    backward = passes == "fwd+bwd"
+    backward = passes.startswith("fwd+bwd")  # "fwd+bwd eager": op by op
     if competitor in POSITION_LAYERS:
         x, fn, variables = position_layer(batch, length, competitor)
         inputs = [x]
@@ -380,7 +380,7 @@ def memory_case(suite, competitor, length, batch, passes):
         fn = ops_competitors(inputs[0])[competitor][0]
         variables = ()
     before = _harness.rss_peak_mib()
-    run = _harness.runner(fn, inputs, variables, backward)
+    run = _harness.runner(fn, inputs, variables, backward, eager=passes.endswith("eager"))
     run()
     first = _harness.rss_peak_mib() - before
     start = time.perf_counter()

@@ -72,12 +72,15 @@ def _scalar(x):
     return float(np.asarray(ops.convert_to_numpy(x)))
 
 
-def runner(fn, inputs, variables=(), backward=False):
+def runner(fn, inputs, variables=(), backward=False, eager=False):
     """A zero-argument function that runs `fn(*inputs)` once, to completion.
 
     With `backward`, it runs the gradient of `sum(fn(*inputs) * g)` (a fixed
-    random `g`) w.r.t. every input and every variable in `variables`.
-    Returns a float that depends on every result (so none is skipped).
+    random `g`) w.r.t. every input and every variable in `variables`; with
+    `eager` too, op by op as a custom training loop would (TensorFlow's
+    `GradientTape` without `tf.function`, `jax.grad` without `jit`; PyTorch
+    always runs so). Returns a float that depends on every result (so none
+    is skipped).
     """
     inputs = [ops.convert_to_tensor(x) for x in inputs]
     variables = list(variables)
@@ -99,19 +102,23 @@ def runner(fn, inputs, variables=(), backward=False):
             with keras.StatelessScope(state_mapping=list(zip(variables, values))):
                 return loss(*xs)
 
-        grad = jax.jit(lambda values, *xs: _total(
-            jax.grad(stateless_loss, argnums=tuple(range(len(xs) + 1)))(values, *xs)))
+        def grad(values, *xs):
+            return _total(
+                jax.grad(stateless_loss, argnums=tuple(range(len(xs) + 1)))(values, *xs))
+
+        grad = grad if eager else jax.jit(grad)
         values = [v.value for v in variables]
         return lambda: _scalar(grad(values, *inputs))
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        @tf.function
         def grad(*xs):
             with tf.GradientTape() as tape:
                 tape.watch(xs)
                 value = loss(*xs)
             return _total(tape.gradient(value, list(xs) + [v.value for v in variables]))
+
+        grad = grad if eager else tf.function(grad)
 
         return lambda: _scalar(grad(*inputs))
     import torch

@@ -36,6 +36,22 @@ def branches_in_loops():
     return backend.backend() != "torch"
 
 
+def as_graph(fn, tensors):
+    """`fn(*tensors)`, run as one graph where the backend would run it op by op.
+
+    Eager TensorFlow (a `GradientTape` outside `tf.function`) runs the
+    chunked loops in Python, one op at a time, keeping a copy of every
+    accumulator per block; as a `tf.function` the same loops take half the
+    time and a third of the memory. Everywhere else `fn` runs as it is.
+    """
+    if backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if tf.executing_eagerly():
+            return tf.function(fn, autograph=False)(*tensors)
+    return fn(*tensors)
+
+
 def native_kernel_refuses(plan):
     """A reason the native kernel of this backend cannot run `plan`, or None."""
     if backend.backend() == "jax" and plan.value.shape[-1] != plan.key.shape[-1]:
@@ -86,7 +102,31 @@ def write(total, start, update, add=False):
         return total
     if add:
         update = ops.slice(total, start, ops.shape(update)) + update
+    if backend.backend() == "tensorflow" and not _tf_in_xla():
+        return _tf_write(total, start, update)
     return ops.slice_update(total, start, update)
+
+
+def _tf_in_xla():
+    """Whether TensorFlow is tracing for XLA (`jit_compile=True`)."""
+    from tensorflow.python.framework import ops as tf_ops
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
+
+
+def _tf_write(total, start, update):
+    # keras's TensorFlow `slice_update` is XLA's dynamic update slice, which
+    # outside XLA compiles on demand and copies the whole tensor at every
+    # block; TensorFlow's own strided-slice update reuses the buffer when
+    # nothing else holds it (XLA needs constant bounds for it, so under
+    # jit_compile the first runs instead).
+    import tensorflow as tf
+
+    begin = tf.stack([tf.cast(a, "int32") for a in start])
+    end = begin + tf.shape(update, out_type="int32")
+    return tf.raw_ops.TensorStridedSliceUpdate(
+        input=total, begin=begin, end=end, strides=tf.ones_like(begin), value=update)
 
 
 def _torch_in_place(start):

@@ -28,8 +28,8 @@ def block_sizes(query=None, key=None):
     """Temporarily set the chunked path's block sizes.
 
     Args:
-        query: queries per block (default 1024; 256 with relative positions).
-        key: keys per block (default 512; 256 with relative positions).
+        query: queries per block (default 512; 256 with relative positions).
+        key: keys per block (default 256; 256 with relative positions).
 
     Example:
 
@@ -146,13 +146,18 @@ def _with_inputs(plan, inputs):
 def _recomputing(plan):
     @ops.custom_gradient
     def attention(*inputs):
-        inner = _with_inputs(plan, inputs)
-        out, lse = _forward(inner)
+        # The gradient below is the whole backward: a recording tape (eager
+        # TensorFlow's `GradientTape`) must not also keep every block of the
+        # forward alive for a gradient nobody takes.
+        inputs = [ops.stop_gradient(x) for x in inputs]
+        out, lse = _backends.as_graph(lambda *xs: _forward(_with_inputs(plan, xs)), inputs)
 
         def grad(*args, upstream=None):
             if upstream is None:  # TensorFlow and JAX pass it by position
                 (upstream,) = args
-            return _backward(inner, out, lse, upstream)
+            return _backends.as_graph(
+                lambda *xs: _backward(_with_inputs(plan, xs[:-3]), *xs[-3:]),
+                [*inputs, out, lse, upstream])
 
         return out, grad
 
@@ -254,6 +259,7 @@ def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
         m_new = ops.maximum(m, ops.amax(logits, axis=-1, keepdims=True))
         m_new = ops.stop_gradient(m_new)
         p = ops.exp(logits - m_new)
+        logits = None  # freed now in eager execution
         if visible is not None:
             p = ops.where(visible, p, 0.0)
         correction = ops.exp(m - m_new)
@@ -346,24 +352,32 @@ def _backward(plan, out, lse, d_out):
                 mask=_cut(mask_col, 2, start, t_block),
                 kv_limit=s_total if pad else None, one_hot=one_hot,
             )  # (B, N, t, s)
+            # Each (B, N, t, s) temporary is dropped as soon as it is used:
+            # eager execution (TensorFlow's tape, PyTorch) frees it then.
             p = ops.exp(logits - _cut(lse, 2, start, t_block))
+            if cap is None:
+                logits = None
             if visible is not None:
                 p = ops.where(visible, p, 0.0)
             d_v = d_v + _blocks.weighted_queries(plan, p, do_blk)
+            p_sums = _blocks.bucket_sums(p, one_hot) if with_values else None
             d_p = _blocks.head_dots(plan, do_blk, v_blk)
             if with_values:
                 d_p = d_p + _blocks.bucket_rows(_cut(d_table, 2, start, t_block), one_hot)
             d_s = p * (d_p - _cut(delta, 2, start, t_block))
+            p = d_p = None
             if cap is not None:  # d/dx c tanh(x / c) = 1 - tanh(x / c)^2
                 d_s = d_s * (1.0 - ops.square(logits / float(cap)))
-            d_rows = d_s  # the relative rows enter the logits unscaled
-            d_s = d_s * plan.scale
-            d_k = d_k + _blocks.weighted_queries(plan, d_s, q_blk)
-            updates = [ops.transpose(_blocks.weighted_values(plan, d_s, k_blk), (0, 2, 1, 3))]
+                logits = None
+            # d_s is the gradient of the unscaled relative rows; the scale of
+            # q . k goes on the (much smaller) products with q and k.
+            d_k = d_k + _blocks.weighted_queries(plan, d_s, q_blk) * plan.scale
+            updates = [ops.transpose(_blocks.weighted_values(plan, d_s, k_blk) * plan.scale,
+                                     (0, 2, 1, 3))]
             if rel is not None:
-                updates.append(_blocks.bucket_sums(d_rows, one_hot))
+                updates.append(_blocks.bucket_sums(d_s, one_hot))
             if with_values:
-                updates.append(_blocks.bucket_sums(p, one_hot))
+                updates.append(p_sums)
             acc = [_add_rows(a, u, axis=1 if which == 0 else 2, start=start)
                    for which, (a, u) in enumerate(zip(acc, updates))]
             return (d_k, d_v, *acc)

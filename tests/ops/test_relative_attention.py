@@ -111,7 +111,7 @@ def test_default_blocks_are_smaller_with_relative_positions():
     from attnkit.ops import _thresholds
 
     assert _thresholds.RELATIVE_BLOCKS == {"query": 256, "key": 256}
-    assert _thresholds.DEFAULT_BLOCKS == {"query": 1024, "key": 512}
+    assert _thresholds.DEFAULT_BLOCKS == {"query": 512, "key": 256}
     q, k, v, kt, vt, dist = problem(True, True, seed=3, t=600, s=700)
     q, k, v = q[:1], k[:1], v[:1]
     got = ak.relative_attention(q, k, v, kt, vt, clip_distance=dist, implementation="chunked")
