@@ -7,6 +7,9 @@ BACKENDS := tensorflow jax torch
 PYTEST_ARGS ?=
 
 BACKEND_TESTS := $(addprefix test-,$(BACKENDS))
+# KerasHub for the drop-in tests, installed without its dependencies (see the
+# dev extra in pyproject.toml).
+NO_DEPS := keras-hub==0.32.0 kagglesdk==0.1.28 tensorflow-text==2.21.1
 
 .PHONY: install test $(BACKEND_TESTS) demo bench clean
 
@@ -16,6 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[all,dev]"
+	$(PY) -m pip install --quiet --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
 # The whole suite once per backend; fails if any backend fails.

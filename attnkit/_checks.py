@@ -8,8 +8,11 @@ Shape legend: B batch, T query length, S key length, N query heads,
 K key/value heads, H head dim, Hv value head dim.
 """
 
+import math
 import numbers
 import warnings
+
+import numpy as np
 
 from keras import backend
 from keras import ops
@@ -28,16 +31,23 @@ def check_positive_int(name, value, allow_none=False):
         return
     if not is_int(value) or value <= 0:
         expected = "a positive int or None" if allow_none else "a positive int"
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}.")
+        raise ValueError(invalid(name, f"`{name}` must be {expected}. Received: {name}={value!r}."))
+
+
+def invalid(name, detail):
+    """keras's wording for a bad constructor argument, then `detail`: users'
+    `except` clauses and searches written for keras's layers find ours."""
+    return f"Received an invalid value for argument `{name}`: {detail}"
 
 
 def check_positive_number(name, value, allow_none=False):
     """Raises a ValueError naming `name` unless `value` is a real number > 0."""
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        expected = "a positive number or None" if allow_none else "a positive number"
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}.")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0 \
+            or not math.isfinite(value):
+        expected = "a finite positive number or None" if allow_none else "a finite positive number"
+        raise ValueError(invalid(name, f"`{name}` must be {expected}. Received: {name}={value!r}."))
 
 
 def renamed_argument(name, value, old_name, old_value):
@@ -71,6 +81,56 @@ def static_shape(x):
     """The static shape of a tensor as a tuple of ints or `None` (unknown,
     or symbolic as under JAX shape polymorphism)."""
     return tuple(int(d) if isinstance(d, numbers.Integral) else None for d in x.shape)
+
+
+def _numeric(dtype):
+    """Whether keras takes `dtype` as a bool, int or float (bfloat16 too)."""
+    try:
+        name = backend.standardize_dtype(dtype)
+    except (TypeError, ValueError):
+        return False
+    return name == "bool" or "int" in name or "float" in name
+
+
+def as_tensor(name, x, kind="a floating"):
+    """`x` as a tensor, or a TypeError naming `name` (not the framework's)."""
+    dtype = getattr(x, "dtype", None)
+    if isinstance(x, str) or (isinstance(dtype, np.dtype) and not _numeric(dtype)):
+        raise TypeError(
+            f"`{name}` must be {kind} tensor. Received: {type(x).__name__}"
+            f"{'' if dtype is None else f' of dtype {dtype}'}.")
+    try:
+        return ops.convert_to_tensor(x)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"`{name}` must be {kind} tensor. Received: {type(x).__name__} "
+            f"({error}).") from error
+
+
+def check_layer_inputs(tensors, masks=()):
+    """Checks a layer's call arguments before keras's own call machinery sees
+    them: `tensors` (name -> value, None allowed only where the name ends in
+    "?") must be floating tensors, `masks` (name -> value or None) numeric or
+    boolean ones. Raises a TypeError naming the argument."""
+    for name, x in tensors.items():
+        optional = name.endswith("?")
+        name = name.rstrip("?")
+        if x is None:
+            if optional:
+                continue
+            raise TypeError(f"`{name}` must be a tensor. Received: {name}=None.")
+        dtype = getattr(x, "dtype", None)
+        if dtype is None or isinstance(x, str):
+            x = as_tensor(name, x)
+            dtype = x.dtype
+        if isinstance(dtype, np.dtype) and not _numeric(dtype):
+            as_tensor(name, x)  # raises, naming it
+        if not backend.is_float_dtype(backend.standardize_dtype(dtype)):
+            raise TypeError(
+                f"`{name}` must be a floating tensor. Received dtype {dtype}.")
+    for name, x in dict(masks).items():
+        if x is not None:
+            as_tensor(name, x, "a boolean or numeric")
 
 
 def check_qkv(query, key, value):
@@ -156,8 +216,10 @@ def check_options(
     dropout_rate,
     implementation,
 ):
-    if scale is not None and not isinstance(scale, numbers.Real):
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
         raise TypeError(f"`scale` must be a number. Received: {scale!r}.")
+    if scale is not None and not math.isfinite(scale):
+        raise ValueError(f"`scale` must be finite. Received: scale={scale!r}.")
     check_positive_int("sliding_window", sliding_window, allow_none=True)
     if isinstance(q_offset, bool) or not (
         isinstance(q_offset, numbers.Integral) or _is_int_scalar(q_offset)

@@ -3,6 +3,8 @@
 from attnkit.layers.additive_attention import AdditiveAttention
 from attnkit.layers.alibi_bias import AlibiBias
 from attnkit.layers.attention_decoder import AttentionDecoder
+from attnkit.layers.cached_multi_head_attention import CachedMultiHeadAttention
+from attnkit.layers.cached_multi_head_attention import substitute_keras_attention
 from attnkit.layers.dot_product_attention import DotProductAttention
 from attnkit.layers.multi_head_attention import MultiHeadAttention
 from attnkit.layers.position_embedding import PositionEmbedding
@@ -17,6 +19,7 @@ __all__ = [
     "AdditiveAttention",
     "AlibiBias",
     "AttentionDecoder",
+    "CachedMultiHeadAttention",
     "DotProductAttention",
     "MultiHeadAttention",
     "PositionEmbedding",
@@ -26,4 +29,5 @@ __all__ = [
     "ShawRelativePosition",
     "SinusoidalPositionEncoding",
     "T5RelativeBias",
+    "substitute_keras_attention",
 ]

@@ -57,11 +57,11 @@ def layer_mask(name, mask, rank_target):
 
 def merge_layer_masks(query_mask, value_mask, key_mask, attention_mask, target):
     """AND of the keras masks as one bool mask broadcastable to `target`
-    `(B, N, T, S)`, or None. True = may attend."""
+    `(B, N, T, S)`, or None. True = may attend; as in keras, a mask of any
+    dtype attends where it is nonzero (float 0/1 masks are common)."""
     parts = []
     if attention_mask is not None:
-        _checks.check_mask_dtype(ops.convert_to_tensor(attention_mask))
-        parts.append(layer_mask("attention_mask", attention_mask, target))
+        parts.append(layer_mask("attention_mask", as_bool(attention_mask), target))
     if query_mask is not None:
         query_mask = ops.convert_to_tensor(query_mask)
         _check_rank2("query_mask", query_mask, (target[0], target[2]), "(B, T)")
@@ -76,6 +76,30 @@ def merge_layer_masks(query_mask, value_mask, key_mask, attention_mask, target):
         part = ops.cast(part, "bool")
         merged = part if merged is None else ops.logical_and(merged, part)
     return merged
+
+
+def as_bool(mask):
+    """A keras layer mask as bool: nonzero = may attend, whatever its dtype."""
+    mask = ops.convert_to_tensor(mask)
+    return mask if mask.dtype == "bool" else ops.not_equal(mask, 0)
+
+
+def check_output_shape(output_shape):
+    """keras's `output_shape` forms (an int, a tuple or list of ints, None)
+    as a tuple or None; anything else is keras's `ValueError`."""
+    if output_shape is None or (isinstance(output_shape, (tuple, list)) and not output_shape):
+        return None
+    dims = (output_shape,) if _checks.is_int(output_shape) else output_shape
+    try:
+        dims = tuple(dims)
+    except TypeError:
+        dims = None
+    if dims is None or not all(_checks.is_int(d) and d > 0 for d in dims):
+        raise ValueError(
+            f"Invalid `output_shape`: {output_shape!r}. When specified, the "
+            "`output_shape` should be of type tuple, list, or int (positive "
+            "output sizes).")
+    return tuple(int(d) for d in dims)
 
 
 def _check_rank2(name, mask, expected, layout):

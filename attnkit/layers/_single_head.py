@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 import attnkit.ops as ak
+from attnkit import _checks
 from attnkit.layers._masking import merge_masks
 
 
@@ -38,6 +39,15 @@ class SingleHeadAttention(keras.layers.Layer):
 
     def _build_weights(self, query_dim, key_dim):
         """Creates the layer's weights for D = query_dim, Dk = key_dim."""
+
+    def __call__(self, *args, **kwargs):
+        named = dict(zip(("query", "value", "key"), args))
+        _checks.check_layer_inputs(
+            {"query": named.get("query", kwargs.get("query")),
+             "value": named.get("value", kwargs.get("value")),
+             "key?": named.get("key", kwargs.get("key"))},
+            {m: kwargs.get(m) for m in ("query_mask", "value_mask", "attention_mask")})
+        return super().__call__(*args, **kwargs)
 
     def call(self, query, value, key=None, query_mask=None, value_mask=None,
              attention_mask=None, return_attention_scores=False,
@@ -105,6 +115,12 @@ def _check_shapes(query_shape, value_shape, key_shape):
                 f"`{name}` must be (B, S, features). Received: "
                 f"{name}.shape={tuple(shape)}."
             )
+    batches = {shape[0] for shape in (query_shape, value_shape, key_shape)} - {None}
+    if len(batches) > 1:
+        raise ValueError(
+            "`query`, `value` and `key` must have the same batch size. Received: "
+            f"query.shape={tuple(query_shape)}, value.shape={tuple(value_shape)}, "
+            f"key.shape={tuple(key_shape)}.")
     s_key, s_value = key_shape[1], value_shape[1]
     if s_key is not None and s_value is not None and s_key != s_value:
         raise ValueError(

@@ -143,8 +143,9 @@ class MultiHeadAttention(keras.layers.Layer):
         _checks.check_rate("dropout", dropout)
         if flash_attention and dropout > 0:
             raise ValueError(
-                "Dropout is not supported with flash_attention=True (as in "
-                f"keras). Received: dropout={dropout}."
+                "Dropout is not supported when flash attention is enabled. "
+                "Please set dropout to 0.0 to use flash attention. Received: "
+                f"dropout={dropout}, flash_attention=True."
             )
         if implementation not in M.IMPLEMENTATIONS:
             raise ValueError(
@@ -165,10 +166,7 @@ class MultiHeadAttention(keras.layers.Layer):
         _checks.check_positive_number("logit_soft_cap", logit_soft_cap, allow_none=True)
         if flash_attention:
             _check_fusable(position, score_mod, logit_soft_cap, implementation)
-        if isinstance(output_shape, int):
-            output_shape = (output_shape,)
-        if output_shape:
-            output_shape = tuple(output_shape)
+        output_shape = M.check_output_shape(output_shape)
         if isinstance(attention_axes, int):
             attention_axes = (attention_axes,)
         elif attention_axes is not None and not isinstance(attention_axes, (list, tuple)):
@@ -275,10 +273,18 @@ class MultiHeadAttention(keras.layers.Layer):
             dtype=self.dtype_policy,
         )
 
+    def __call__(self, *args, **kwargs):
+        _check_call(args, kwargs, ("query", "value", "key?"),
+                    ("query_mask", "value_mask", "key_mask", "attention_mask"),
+                    ("attention_bias?", "cache?"))
+        return super().__call__(*args, **kwargs)
+
     def call(self, query, value, key=None, query_mask=None, value_mask=None,
              key_mask=None, attention_mask=None, return_attention_scores=False,
              training=None, use_causal_mask=False, attention_bias=None,
              cache=None, cache_update_index=None):
+        if return_attention_scores and self._flash_attention:
+            raise ValueError(_FLASH_SCORES)
         key = value if key is None else key
         with masks_hidden(query, value, key):
             return self._call(query, value, key, query_mask, value_mask, key_mask,
@@ -306,9 +312,23 @@ class MultiHeadAttention(keras.layers.Layer):
         target = (query.shape[0], self._num_heads, query.shape[1], k.shape[1])
         mask = M.merge_layer_masks(query_mask, value_mask, key_mask, attention_mask, target)
         bias = self._bias(attention_bias, target)
-        out, scores = self._attend(
-            q, k, v, bias, mask, training, return_attention_scores,
-            is_causal=use_causal_mask, q_offset=offset)
+        if type(self)._compute_attention is not MultiHeadAttention._compute_attention:
+            # A subclass overriding keras's documented override point gets
+            # keras's arguments: the causal mask folded into one bool mask.
+            if use_causal_mask:
+                causal = _causal_mask(ops.shape(q)[1], ops.shape(k)[1], offset)
+                mask = causal if mask is None else ops.logical_and(mask, causal)
+            if bias is not None:
+                raise ValueError(
+                    "`attention_bias` cannot reach a subclass's `_compute_attention` "
+                    "(keras's signature has no bias). Received: attention_bias with "
+                    f"shape {tuple(bias.shape)}.")
+            out, scores = self._compute_attention(
+                q, k, v, mask, training, return_attention_scores)
+        else:
+            out, scores = self._attend(
+                q, k, v, bias, mask, training, return_attention_scores,
+                is_causal=use_causal_mask, q_offset=offset)
         out = self._finish(out, gate)
         result = (out, scores) if return_attention_scores else (out,)
         if cache is not None:
@@ -362,6 +382,33 @@ class MultiHeadAttention(keras.layers.Layer):
             result = ak.attention(q, k, v, **options)
         return result if return_scores else (result, None)
 
+    def _compute_attention(self, query, key, value, attention_mask=None, training=None,
+                           return_attention_scores=False, use_causal_mask=False):
+        """keras's override point: attention of projected tensors.
+
+        Args:
+            query: `(B, T, N, H)`; key `(B, S, K, H)`; value `(B, S, K, Hv)`.
+            attention_mask: `(B, T, S)` (or `(T, S)`, `(B, N, T, S)`), any
+                dtype, nonzero = may attend.
+            training: enables dropout.
+            return_attention_scores: also return the weights.
+            use_causal_mask: query `i` sees keys `j <= i`, together with
+                `attention_mask`.
+
+        Returns:
+            `(output (B, T, N, Hv), weights (B, N, T, S) or None)`.
+        """
+        if self._flash_attention and return_attention_scores:
+            raise ValueError(_FLASH_SCORES)
+        if len(query.shape) != 4:
+            raise ValueError(
+                "`_compute_attention` takes projected (B, T, N, H) tensors. "
+                f"Received: query.shape={tuple(query.shape)}.")
+        target = (query.shape[0], self._num_heads, query.shape[1], key.shape[1])
+        mask = M.merge_layer_masks(None, None, None, attention_mask, target)
+        return self._attend(query, key, value, None, mask, training,
+                            return_attention_scores, is_causal=use_causal_mask)
+
     def _finish(self, out, gate):
         if gate is not None:
             out = ops.multiply(out, ops.cast(gate, out.dtype))
@@ -373,7 +420,8 @@ class MultiHeadAttention(keras.layers.Layer):
         """Attention over several axes (keras's `attention_axes`), flattened."""
         unsupported = {"query_mask": query_mask, "value_mask": value_mask,
                        "key_mask": key_mask, "cache": cache}
-        unsupported["use_causal_mask"] = use_causal_mask or None
+        if len(self._attention_axes) > 1:  # causal along one axis only
+            unsupported["use_causal_mask"] = use_causal_mask or None
         for name, given in unsupported.items():
             if given is not None:
                 raise ValueError(
@@ -383,8 +431,9 @@ class MultiHeadAttention(keras.layers.Layer):
                 )
         gate = self._gate_dense(query) if self._use_gate else None
         layout = M.AxesLayout(len(query.shape) + 1, self._attention_axes)
-        q, q_shape = layout.flatten(self._query_dense(query))
-        k, k_shape = layout.flatten(self._key_dense(key))
+        q, k = self._query_dense(query), self._key_dense(key)
+        q_shape, k_shape = ops.shape(q), ops.shape(k)  # (<dims>, heads, H)
+        (q, q_flat_shape), (k, _) = layout.flatten(q), layout.flatten(k)
         v, _ = layout.flatten(self._value_dense(value))
         full = layout.batch_shape(q_shape) + layout.attention_shape(q_shape) \
             + layout.attention_shape(k_shape)
@@ -393,10 +442,13 @@ class MultiHeadAttention(keras.layers.Layer):
         def flatten(x):
             return None if x is None else ops.reshape(ops.broadcast_to(x, full), flat)
 
-        mask = None if attention_mask is None else ops.cast(attention_mask, "bool")
+        mask = None if attention_mask is None else M.as_bool(attention_mask)
         mask, bias = flatten(mask), flatten(attention_bias)
-        out, scores = self._attend(q, k, v, bias, mask, training, return_scores)
-        out = self._finish(layout.unflatten(out, q_shape[:-1] + (out.shape[-1],)), gate)
+        # One attention axis: the layout keeps its order, so causal is the
+        # core's (query i sees keys j <= i along that axis), as in keras.
+        out, scores = self._attend(q, k, v, bias, mask, training, return_scores,
+                                   is_causal=use_causal_mask)
+        out = self._finish(layout.unflatten(out, q_flat_shape[:-1] + (out.shape[-1],)), gate)
         if not return_scores:
             return out
         scores_shape = layout.batch_shape(q_shape) + (self._num_heads,) \
@@ -487,6 +539,30 @@ class MultiHeadAttention(keras.layers.Layer):
             "implementation": self.implementation,
         })
         return config
+
+
+def _check_call(args, kwargs, tensors, masks, extra=()):
+    """A layer call's tensors, checked before keras's call machinery (which
+    would fail on None, strings or arrays of strings with its own message)."""
+    named = dict(zip((t.rstrip("?") for t in tensors), args))
+    found = {}
+    for name in tensors + tuple(extra):
+        key = name.rstrip("?")
+        if key in named or key in kwargs or not name.endswith("?"):
+            found[name] = named.get(key, kwargs.get(key))
+    _checks.check_layer_inputs(found, {m: kwargs.get(m) for m in masks})
+
+
+_FLASH_SCORES = (
+    "Returning attention scores is not supported when flash attention is "
+    "enabled. Please disable flash attention to access attention scores. "
+    "(With flash_attention=None, attnkit returns them from its math path.)")
+
+
+def _causal_mask(t, s, offset):
+    """(1, 1, T, S) bool: query i (at offset + i) sees keys j <= offset + i."""
+    rows = ops.arange(t, dtype="int32")[:, None] + ops.cast(offset, "int32")
+    return (rows >= ops.arange(s, dtype="int32")[None, :])[None, None]
 
 
 def _check_fusable(position, score_mod, logit_soft_cap, implementation):
