@@ -58,7 +58,10 @@ def attention(query, key, value, *, bias=None, mask=None, scale=None,
             sees keys `j <= q_offset + i`.
         q_offset: int or scalar int tensor, the absolute position of the first
             query (0 is the top-left alignment of keras and PyTorch; decoding
-            with a cache sets it to the cache index).
+            with a cache sets it to the cache index). It may be negative:
+            with `T > S`, `q_offset = S - T` aligns the last query with the
+            last key (PyTorch's bottom-right causal alignment), and a causal
+            query at a negative position sees no key (its output is 0).
         sliding_window: positive int `w`: keys with `|q_pos - k_pos| < w` are
             visible (keras's symmetric band); with `is_causal`, the `w` most
             recent keys `q_pos - w < k_pos <= q_pos`.

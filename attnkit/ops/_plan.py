@@ -95,17 +95,21 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
         score_mod=score_mod, mask_mod=mask_mod, logit_soft_cap=logit_soft_cap,
         dropout_rate=dropout_rate, implementation=implementation,
     )
-    query, key, value = (ops.convert_to_tensor(x) for x in (query, key, value))
+    query, key, value = (_checks.as_tensor(name, x) for name, x in
+                         (("query", query), ("key", key), ("value", value)))
     _checks.check_qkv(query, key, value)
     b, t, n, h = _checks.static_shape(query)
     if hasattr(score_mod, "check_heads"):
         score_mod.check_heads(n)
+    if hasattr(mask_mod, "check_lengths"):
+        q_end = q_offset + t if _checks.is_int(q_offset) and t is not None else None
+        mask_mod.check_lengths(b, q_end, key.shape[1])
     if isinstance(score_mod, terms.SoftCap) and logit_soft_cap is None:
         # The same function, run where the chunked backward knows its derivative.
         score_mod, logit_soft_cap = None, score_mod.cap
     target = (b, n, t, key.shape[1])
     if mask is not None:
-        mask = ops.convert_to_tensor(mask)
+        mask = _checks.as_tensor("mask", mask, "a boolean")
         _checks.check_mask_dtype(mask)
         _checks.check_broadcast("mask", mask, target)
         if backend.standardize_dtype(mask.dtype) != "bool":
@@ -114,7 +118,7 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
     out_dtype = result_dtype(query, key, value)
     compute_dtype = "float64" if out_dtype == "float64" else "float32"
     if bias is not None:
-        bias = ops.convert_to_tensor(bias)
+        bias = _checks.as_tensor("bias", bias)
         _checks.check_bias_dtype(bias)
         _checks.check_broadcast("bias", bias, target)
         bias = _rank4(ops.cast(bias, compute_dtype))
@@ -163,7 +167,10 @@ def relative_terms(plan, buckets, key_table, value_table, bias_table):
 def _table(name, table, plan, shapes):
     if table is None:
         return None
-    table = ops.cast(ops.convert_to_tensor(table), plan.compute_dtype)
+    table = _checks.as_tensor(name, table)
+    if not backend.is_float_dtype(table.dtype):
+        raise TypeError(f"`{name}` must be a floating tensor. Received dtype {table.dtype}.")
+    table = ops.cast(table, plan.compute_dtype)
     if tuple(table.shape) not in shapes:
         expected = " or ".join(str(s) for s in shapes)
         raise ValueError(

@@ -18,9 +18,9 @@ from attnkit.ops.terms import t5_bucket  # noqa: F401
 
 def check_max_wavelength(max_wavelength):
     if (isinstance(max_wavelength, bool) or not isinstance(max_wavelength, numbers.Real)
-            or max_wavelength <= 1):
+            or not max_wavelength > 1 or max_wavelength == float("inf")):
         raise ValueError(
-            "`max_wavelength` must be a number > 1. Received: "
+            "`max_wavelength` must be a finite number > 1. Received: "
             f"max_wavelength={max_wavelength!r}."
         )
 

@@ -60,6 +60,10 @@ class MaskMod(_Term):
     def __call__(self, b, h, q_idx, kv_idx):
         raise NotImplementedError(f"{type(self).__name__} must implement __call__.")
 
+    def check_lengths(self, batch, q_end, kv_len):
+        """Refuses a call it cannot serve: `batch` rows, queries up to
+        absolute position `q_end`, `kv_len` keys (each None when unknown)."""
+
 
 @_register
 class ScoreMod(_Term):
@@ -139,6 +143,16 @@ class PaddingMask(MaskMod):
             return kv_idx < ops.take(self.lengths, b)
         return self._lookup(b, kv_idx)
 
+    def check_lengths(self, batch, q_end, kv_len):
+        if self.lengths is not None:
+            _check_rows("lengths", self.lengths, batch, exactly=True)
+            return
+        _check_rows("mask", self.mask, batch)
+        if kv_len is not None and self.mask.shape[1] is not None and self.mask.shape[1] != kv_len:
+            raise ValueError(
+                f"`mask` must have one entry per key: (B, S) with S={kv_len}. "
+                f"Received: mask.shape={tuple(self.mask.shape)}.")
+
     def get_config(self):
         return {"mask": _to_list("mask", self.mask), "lengths": _to_list("lengths", self.lengths)}
 
@@ -165,6 +179,10 @@ class PrefixLMMask(MaskMod):
             prefix = ops.take(prefix, b)
         return ops.logical_or(kv_idx < prefix, q_idx >= kv_idx)
 
+    def check_lengths(self, batch, q_end, kv_len):
+        if not isinstance(self.prefix_length, int):
+            _check_rows("prefix_length", self.prefix_length, batch, exactly=True)
+
     def get_config(self):
         prefix = self.prefix_length
         return {"prefix_length": prefix if isinstance(prefix, int)
@@ -177,7 +195,9 @@ class DocumentMask(MaskMod):
 
     `segment_ids` `(B, L)` gives the document of each absolute query
     position; `kv_segment_ids` `(B, S)` that of each key (default: the same
-    table, for self-attention). Positions past a table's end are hidden.
+    table, for self-attention). A call whose queries or keys reach past a
+    table's end raises a `ValueError` (when the lengths are known at trace
+    time); a call with a traced query offset hides positions past the end.
     """
 
     def __init__(self, segment_ids, kv_segment_ids=None):
@@ -196,6 +216,20 @@ class DocumentMask(MaskMod):
         same = ops.equal(q_doc, kv_doc)
         return ops.logical_and(same, ops.logical_and(q_in, kv_in))
 
+    def check_lengths(self, batch, q_end, kv_len):
+        kv_name = "segment_ids" if self.kv_segment_ids is None else "kv_segment_ids"
+        kv_table = self.segment_ids if self.kv_segment_ids is None else self.kv_segment_ids
+        for name, table, needed, what in (
+                ("segment_ids", self.segment_ids, q_end, "query positions"),
+                (kv_name, kv_table, kv_len, "keys")):
+            rows, length = table.shape
+            if needed is not None and length is not None and length < needed:
+                raise ValueError(
+                    f"`{name}` has {length} entries per row but this call has "
+                    f"{needed} {what}: every position needs a document id. "
+                    f"Received: {name}.shape={tuple(table.shape)}.")
+            _check_rows(name, table, batch)
+
     def get_config(self):
         return {"segment_ids": _to_list("segment_ids", self.segment_ids),
                 "kv_segment_ids": _to_list("kv_segment_ids", self.kv_segment_ids)}
@@ -211,6 +245,11 @@ class _Combined(MaskMod):
                 f"{_NAMES[type(self).__name__]} takes one or more mask functions. "
                 f"Received: {mask_mods!r}.")
         self.mask_mods = mask_mods
+
+    def check_lengths(self, batch, q_end, kv_len):
+        for mask_mod in self.mask_mods:
+            if hasattr(mask_mod, "check_lengths"):
+                mask_mod.check_lengths(batch, q_end, kv_len)
 
     def __call__(self, b, h, q_idx, kv_idx):
         result = ops.cast(self.mask_mods[0](b, h, q_idx, kv_idx), "bool")
@@ -502,8 +541,30 @@ def deserialize_term(config):
     return keras.saving.deserialize_keras_object(config)
 
 
+def _check_rows(name, table, batch, exactly=False):
+    """A table read at the batch index must have B rows (or 1, unless `exactly`)."""
+    rows = table.shape[0]
+    allowed = (batch,) if exactly else (1, batch)
+    if batch is not None and rows is not None and rows not in allowed:
+        expected = f"B={batch}" if exactly else f"1 or B={batch}"
+        raise ValueError(
+            f"`{name}` must have {expected} rows, one per batch row. Received: "
+            f"{name}.shape={tuple(table.shape)}.")
+
+
 def _table(name, x, rank):
-    x = ops.convert_to_tensor(x)
+    if isinstance(x, (list, tuple)):
+        try:
+            x = np.asarray(x)
+        except ValueError as error:  # rows of different lengths
+            raise ValueError(
+                f"`{name}` must be a rectangular table of rank {rank}; its rows "
+                f"have different lengths. Received: {x!r}.") from error
+        if x.dtype == object:
+            raise ValueError(
+                f"`{name}` must be a rectangular table of rank {rank}; its rows "
+                f"have different lengths. Received: {x.tolist()!r}.")
+    x = _checks.as_tensor(name, x, "a numeric")
     _checks.check_rank(name, x, rank)
     return x
 

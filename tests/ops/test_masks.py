@@ -125,7 +125,7 @@ def test_alibi_slopes_follow_the_paper(n, expected):
     (lambda: ak.document_mask(SEGMENTS[0]), ValueError, "`segment_ids` must have rank 2"),
     (lambda: ak.and_masks(), TypeError, "one or more"),
     (lambda: ak.or_masks(ak.causal_mask(), 3), TypeError, "one or more"),
-    (lambda: ak.soft_cap(0), ValueError, "`cap` must be a positive"),
+    (lambda: ak.soft_cap(0), ValueError, "`cap` must be a finite positive"),
     (lambda: ak.alibi_slopes(0), ValueError, "`num_heads` must be a positive"),
 ])
 def test_builders_reject_bad_arguments(call, error, message):
