@@ -22,12 +22,22 @@ class _Parser(argparse.ArgumentParser):
         raise CommandError(message)
 
 
+def _version():
+    import keras
+
+    import attnkit
+
+    return (f"attnkit {attnkit.__version__} (keras {keras.__version__}, "
+            f"backend {keras.backend.backend()})")
+
+
 class CommandError(Exception):
     """A user error: reported on one line."""
 
 
 def _parser():
     parser = _Parser(prog="attnkit", description="The attention toolkit for Keras 3.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser("demo", help="learn to read dates in five languages")
     demo.add_argument("--model", default="rnn", choices=["rnn", "transformer"])
@@ -68,6 +78,21 @@ def main(argv=None):
         return 2
 
 
+def _require(module, extra, what):
+    """Fails at once, naming the extra to install, if `module` is missing:
+    before minutes of training, not after them."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ImportError:  # a broken installation counts as none
+        found = False
+    if not found:
+        raise CommandError(
+            f"{what} needs {module}, which is not installed: "
+            f"pip install 'attnkit[{extra}]'")
+
+
 def _encode(pairs, source_vocab, target_vocab, length):
     import numpy as np
 
@@ -87,6 +112,7 @@ def _demo(args):
     for name in ("epochs", "train", "test", "units"):
         if getattr(args, name) <= 0:
             raise CommandError(f"--{name} must be positive, got {getattr(args, name)}")
+    _require("matplotlib", "plot", "attnkit demo (it draws attention.png)")
     import keras
 
     from attnkit.datasets import dates
@@ -182,6 +208,7 @@ def _load(model_path):
         raise CommandError(f"no model file at {path}")
     if not vocab_path.is_file():
         raise CommandError(f"no vocabulary {vocab_path} beside the model (attnkit demo writes both)")
+    _check_archive(path)
     import keras
 
     import attnkit  # noqa: F401  registers the attnkit layers for loading
@@ -194,10 +221,35 @@ def _load(model_path):
     return model, Vocabulary(vocab["source"]), Vocabulary(vocab["target"]), vocab["length"]
 
 
+def _check_archive(path):
+    """Says what is wrong with a file that is not a keras model archive."""
+    import zipfile
+
+    if path.suffix != ".keras":
+        raise CommandError(f"cannot load {path}: a model file ends in .keras")
+    if not zipfile.is_zipfile(path):
+        raise CommandError(
+            f"cannot load {path}: it is not a .keras archive (a zip file); it may be "
+            f"truncated or overwritten ({path.stat().st_size} bytes)")
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        broken = archive.testzip()
+    if broken is not None:
+        raise CommandError(
+            f"cannot load {path}: the archive is corrupt ({broken} fails its checksum)")
+    missing = {"config.json", "model.weights.h5"} - names
+    if missing:
+        raise CommandError(
+            f"cannot load {path}: a .keras archive holds config.json and "
+            f"model.weights.h5; this one lacks {', '.join(sorted(missing))}")
+
+
 def _translate(args):
     text = args.text.strip()
     if not text:
         raise CommandError("the text to translate is empty")
+    if args.plot:
+        _require("matplotlib", "plot", "--plot")
     model, src_vocab, tgt_vocab, length = _load(args.model)
     try:
         ids = src_vocab.encode(text, length=length)
@@ -226,6 +278,7 @@ def _names(flag, text, allowed):
 
 
 def _bench(args):
+    _require("matplotlib", "plot", "attnkit bench (it draws results.png)")
     from attnkit import benchmarks
 
     backends = _names("--backends", args.backends, benchmarks.BACKENDS)

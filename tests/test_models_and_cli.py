@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -176,16 +177,53 @@ def test_translate_prints_one_line_and_plots(demo_dir, tmp_path):
     (["translate", "--model", "/nonexistent/model.keras", "1 May 2020"], "no model file"),
     (["translate", "--model", "{demo}/model.keras", "   "], "empty"),
     (["translate", "--model", "{demo}/model.keras", "3 März ☃ 2021"], "outside the vocabulary"),
-    (["translate", "--model", "{corrupt}", "1 May 2020"], "cannot load"),
+    (["translate", "--model", "{corrupt}", "1 May 2020"], "not a .keras archive (a zip file)"),
+    (["translate", "--model", "{emptyzip}", "1 May 2020"], "lacks config.json, model.weights.h5"),
 ])
 def test_bad_input_gives_one_error_line(args, message, demo_dir, tmp_path):
+    import zipfile
+
     out, _ = demo_dir
     corrupt = tmp_path / "model.keras"
     corrupt.write_bytes(b"not a zip file")
     (tmp_path / "model.vocab.json").write_text((out / "model.vocab.json").read_text())
-    args = [a.format(demo=out, corrupt=corrupt) for a in args]
+    emptyzip = tmp_path / "empty" / "model.keras"
+    emptyzip.parent.mkdir()
+    with zipfile.ZipFile(emptyzip, "w") as archive:
+        archive.writestr("metadata.json", "{}")
+    (emptyzip.parent / "model.vocab.json").write_text((out / "model.vocab.json").read_text())
+    args = [a.format(demo=out, corrupt=corrupt, emptyzip=emptyzip) for a in args]
     run = attnkit_cli(*args)
     assert run.returncode == 2
     errors = [line for line in run.stderr.splitlines() if line.startswith("attnkit: error:")]
     assert len(errors) == 1 and message in errors[0], run.stderr[-2000:]
     assert "Traceback" not in run.stderr
+
+
+def test_version_names_attnkit_keras_and_the_backend():
+    import attnkit
+
+    run = attnkit_cli("--version")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == (f"attnkit {attnkit.__version__} (keras {keras.__version__}, "
+                                  f"backend {keras.backend.backend()})")
+
+
+def test_missing_optional_dependency_is_named_before_any_work(tmp_path):
+    """Without matplotlib, `demo` stops at once and names the extra."""
+    blocker = tmp_path / "sitecustomize.py"  # hides matplotlib from this run
+    blocker.write_text(
+        "import importlib.abc, sys\n"
+        "class Hide(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'matplotlib':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Hide())\n")
+    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    start = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "attnkit.cli", "demo", "--out", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "pip install 'attnkit[plot]'" in run.stderr and "Traceback" not in run.stderr
+    assert time.perf_counter() - start < 60  # no training first
