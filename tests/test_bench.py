@@ -44,7 +44,10 @@ def test_targets_and_choice_table_read_the_rows():
         _row("jax", "ops", "attnkit", 2048, "fwd", ms=10.0, impl="math", peak_fraction=0.8),
         _row("jax", "ops", "attnkit:math", 2048, "fwd", ms=10.0),
         _row("jax", "ops", "attnkit:chunked", 2048, "fwd", ms=8.0),
-        _row("jax", "memory:ops", "attnkit", 4096, "fwd+bwd", ms=1.0, memory=120.0),
+        # the eager row of the same case (first here) is not the one target 3 reads
+        _row("jax", "memory:ops", "attnkit:chunked", 4096, "fwd+bwd eager", ms=1.0,
+             memory=900.0),
+        _row("jax", "memory:ops", "attnkit:chunked", 4096, "fwd+bwd", ms=1.0, memory=120.0),
         _row("jax", "decoding", "cached", 256, "decode", ms=100.0),
         _row("jax", "decoding", "recompute", 256, "decode", ms=700.0),
     ]
@@ -53,7 +56,7 @@ def test_targets_and_choice_table_read_the_rows():
     assert found[(1, "MHA fwd+bwd L=1024 B=8")] == ("1.50x", True)
     assert found[(1, "MHA")] == ("0.91x", False)  # forward is slower at 1024
     assert found[(2, "ops.attention fwd L=2048")] == ("80%", True)
-    assert found[(3, "fwd+bwd L=4096 B=1 N=8 H=64")] == ("120", True)
+    assert found[(3, "chunked fwd+bwd L=4096 B=1 N=8 H=64")] == ("120", True)
     assert found[(5, "greedy decoding")] == ("7.0x", True)
     # No relative rows: those targets are not run, neither met nor missed.
     assert found[(4, "Shaw L=2048 B=8")] == ("-", None)

@@ -72,8 +72,8 @@ def test_readme_example_runs_and_computes_what_it_says(marker, tmp_path):
         want, _ = ref.mha(layer, x, x, causal=True, bias=dense_bias(layer, t)[None])
         np.testing.assert_allclose(outs[implementation], want, rtol=1e-4, atol=1e-4)
     assert attnkit.ops.explain(
-        np.zeros((1, 4096, 4, 16), "float32"), np.zeros((1, 4096, 4, 16), "float32"),
-        np.zeros((1, 4096, 4, 16), "float32"), is_causal=True,
+        np.zeros((1, 8192, 4, 16), "float32"), np.zeros((1, 8192, 4, 16), "float32"),
+        np.zeros((1, 8192, 4, 16), "float32"), is_causal=True,
         **({"score_mod": cls(0.1)} if marker == "my_terms" else
            {"buckets": attnkit.ops.ClippedBuckets(8),
             "bias_table": np.zeros((17, 4), "float32")})).implementation == "chunked"

@@ -185,8 +185,8 @@ def shaw_layers(batch, length, clip=16):
     return x, layer, gather
 
 
-# Relative self-attention through the layer, for the memory suite: every
-# term computed by the core (chunked, with the recomputing backward).
+# Relative self-attention through the layer on the chunked path, for the
+# memory suite: every term computed by the core, recomputed in the backward.
 POSITION_LAYERS = {
     "attnkit MHA": lambda: None,  # the layer's own cost, for comparison
     "attnkit MHA Shaw": lambda: attnkit.layers.ShawRelativePosition(16, use_values=True),
@@ -199,7 +199,7 @@ def position_layer(batch, length, competitor):
     """(x, causal self-attention fn, its variables) for a POSITION_LAYERS case."""
     x = _rng_tensor((batch, length, HEADS * HEAD_DIM))
     layer = attnkit.layers.MultiHeadAttention(
-        HEADS, HEAD_DIM, position=POSITION_LAYERS[competitor]())
+        HEADS, HEAD_DIM, position=POSITION_LAYERS[competitor](), implementation="chunked")
     layer(x[:1, :8], x[:1, :8])
     return x, (lambda x: layer(x, x, use_causal_mask=True)), layer.trainable_variables
 

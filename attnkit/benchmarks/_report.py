@@ -91,8 +91,9 @@ def targets(rows):
                 {b: _fmt(None if v is None else 100 * v, ".0f") + "%" for b, v in fraction.items()},
                 met))
     memory = per_backend(lambda b: _one(rows, "memory_mib", backend=b, suite="memory:ops",
-                                        competitor="attnkit", length=4096))
-    out.append((3, "fwd+bwd L=4096 B=1 N=8 H=64: extra MiB (<= 150)",
+                                        competitor="attnkit:chunked", length=4096,
+                                        passes="fwd+bwd"))
+    out.append((3, "chunked fwd+bwd L=4096 B=1 N=8 H=64: extra MiB (<= 150)",
                 {b: _fmt(v, ".0f") for b, v in memory.items()},
                 all(v is not None and v <= 150 for v in memory.values())))
     long_run = per_backend(lambda b: _one(rows, "ms", backend=b, suite="memory:ops",

@@ -22,6 +22,25 @@ def projection_equation(free_dims, bound_dims, output_dims):
     return f"{free}{bound},{bound}{out}->{free}{out}", out, free_dims + output_dims
 
 
+def attention_equations(rank, axes):
+    """keras's einsum equations for attention over `axes` of rank-`rank`
+    projected tensors `(B, <dims>, heads, H)`: (query-key dot product, weights
+    times values). The layer computes through `attnkit.ops`; these are for
+    code written against keras's layer that reads its `_dot_product_equation`
+    or `_combine_equation`."""
+    letters = string.ascii_lowercase
+    target = letters[:rank]
+    source = list(target)
+    fresh = iter(letters[rank:])
+    for i in sorted(axes):
+        source[i] = next(fresh)
+    source = "".join(source)
+    batch = [i for i in range(rank - 1) if i not in axes]  # the heads axis included
+    product = "".join([target[i] for i in batch] + [target[i] for i in axes]
+                      + [source[i] for i in axes])
+    return f"{source},{target}->{product}", f"{product},{source}->{target}"
+
+
 def output_spec_shape(rank, last_dims):
     return [None] * (rank - len(last_dims)) + list(last_dims)
 

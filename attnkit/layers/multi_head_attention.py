@@ -228,6 +228,8 @@ class MultiHeadAttention(keras.layers.Layer):
         axes = self._config_attention_axes or tuple(range(1, rank - 2))
         self._attention_axes = tuple(a if a >= 0 else rank - 1 + a for a in axes)
         self._single_axis = rank == 4 and self._attention_axes == (1,)
+        self._dot_product_equation, self._combine_equation = M.attention_equations(
+            rank, self._attention_axes)
         if not self._single_axis and (self.position is not None or self._sliding_window):
             raise ValueError(
                 "`position` and `sliding_window` need attention over one "

@@ -6,12 +6,15 @@ side by side in one run; the README's Benchmarks section has the tables.
 
 # When `implementation=None` goes chunked, per backend: from this many keys
 # on, or above this many score elements (B * N * T * S). On JAX the blocks
-# win from 1024 keys (XLA:CPU maps fresh pages for every large buffer); on
-# TensorFlow the math path (with TensorFlow's fused softmax) is fastest, and
-# from 4096 keys the blocks bound memory (at 4096 keys, B = 1, training adds
-# about 100 MiB instead of 1.5 GiB, for 1.7-2x the time). PyTorch takes its
-# SDPA kernel whenever it can, and blocks past 2^24 elements when it cannot.
-CHUNK_FROM_KEYS = {"tensorflow": 4096, "jax": 1024, "torch": 4096}
+# win from 1024 keys (XLA:CPU maps fresh pages for every large buffer). On
+# TensorFlow the math path (with TensorFlow's fused softmax) is fastest up
+# to 4096 keys and faster than keras there (MultiHeadAttention, L = 4096,
+# B = 2: 1.06x keras forward+backward; the blocks would take 1.5x keras's
+# time for 60 instead of ~1500 MiB), so the blocks start past it, or past
+# 2^28 elements. PyTorch takes its SDPA kernel whenever it can, and blocks
+# past 2^24 elements when it cannot. `implementation="chunked"` asks for
+# the blocks at any size.
+CHUNK_FROM_KEYS = {"tensorflow": 8192, "jax": 1024, "torch": 4096}
 CHUNK_THRESHOLD = {"tensorflow": 1 << 28, "jax": 1 << 26, "torch": 1 << 24}
 
 # Where every key is visible and every logit finite, the framework's softmax

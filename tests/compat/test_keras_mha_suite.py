@@ -47,3 +47,18 @@ def test_the_substitution_is_in_place():
         case.tearDown()
     assert isinstance(layer, attnkit.layers.MultiHeadAttention)
     assert keras_layers.MultiHeadAttention is not attnkit.layers.MultiHeadAttention
+
+
+def test_keras_einsum_equations_are_there_for_code_that_reads_them():
+    """Code written against keras's layer (KerasHub's tests among it) reads
+    `_dot_product_equation` and `_combine_equation` after build."""
+    import keras
+
+    for shape, axes in [((2, 5, 8), None), ((2, 3, 5, 8), (1,)), ((2, 3, 5, 8), (2,)),
+                        ((2, 3, 4, 5, 8), (1, 3))]:
+        theirs = keras.layers.MultiHeadAttention(2, 4, attention_axes=axes)
+        ours = attnkit.layers.MultiHeadAttention(2, 4, attention_axes=axes)
+        for layer in (theirs, ours):
+            layer.build(shape, shape)
+        assert (ours._dot_product_equation, ours._combine_equation) == \
+            (theirs._dot_product_equation, theirs._combine_equation)

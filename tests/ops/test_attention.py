@@ -147,8 +147,8 @@ def test_explain_reports_choice_and_reasons():
 
 
 def test_large_inputs_choose_a_memory_lean_path():
-    q = np.zeros((1, 4096, 2, 4), "float32")
-    kv = np.zeros((1, 4096, 2, 4), "float32")
+    q = np.zeros((1, 8192, 2, 4), "float32")
+    kv = np.zeros((1, 8192, 2, 4), "float32")
     why = ak.explain(q, kv, kv)
     assert why.implementation in ("chunked", "fused")
     assert why.implementation == "fused" or "elements" in why.reason
