@@ -107,30 +107,32 @@ def as_tensor(name, x, kind="a floating"):
             f"({error}).") from error
 
 
-def check_layer_inputs(tensors, masks=()):
-    """Checks a layer's call arguments before keras's own call machinery sees
-    them: `tensors` (name -> value, None allowed only where the name ends in
-    "?") must be floating tensors, `masks` (name -> value or None) numeric or
-    boolean ones. Raises a TypeError naming the argument."""
-    for name, x in tensors.items():
+def check_layer_call(args, kwargs, tensors, keyword_tensors=(), masks=()):
+    """Checks a layer call's arguments before keras's own call machinery sees
+    them (it would fail on None, strings or arrays of strings with its own
+    message). `tensors` names the leading call arguments, in order (given
+    by position or keyword), `keyword_tensors` others read from `kwargs`;
+    each must be a floating tensor, and may be None only where its name ends
+    in "?". `masks` (read from `kwargs`) must be boolean or numeric when
+    given. Raises a TypeError naming the argument."""
+    given = {**kwargs, **dict(zip((t.rstrip("?") for t in tensors), args))}
+    for name in tuple(tensors) + tuple(keyword_tensors):
         optional = name.endswith("?")
         name = name.rstrip("?")
+        x = given.get(name)
         if x is None:
             if optional:
                 continue
             raise TypeError(f"`{name}` must be a tensor. Received: {name}=None.")
         dtype = getattr(x, "dtype", None)
-        if dtype is None or isinstance(x, str):
-            x = as_tensor(name, x)
-            dtype = x.dtype
-        if isinstance(dtype, np.dtype) and not _numeric(dtype):
-            as_tensor(name, x)  # raises, naming it
+        if dtype is None or not _numeric(dtype):
+            dtype = as_tensor(name, x).dtype  # raises on what is not numeric
         if not backend.is_float_dtype(backend.standardize_dtype(dtype)):
             raise TypeError(
                 f"`{name}` must be a floating tensor. Received dtype {dtype}.")
-    for name, x in dict(masks).items():
-        if x is not None:
-            as_tensor(name, x, "a boolean or numeric")
+    for name in masks:
+        if given.get(name) is not None:
+            as_tensor(name, given[name], "a boolean or numeric")
 
 
 def check_qkv(query, key, value):

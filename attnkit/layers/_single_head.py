@@ -41,12 +41,8 @@ class SingleHeadAttention(keras.layers.Layer):
         """Creates the layer's weights for D = query_dim, Dk = key_dim."""
 
     def __call__(self, *args, **kwargs):
-        named = dict(zip(("query", "value", "key"), args))
-        _checks.check_layer_inputs(
-            {"query": named.get("query", kwargs.get("query")),
-             "value": named.get("value", kwargs.get("value")),
-             "key?": named.get("key", kwargs.get("key"))},
-            {m: kwargs.get(m) for m in ("query_mask", "value_mask", "attention_mask")})
+        _checks.check_layer_call(args, kwargs, ("query", "value", "key?"),
+                                 masks=("query_mask", "value_mask", "attention_mask"))
         return super().__call__(*args, **kwargs)
 
     def call(self, query, value, key=None, query_mask=None, value_mask=None,

@@ -276,9 +276,9 @@ class MultiHeadAttention(keras.layers.Layer):
         )
 
     def __call__(self, *args, **kwargs):
-        _check_call(args, kwargs, ("query", "value", "key?"),
-                    ("query_mask", "value_mask", "key_mask", "attention_mask"),
-                    ("attention_bias?", "cache?"))
+        _checks.check_layer_call(
+            args, kwargs, ("query", "value", "key?"), ("attention_bias?", "cache?"),
+            ("query_mask", "value_mask", "key_mask", "attention_mask"))
         return super().__call__(*args, **kwargs)
 
     def call(self, query, value, key=None, query_mask=None, value_mask=None,
@@ -318,7 +318,8 @@ class MultiHeadAttention(keras.layers.Layer):
             # A subclass overriding keras's documented override point gets
             # keras's arguments: the causal mask folded into one bool mask.
             if use_causal_mask:
-                causal = _causal_mask(ops.shape(q)[1], ops.shape(k)[1], offset)
+                causal = ak.materialize_mask(ak.causal_mask(), 1, 1, ops.shape(q)[1],
+                                             ops.shape(k)[1], q_offset=offset)
                 mask = causal if mask is None else ops.logical_and(mask, causal)
             if bias is not None:
                 raise ValueError(
@@ -543,28 +544,10 @@ class MultiHeadAttention(keras.layers.Layer):
         return config
 
 
-def _check_call(args, kwargs, tensors, masks, extra=()):
-    """A layer call's tensors, checked before keras's call machinery (which
-    would fail on None, strings or arrays of strings with its own message)."""
-    named = dict(zip((t.rstrip("?") for t in tensors), args))
-    found = {}
-    for name in tensors + tuple(extra):
-        key = name.rstrip("?")
-        if key in named or key in kwargs or not name.endswith("?"):
-            found[name] = named.get(key, kwargs.get(key))
-    _checks.check_layer_inputs(found, {m: kwargs.get(m) for m in masks})
-
-
 _FLASH_SCORES = (
     "Returning attention scores is not supported when flash attention is "
     "enabled. Please disable flash attention to access attention scores. "
     "(With flash_attention=None, attnkit returns them from its math path.)")
-
-
-def _causal_mask(t, s, offset):
-    """(1, 1, T, S) bool: query i (at offset + i) sees keys j <= offset + i."""
-    rows = ops.arange(t, dtype="int32")[:, None] + ops.cast(offset, "int32")
-    return (rows >= ops.arange(s, dtype="int32")[None, :])[None, None]
 
 
 def _check_fusable(position, score_mod, logit_soft_cap, implementation):
