@@ -99,6 +99,18 @@ def table_axes(table):
     return "rh" if len(table.shape) == 2 else "rnh"
 
 
+def relative_rows(plan, q):
+    """The relative rows of a query block q (B, t, N, H) -> (B, N, t, R)."""
+    rel = plan.relative
+    b, t, n, _ = dims(q)
+    rows = rel.bias
+    if rel.key_table is not None:
+        heads = table_axes(rel.key_table)
+        keys = ops.einsum(f"btnh,{heads}->bntr", q, rel.key_table) * plan.scale
+        rows = keys if rows is None else keys + rows
+    return ops.broadcast_to(rows, (b, n, t, rel.num_buckets))
+
+
 def relative_values(plan, bucket_weights):
     """bucket_weights (B, N, t, R) @ value_table -> (B, N, t, Hv)."""
     table = plan.relative.value_table
@@ -191,19 +203,18 @@ def block_visibility(plan, batch, q_start, t, kv_start, s, *, mask=None,
 
 
 def block_scores(plan, q, k, *, q_start=0, kv_start=0, mask=None, bias=None,
-                 kv_limit=None, one_hot=None):
+                 kv_limit=None, one_hot=None, rows=None):
     """Logits (B, N, t, s) in the compute dtype and visibility (bool or None).
 
     `mask` and `bias` are the plan's tensors already cut to this block;
-    `one_hot` is this block's relative buckets (see `with_block_buckets`).
+    `one_hot` is this block's relative buckets (see `with_block_buckets`),
+    `rows` the query block's `relative_rows` where the caller has them.
     """
     logits = block_logits(plan, q, k)
     batch, _, t, s = dims(logits)
-    if one_hot is not None:  # relative positions: rows[i, bucket_ij]
-        rows = plan.relative.rows
-        if rows.shape[2] != t:
-            rows = ops.slice(rows, [0, 0, q_start, 0], [dims(rows)[0], dims(rows)[1], t,
-                                                         dims(rows)[3]])
+    if one_hot is not None and plan.relative.has_rows:  # rows[i, bucket_ij]
+        if rows is None:
+            rows = relative_rows(plan, q)
         logits = logits + bucket_rows(rows, one_hot)
     if bias is not None:
         logits = logits + bias

@@ -124,12 +124,10 @@ def chunked_attention(plan):
 
 
 def _differentiable(plan):
-    """The plan's tensors that gradients flow to: q, k, v (, rows (, table))."""
+    """The plan's tensors that gradients flow to: q, k, v (, relative tables)."""
     inputs = [plan.query, plan.key, plan.value]
     if plan.relative is not None:
-        inputs.append(plan.relative.rows)
-        if plan.relative.value_table is not None:
-            inputs.append(plan.relative.value_table)
+        inputs += plan.relative.tensors()
     return inputs
 
 
@@ -138,8 +136,7 @@ def _with_inputs(plan, inputs):
     query, key, value, *rest = inputs
     relative = plan.relative
     if relative is not None:
-        relative = dataclasses.replace(
-            relative, rows=rest[0], value_table=rest[1] if len(rest) > 1 else None)
+        relative = relative.with_tensors(rest)
     return dataclasses.replace(plan, query=query, key=key, value=value, relative=relative)
 
 
@@ -187,9 +184,6 @@ def _forward(plan):
             mask = ops.pad(mask, cols, constant_values=True)
         if bias is not None and bias.shape[2] != 1:
             bias = ops.pad(bias, cols)
-        if plan.relative is not None:
-            plan = dataclasses.replace(plan, relative=dataclasses.replace(
-                plan.relative, rows=ops.pad(plan.relative.rows, cols)))
     b, t_padded, n, _ = _blocks.dims(query)
     dtype = plan.compute_dtype
 
@@ -236,6 +230,9 @@ def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
     hv = value.shape[-1]
     dtype = plan.compute_dtype
     relative_values = plan.relative is not None and plan.relative.value_table is not None
+    rows = None
+    if plan.relative is not None and plan.relative.has_rows:
+        rows = _blocks.relative_rows(plan, q)  # (B, N, t, R), once per query block
 
     def step(i, carry):
         start = _backends.sequential(i, carry[2]) * s_block
@@ -252,7 +249,7 @@ def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
             plan, q, k_blk, q_start=q_start, kv_start=start,
             mask=_cut(mask, 3, start, s_block),
             bias=_cut(bias, 3, start, s_block),
-            kv_limit=kv_limit, one_hot=one_hot,
+            kv_limit=kv_limit, one_hot=one_hot, rows=rows,
         )  # (B, N, t, s)
         if visible is not None:
             logits = ops.where(visible, logits, _blocks.NEG)
@@ -292,7 +289,9 @@ def _backward(plan, out, lse, d_out):
 
     The outer loop walks key blocks, writing their dk and dv in place; the
     inner loop walks query blocks, recomputing p = exp(logits - lse) and
-    adding each block's dq (and relative-bucket sums) in place.
+    adding each block's dq in place. The relative tables' gradients are
+    sums over blocks, carried as they are (each is the size of its table):
+    nothing of size (B, N, T, R) is formed.
     """
     query, rel = plan.query, plan.relative
     t_total, s_total = query.shape[1], plan.key.shape[1]
@@ -305,12 +304,6 @@ def _backward(plan, out, lse, d_out):
     d_out = ops.cast(d_out, dtype)
     # delta_i = sum_j p_ij dp_ij = d_out_i . out_i  (B, N, T, 1)
     delta = ops.transpose(ops.sum(d_out * out, axis=-1, keepdims=True), (0, 2, 1, 3))
-    with_values = rel is not None and rel.value_table is not None
-    # dp_ij gains d_out_i . value_table[bucket_ij]: (B, N, T, R)
-    d_table = None
-    if with_values:
-        heads = _blocks.table_axes(rel.value_table)
-        d_table = ops.einsum(f"btnh,{heads}->bntr", d_out, rel.value_table)
     if q_pad:  # zero rows: a query with no output gradient adds nothing
         rows = [(0, 0), (0, q_pad), (0, 0), (0, 0)]
         query, d_out = ops.pad(query, rows), ops.pad(d_out, rows)
@@ -318,20 +311,12 @@ def _backward(plan, out, lse, d_out):
         lse, delta = ops.pad(lse, cols), ops.pad(delta, cols)
         if mask is not None and mask.shape[2] != 1:
             mask = ops.pad(mask, cols, constant_values=False)
-        if rel is not None:
-            plan = dataclasses.replace(
-                plan, relative=dataclasses.replace(rel, rows=ops.pad(rel.rows, cols)))
-        if d_table is not None:
-            d_table = ops.pad(d_table, cols)
     cap = plan.logit_soft_cap
-    b, t_padded, n = _blocks.dims(query)[:3]
-    acc = [ops.zeros(ops.shape(query), dtype=dtype)]  # dq (B, T, N, H)
-    if rel is not None:  # d rows, then the bucket weights (B, N, T, R)
-        acc += [ops.zeros((b, n, t_padded, rel.num_buckets), dtype=dtype)
-                for _ in range(1 + with_values)]  # distinct buffers: written in place
+    tables = [] if rel is None else rel.tensors()
+    d_tables = [ops.zeros(ops.shape(x), dtype=dtype) for x in tables]
 
     def key_block(j, carry):
-        d_key, d_value, *acc = carry
+        d_key, d_value, d_query, *d_tables = carry
         kv_start = _backends.sequential(j, d_key) * s_block
         k_blk = _cut(key, 1, kv_start, s_block)
         v_blk = _cut(value, 1, kv_start, s_block)
@@ -344,7 +329,7 @@ def _backward(plan, out, lse, d_out):
                 lambda one_hot: update(start, carry, one_hot))
 
         def update(start, carry, one_hot):
-            d_k, d_v, *acc = carry
+            d_k, d_v, d_query, *d_tables = carry
             q_blk = _cut(query, 1, start, t_block)
             do_blk = _cut(d_out, 1, start, t_block)
             logits, visible = _blocks.block_scores(
@@ -360,10 +345,14 @@ def _backward(plan, out, lse, d_out):
             if visible is not None:
                 p = ops.where(visible, p, 0.0)
             d_v = d_v + _blocks.weighted_queries(plan, p, do_blk)
-            p_sums = _blocks.bucket_sums(p, one_hot) if with_values else None
+            p_sums = None  # sum_j p_ij [bucket_ij = r]  (B, N, t, R)
+            if rel is not None and rel.value_table is not None:
+                p_sums = _blocks.bucket_sums(p, one_hot)
             d_p = _blocks.head_dots(plan, do_blk, v_blk)
-            if with_values:
-                d_p = d_p + _blocks.bucket_rows(_cut(d_table, 2, start, t_block), one_hot)
+            if p_sums is not None:  # dp_ij gains d_out_i . value_table[bucket_ij]
+                heads = _blocks.table_axes(rel.value_table)
+                d_p = d_p + _blocks.bucket_rows(
+                    ops.einsum(f"btnh,{heads}->bntr", do_blk, rel.value_table), one_hot)
             d_s = p * (d_p - _cut(delta, 2, start, t_block))
             p = d_p = None
             if cap is not None:  # d/dx c tanh(x / c) = 1 - tanh(x / c)^2
@@ -372,42 +361,58 @@ def _backward(plan, out, lse, d_out):
             # d_s is the gradient of the unscaled relative rows; the scale of
             # q . k goes on the (much smaller) products with q and k.
             d_k = d_k + _blocks.weighted_queries(plan, d_s, q_blk) * plan.scale
-            updates = [ops.transpose(_blocks.weighted_values(plan, d_s, k_blk) * plan.scale,
-                                     (0, 2, 1, 3))]
+            d_q = _blocks.weighted_values(plan, d_s, k_blk)  # (B, N, t, H)
             if rel is not None:
-                updates.append(_blocks.bucket_sums(d_s, one_hot))
-            if with_values:
-                updates.append(p_sums)
-            acc = [_add_rows(a, u, axis=1 if which == 0 else 2, start=start)
-                   for which, (a, u) in enumerate(zip(acc, updates))]
-            return (d_k, d_v, *acc)
+                d_rows = _blocks.bucket_sums(d_s, one_hot) if rel.has_rows else None
+                d_q, d_tables = _table_grads(plan, d_q, d_tables, d_rows, p_sums,
+                                             q_blk, do_blk)
+            d_query = _add_rows(d_query, ops.transpose(d_q * plan.scale, (0, 2, 1, 3)),
+                                axis=1, start=start)
+            return (d_k, d_v, d_query, *d_tables)
 
         init = (ops.zeros(ops.shape(k_blk), dtype=dtype),
-                ops.zeros(ops.shape(v_blk), dtype=dtype), *acc)
+                ops.zeros(ops.shape(v_blk), dtype=dtype), d_query, *d_tables)
         if num_q_blocks == 1:
-            d_k, d_v, *acc = step(0, init)
+            d_k, d_v, d_query, *d_tables = step(0, init)
         else:
-            d_k, d_v, *acc = ops.fori_loop(0, num_q_blocks, step, init)
+            d_k, d_v, d_query, *d_tables = ops.fori_loop(0, num_q_blocks, step, init)
         return (_backends.write(d_key, [0, kv_start, 0, 0], d_k),
-                _backends.write(d_value, [0, kv_start, 0, 0], d_v), *acc)
+                _backends.write(d_value, [0, kv_start, 0, 0], d_v), d_query, *d_tables)
 
     # One loop over key blocks writing dk, dv in place: as a Python loop,
     # TensorFlow kept every block's copy of the accumulators alive.
     init = (ops.zeros(ops.shape(key), dtype=dtype), ops.zeros(ops.shape(value), dtype=dtype),
-            *acc)
+            ops.zeros(ops.shape(query), dtype=dtype), *d_tables)
     if num_kv_blocks == 1:
-        d_key, d_value, *acc = key_block(0, init)
+        d_key, d_value, d_query, *d_tables = key_block(0, init)
     else:
-        d_key, d_value, *acc = ops.fori_loop(0, num_kv_blocks, key_block, init)
-    grads = [_first(acc[0], 1, t_total), _first(d_key, 1, s_total),
-             _first(d_value, 1, s_total)]
-    if rel is not None:
-        grads.append(_first(acc[1], 2, t_total))
-    if with_values:
-        bucket_w = _first(acc[2], 2, t_total)  # sum_j p_ij [bucket_ij = r]
+        d_key, d_value, d_query, *d_tables = ops.fori_loop(0, num_kv_blocks, key_block, init)
+    return (_first(d_query, 1, t_total), _first(d_key, 1, s_total),
+            _first(d_value, 1, s_total), *d_tables)
+
+
+def _table_grads(plan, d_q, d_tables, d_rows, p_sums, q_blk, do_blk):
+    """One block's share of the relative tables' gradients.
+
+    `d_rows` (B, N, t, R) is the gradient of the block's relative rows
+    divided by the scale (the caller scales d_q); `p_sums` the block's
+    weights summed per bucket. Returns d_q (B, N, t, H) with the key
+    table's share added, and the tables' gradients with this block added.
+    """
+    rel = plan.relative
+    grads = iter(d_tables)
+    out = []
+    if rel.key_table is not None:  # rows = scale * q . key_table
+        heads = _blocks.table_axes(rel.key_table)
+        d_q = d_q + ops.einsum(f"bntr,{heads}->bnth", d_rows, rel.key_table)
+        out.append(next(grads) + ops.einsum(f"bntr,btnh->{heads}", d_rows, q_blk) * plan.scale)
+    if rel.bias is not None:  # rows = bias (1, N or 1, 1, R)
+        axes = (0, 2) if rel.bias.shape[1] != 1 else (0, 1, 2)
+        out.append(next(grads) + ops.sum(d_rows, axis=axes, keepdims=True))
+    if rel.value_table is not None:  # out_i += sum_r p_sums_ir value_table[r]
         heads = _blocks.table_axes(rel.value_table)
-        grads.append(ops.einsum(f"bntr,btnh->{heads}", bucket_w, _first(d_out, 1, t_total)))
-    return tuple(grads)
+        out.append(next(grads) + ops.einsum(f"bntr,btnh->{heads}", p_sums, do_blk))
+    return d_q, out
 
 
 def _add_rows(total, update, *, axis, start):

@@ -45,7 +45,8 @@ def _dense_bias(plan):
     s = _blocks.dims(plan.key)[1]
     extra = ops.zeros((1, 1, 1, 1), dtype=plan.compute_dtype)
     if plan.relative is not None:
-        extra = _blocks.bucket_rows(plan.relative.rows, _blocks.block_one_hot(plan, 0, t, 0, s))
+        extra = _blocks.bucket_rows(_blocks.relative_rows(plan, plan.query),
+                                   _blocks.block_one_hot(plan, 0, t, 0, s))
     if plan.score_mod is not None:
         extra = plan.score_mod(extra, *_blocks.indices(plan, b, 0, t, 0, s))
     return extra if bias is None else bias + extra

@@ -17,7 +17,6 @@ from keras import ops
 
 from attnkit import _checks
 from attnkit.ops import _backends
-from attnkit.ops import _blocks
 from attnkit.ops import _fused
 from attnkit.ops import _thresholds
 from attnkit.ops import terms
@@ -29,17 +28,38 @@ class RelativeTerms:
 
     Query `i` and key `j` (absolute positions) fall in bucket
     `buckets(i, j)`; the logits gain `rows[b, n, i, bucket]` and the output
-    gains `sum_j w_ij value_table[bucket]`. Shaw's keys give rows
-    `scale * q_i . key_table[r]`, T5 gives `bias_table[r, n]`.
+    gains `sum_j w_ij value_table[bucket]`. The rows are
+    `scale * q_i . key_table[r]` (Shaw's keys) plus `bias[n, r]` (T5's
+    table); they are formed per block of queries (`_blocks.relative_rows`),
+    never for the whole sequence.
     """
 
     buckets: Any  # an attnkit.ops.terms.RelativeBuckets
-    rows: Any  # (B, N, T, R), compute dtype
+    key_table: Any  # (R, H) or (R, N, H), compute dtype, or None
+    bias: Any  # (1, 1, 1, R) or (1, N, 1, R), compute dtype, or None
     value_table: Any  # (R, Hv) or (R, N, Hv), compute dtype, or None
+
+    TENSORS = ("key_table", "bias", "value_table")
 
     @property
     def num_buckets(self):
         return self.buckets.num_buckets
+
+    @property
+    def has_rows(self):
+        """Whether the term adds to the logits (a key or bias table)."""
+        return self.key_table is not None or self.bias is not None
+
+    def tensors(self):
+        """The term's tensors that gradients flow to, in `TENSORS` order."""
+        return [getattr(self, name) for name in self.TENSORS
+                if getattr(self, name) is not None]
+
+    def with_tensors(self, tensors):
+        """This term reading its tensors from `tensors` (as from `tensors()`)."""
+        tensors = iter(tensors)
+        return dataclasses.replace(self, **{
+            name: next(tensors) for name in self.TENSORS if getattr(self, name) is not None})
 
 
 @dataclasses.dataclass
@@ -152,16 +172,11 @@ def relative_terms(plan, buckets, key_table, value_table, bias_table):
     key_table = _table("key_table", key_table, plan, ((r, h), (r, n, h)))
     value_table = _table("value_table", value_table, plan, ((r, hv), (r, n, hv)))
     bias_table = _table("bias_table", bias_table, plan, ((r,), (r, n)))
-    b, t = _blocks.dims(plan.query)[:2]
-    rows = ops.zeros((1, 1, 1, r), dtype=plan.compute_dtype)
-    if key_table is not None:
-        heads = "rh" if len(key_table.shape) == 2 else "rnh"
-        rows = ops.einsum(f"btnh,{heads}->bntr", plan.query, key_table) * plan.scale
     if bias_table is not None:
         per_head = ops.transpose(bias_table) if len(bias_table.shape) == 2 else bias_table
-        rows = rows + ops.reshape(per_head, (1, -1, 1, r))
-    rows = ops.broadcast_to(rows, (b, n, t, r))  # (B, N, T, R)
-    return RelativeTerms(buckets=buckets, rows=rows, value_table=value_table)
+        bias_table = ops.reshape(per_head, (1, -1, 1, r))
+    return RelativeTerms(buckets=buckets, key_table=key_table, bias=bias_table,
+                         value_table=value_table)
 
 
 def _table(name, table, plan, shapes):
@@ -204,7 +219,7 @@ def score_elements(plan):
 def recomputes(plan):
     """Whether the chunked backward recomputes blocks instead of autodiff.
 
-    It differentiates q, k, v and the relative rows and value table; a
+    It differentiates q, k, v and the relative tables; a
     `bias` tensor or a non-additive `score_mod` would need autodiff through
     every block. Not while `torch.compile` traces the call: keras's custom
     gradient on PyTorch is a torch.autograd.Function that TorchDynamo

@@ -41,19 +41,22 @@ def problem(scheme, seed=0):
     if scheme.startswith("shaw"):
         r = 2 * CLIP + 1
         heads = (N,) if scheme == "shaw_per_head" else ()
-        tables["key_table"] = g.normal(size=(r,) + heads + (H,)).astype("float32")
+        if scheme != "shaw_values_only":
+            tables["key_table"] = g.normal(size=(r,) + heads + (H,)).astype("float32")
         tables["value_table"] = g.normal(size=(r,) + heads + (H + 2,)).astype("float32")
         buckets = ak.ClippedBuckets(CLIP)
     else:
         bidirectional = scheme != "t5_causal"
-        tables["bias_table"] = g.normal(size=(T5["num_buckets"], N)).astype("float32")
+        heads = () if scheme == "t5_shared" else (N,)
+        tables["bias_table"] = g.normal(size=(T5["num_buckets"],) + heads).astype("float32")
         if scheme == "t5_with_keys":  # a bias and a key table in the same buckets
             tables["key_table"] = g.normal(size=(T5["num_buckets"], H)).astype("float32")
         buckets = ak.T5Buckets(**T5, bidirectional=bidirectional)
     return q, k, v, tables, buckets
 
 
-SCHEMES = ["shaw", "shaw_per_head", "t5", "t5_causal", "t5_with_keys"]
+SCHEMES = ["shaw", "shaw_per_head", "shaw_values_only", "t5", "t5_causal", "t5_shared",
+           "t5_with_keys"]
 CASES = {
     "plain": dict(),
     "causal_offset": dict(is_causal=True, q_offset=3),
