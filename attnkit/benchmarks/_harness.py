@@ -176,16 +176,20 @@ def compiled(fn, torch_compile=False):
 def time_side_by_side(runners, repeats=3, warmup=1, budget_s=None):
     """Median seconds of each runner, run alternately after warm-ups.
 
-    `runners` maps a name to a zero-argument function. With `budget_s`, stops
-    repeating (never below one timed run each) once that much time is spent.
+    `runners` maps a name to a zero-argument function. Every other round
+    runs them in reverse order, so that no runner always follows the same
+    one (a run leaves caches and the allocator in a state that helps or
+    hinders the next). With `budget_s`, stops repeating (never below one
+    timed run each) once that much time is spent.
     """
     for run in runners.values():
         for _ in range(warmup):
             run()
     times = {name: [] for name in runners}
     start = time.perf_counter()
+    order = list(runners.items())
     for i in range(repeats):
-        for name, run in runners.items():
+        for name, run in order if i % 2 == 0 else order[::-1]:
             gc.collect()
             t0 = time.perf_counter()
             run()

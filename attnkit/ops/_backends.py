@@ -11,6 +11,8 @@ K key/value heads, H head dim, Hv value head dim.
 from keras import backend
 from keras import ops
 
+from attnkit.ops import _thresholds
+
 
 def name():
     """The keras backend: "tensorflow", "jax" or "torch"."""
@@ -79,6 +81,8 @@ def _torch_sdpa(query, key, value, *, bias, mask, scale, is_causal, grouped):
     import torch.nn.functional as F
 
     q, k, v = (x.transpose(1, 2) for x in (query, key, value))  # (B, N, T, H)
+    if (key.shape[1] or 0) >= _thresholds.TORCH_CONTIGUOUS_FROM_KEYS:
+        q, k, v = (x.contiguous() for x in (q, k, v))
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=bias if bias is not None else mask,
         is_causal=is_causal, scale=scale, enable_gqa=grouped,

@@ -24,6 +24,15 @@ CHUNK_THRESHOLD = {"tensorflow": 1 << 28, "jax": 1 << 26, "torch": 1 << 24}
 # loses past it (1.5x slower forward at L = 1024, B = 8).
 FRAMEWORK_SOFTMAX_MAX_ELEMENTS = {"jax": 1 << 24}
 
+# PyTorch's CPU SDPA kernel reads (B, N, T, H) inputs: the transposed views
+# of the layer's (B, T, N, H) tensors are copied to contiguous ones from this
+# many keys on, as keras passes them. MultiHeadAttention against keras, one
+# run, each order alternated: L = 2048 and 4096 forward + backward 0.98x
+# keras with the views, 0.99-1.01x with the copies; at L = 128 the copies
+# cost more than they save (1.03-1.11x with the views, 0.96-0.98x with the
+# copies).
+TORCH_CONTIGUOUS_FROM_KEYS = 1024
+
 # The chunked path's default block sizes. 512 x 256 against 1024 x 512 at
 # L = 4096, B = 1, N = 8, H = 64, causal, forward + backward: the same time
 # or less on every backend, and about half the memory (each (B, N, t, s)

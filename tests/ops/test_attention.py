@@ -1,11 +1,14 @@
 """attnkit.ops.attention against the float64 NumPy reference, every path."""
 
+import keras
 import numpy as np
 import pytest
 
 import attnkit.ops as ak
 from attnkit.testing import attention_reference
+from attnkit.testing import attention_reference_grads
 from attnkit.testing import visibility_reference
+from tests.helpers import grads
 from tests.helpers import to_numpy
 from tests.ops.cases import B
 from tests.ops.cases import CASES
@@ -165,3 +168,23 @@ def test_fused_takes_a_bias_together_with_the_causal_flag():
         want = to_numpy(ak.attention(q, k, v, is_causal=True, implementation="math", **kwargs))
         got = to_numpy(ak.attention(q, k, v, is_causal=True, implementation="fused", **kwargs))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_fused_path_on_long_sequences(is_causal):
+    """From 1024 keys PyTorch's kernel gets contiguous copies of its inputs
+    (`_thresholds.TORCH_CONTIGUOUS_FROM_KEYS`): the answer and gradients
+    stay the reference's there too."""
+    g = np.random.default_rng(11)
+    q, k, v, d_out = (g.normal(size=(1, 1030, 2, 4)).astype("float32") for _ in range(4))
+    want, _ = attention_reference(q, k, v, is_causal=is_causal)
+    got = ak.attention(q, k, v, is_causal=is_causal, implementation="fused")
+    np.testing.assert_allclose(to_numpy(got), want, rtol=2e-5, atol=2e-5)
+
+    def loss(q, k, v):
+        out = ak.attention(q, k, v, is_causal=is_causal, implementation="fused")
+        return keras.ops.sum(out * keras.ops.convert_to_tensor(d_out))
+
+    expected = attention_reference_grads(q, k, v, d_out, is_causal=is_causal)[:3]
+    for name, got, want in zip(["query", "key", "value"], grads(loss, q, k, v), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
