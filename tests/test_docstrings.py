@@ -23,9 +23,21 @@ def test_the_main_classes_have_examples():
 
 @pytest.mark.parametrize("obj", WITH_EXAMPLES, ids=lambda obj: obj.__name__)
 def test_docstring_example_runs(obj):
+    run_examples(obj, obj.__name__)
+
+
+def run_examples(obj, name):
     globs = {"keras": keras, "attnkit": attnkit, "ops": ops, "np": np}
     finder = doctest.DocTestFinder(recurse=False)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for test in finder.find(obj, obj.__name__, globs=globs):
+    for test in finder.find(obj, name, globs=globs):
         runner.run(test)
     assert runner.failures == 0 and runner.tries > 0
+
+
+@pytest.mark.parametrize("module", ["cmudict", "dates", "metrics", "vocabulary"])
+def test_dataset_module_examples_run(module):
+    import attnkit.datasets
+
+    module = getattr(attnkit.datasets, module)
+    run_examples(module, module.__name__)

@@ -22,6 +22,7 @@ import datetime
 
 import numpy as np
 
+from attnkit.datasets import vocabulary
 from attnkit.datasets._date_languages import LANGUAGES
 from attnkit.datasets._date_languages import day_in_prose
 
@@ -89,50 +90,18 @@ def generate(num, seed=0, languages=tuple(LANGUAGES), dates=None):
     return pairs
 
 
-class Vocabulary:
+class Vocabulary(vocabulary.Vocabulary):
     """Characters <-> ids. 0 is padding, 1 start, 2 end; then the characters.
 
     Built from the generator's own tables, so every text it can emit encodes.
     """
 
-    PAD, START, END = 0, 1, 2
-
     def __init__(self, characters):
-        self.characters = sorted(set(characters))
-        self._ids = {c: i + 3 for i, c in enumerate(self.characters)}
+        super().__init__(characters, unit="char")
 
-    def __len__(self):
-        return len(self.characters) + 3
-
-    def encode(self, text, length=None, add_start_end=False):
-        """ids of `text` (padded with 0 to `length`); ValueError on unknowns."""
-        unknown = sorted({c for c in text if c not in self._ids})
-        if unknown:
-            raise ValueError(
-                f"Characters outside the vocabulary: {''.join(unknown)!r} in "
-                f"{text!r}."
-            )
-        ids = [self._ids[c] for c in text]
-        if add_start_end:
-            ids = [self.START] + ids + [self.END]
-        if length is not None:
-            if len(ids) > length:
-                raise ValueError(
-                    f"{text!r} needs {len(ids)} positions; length={length}."
-                )
-            ids = ids + [self.PAD] * (length - len(ids))
-        return ids
-
-    def decode(self, ids):
-        """Characters of `ids`, stopping at the first end or padding id."""
-        out = []
-        for i in ids:
-            i = int(i)
-            if i in (self.PAD, self.END):
-                break
-            if i >= 3:
-                out.append(self.characters[i - 3])
-        return "".join(out)
+    @property
+    def characters(self):
+        return self.tokens
 
     def get_config(self):
         return {"characters": self.characters}
