@@ -11,7 +11,7 @@ BACKEND_TESTS := $(addprefix test-,$(BACKENDS))
 # dev extra in pyproject.toml).
 NO_DEPS := keras-hub==0.32.0 kagglesdk==0.1.28 tensorflow-text==2.21.1
 
-.PHONY: install test $(BACKEND_TESTS) demo bench clean
+.PHONY: install test $(BACKEND_TESTS) keras-hub-tests demo bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,16 @@ test: $(STAMP)
 
 $(BACKEND_TESTS): test-%: $(STAMP)
 	KERAS_BACKEND=$* $(PY) -m pytest $(PYTEST_ARGS)
+
+# KerasHub's own layer and model tests with attnkit's layers in place, on
+# every backend. Its test files are not in its wheel: point KERAS_HUB_SRC at
+# a checkout of keras-team/keras-hub. Some of its modules import `grain`.
+keras-hub-tests: $(STAMP)
+	@test -n "$(KERAS_HUB_SRC)" || { echo "usage: make keras-hub-tests KERAS_HUB_SRC=/path/to/keras-hub"; exit 2; }
+	@status=0; for b in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$b ==="; \
+	  KERAS_BACKEND=$$b $(PY) -m tests.compat.keras_hub_upstream $(KERAS_HUB_SRC) $(PYTEST_ARGS) || status=1; \
+	done; exit $$status
 
 # The main job: learn to read dates in five languages (JAX unless KERAS_BACKEND is set).
 demo: $(STAMP)
