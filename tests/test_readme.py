@@ -85,3 +85,8 @@ def test_readme_example_runs_and_computes_what_it_says(marker, tmp_path):
     loaded = keras.saving.load_model(path)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_cmudict_example_prints_what_it_says():
+    _, printed = run_block("cmudict.load_data(train_size=4000)")
+    assert printed.splitlines() == ["['R EH D', 'R IY D']", "0.0 0.0"]

@@ -1,0 +1,347 @@
+"""Train, evaluate and use a sequence-to-sequence model on any pairs.
+
+The library side of `attnkit train`, `attnkit evaluate` and `attnkit
+translate`: pairs of texts (a tab-separated file, or a built-in data set)
+become an `attnkit.models` encoder-decoder, trained with length-bucketed
+batches, label smoothing, a halving learning rate and early stopping on the
+dev error rate, keeping the best model in an output folder.
+
+An output folder holds `model.keras` (the best model so far),
+`model.vocab.json` (vocabularies and lengths), `last.keras` and
+`state.json` (the latest model with its optimizer, to resume from).
+"""
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from attnkit.datasets import metrics
+from attnkit.datasets.vocabulary import Vocabulary
+from attnkit.models import beam_search_decode
+from attnkit.models import build_rnn_seq2seq
+from attnkit.models import build_transformer_seq2seq
+from attnkit.models import greedy_decode
+
+
+def read_pairs(path):
+    """`(input, output)` pairs of a file with one `input<TAB>output` per line.
+
+    Blank lines are skipped; any other line without exactly one tab is an
+    error naming the file and line.
+    """
+    pairs = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+                raise ValueError(
+                    f"{path}:{number}: expected `input<TAB>output`, got {line[:60]!r}")
+            pairs.append((fields[0].strip(), fields[1].strip()))
+    if not pairs:
+        raise ValueError(f"{path} holds no pairs")
+    return pairs
+
+
+def references(pairs):
+    """{input: [outputs]} (an input may have several correct outputs)."""
+    refs = {}
+    for source, target in pairs:
+        if target not in refs.setdefault(source, []):
+            refs[source].append(target)
+    return refs
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """What `train` builds and how it trains (the `attnkit train` options)."""
+
+    model: str = "rnn"  # or "transformer"
+    attention: str = None  # rnn: additive, dot, ...; transformer: relative, t5, ...
+    units: int = 128
+    layers: int = 2  # transformer blocks
+    heads: int = 4
+    dropout: float = 0.1  # transformer
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = None  # default 2e-3 (rnn), 1e-3 (transformer)
+    label_smoothing: float = 0.1
+    patience: int = 4  # dev evaluations without improvement before stopping
+    time_budget: float = None  # minutes
+    max_valid: int = 2000  # dev inputs decoded per evaluation
+    source_unit: str = "char"
+    target_unit: str = "char"
+    seed: int = 0
+
+    def check(self):
+        kinds = {"rnn": ("additive", "dot", "scaled", "general", "cosine"),
+                 "transformer": ("relative", "t5", "alibi", "rotary")}
+        if self.model not in kinds:
+            raise ValueError(f"`model` must be 'rnn' or 'transformer'. Received: {self.model!r}.")
+        self.attention = self.attention or kinds[self.model][0]
+        if self.attention not in kinds[self.model]:
+            raise ValueError(f"attention {self.attention!r} does not fit model {self.model!r} "
+                             f"(choose from {', '.join(kinds[self.model])})")
+        for name in ("units", "layers", "heads", "epochs", "batch_size", "patience",
+                     "max_valid"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive int. Received: {value!r}.")
+        if not 0 <= self.label_smoothing < 1 or not 0 <= self.dropout < 1:
+            raise ValueError("`label_smoothing` and `dropout` must be in [0, 1).")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"`time_budget` must be positive minutes. "
+                             f"Received: {self.time_budget!r}.")
+        if self.learning_rate is None:
+            self.learning_rate = 2e-3 if self.model == "rnn" else 1e-3
+        return self
+
+
+@keras.saving.register_keras_serializable(package="attnkit")
+class SmoothedSequenceLoss(keras.losses.Loss):
+    """Cross-entropy over the non-padding tokens (id 0 is padding), with
+    label smoothing: the target is `1 - smoothing` on the true token and
+    `smoothing` spread over the whole vocabulary."""
+
+    def __init__(self, smoothing=0.1, name="smoothed_sequence_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = float(smoothing)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "int32")
+        logp = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+        nll = -ops.take_along_axis(logp, y_true[..., None], axis=-1)[..., 0]
+        loss = (1.0 - self.smoothing) * nll - self.smoothing * ops.mean(logp, axis=-1)
+        keep = ops.cast(ops.not_equal(y_true, 0), "float32")
+        # The mean over real tokens, for every sequence of the batch alike.
+        total = ops.sum(loss * keep) / ops.maximum(ops.sum(keep), 1.0)
+        return ops.ones_like(loss[:, 0]) * total
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
+class BucketedBatches(keras.utils.PyDataset):
+    """Batches of pairs of similar source length, padded to a multiple of 8
+    (few distinct shapes to compile); batch order reshuffled every epoch."""
+
+    def __init__(self, source, target, batch_size, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.source, self.target = source, target
+        order = np.argsort([len(s) for s in source], kind="stable")
+        self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        self.rng = np.random.default_rng(seed)
+        self.rng.shuffle(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        rows = self.batches[index]
+        source = _pad([self.source[i] for i in rows])
+        target = _pad([self.target[i] for i in rows], extra=1)
+        return (source, target[:, :-1]), target[:, 1:]
+
+    def on_epoch_end(self):
+        self.rng.shuffle(self.batches)
+
+
+def _pad(seqs, extra=0):
+    width = 8 * math.ceil((max(len(s) for s in seqs) - extra) / 8) + extra
+    out = np.zeros((len(seqs), width), "int32")
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = s
+    return out
+
+
+class Translator:
+    """A trained model with its vocabularies: texts in, texts out."""
+
+    def __init__(self, model, source_vocab, target_vocab, target_length):
+        self.model = model
+        self.source_vocab, self.target_vocab = source_vocab, target_vocab
+        self.target_length = int(target_length)
+
+    def translate(self, texts, beam=1, batch_size=256):
+        """Predictions for `texts` (a list), decoded greedily or with `beam`."""
+        predictions = []
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            ids = [self.source_vocab.encode(t) for t in chunk]
+            source = _pad(ids)
+            steps = self.target_length + 1
+            if beam > 1:
+                tokens, _ = beam_search_decode(self.model, source, steps, beam_width=beam)
+            else:
+                tokens, _ = greedy_decode(self.model, source, steps)
+            predictions += [self.target_vocab.decode(row) for row in tokens]
+        return predictions
+
+    def evaluate(self, pairs, beam=1):
+        """Error rates of the predictions for the inputs of `pairs` against
+        all their outputs; also returns the predictions, input by input."""
+        refs = references(pairs)
+        # An input with a token the model never saw gets no prediction: wrong.
+        inputs = [s for s in refs if _encodes(self.source_vocab, s)]
+        predictions = dict(zip(inputs, self.translate(inputs, beam=beam)))
+        predictions.update({s: "" for s in refs if s not in predictions})
+        scores = metrics.error_rates(predictions, refs, unit=self.target_vocab.unit)
+        return scores, predictions
+
+    def save(self, folder):
+        folder = Path(folder)
+        self.model.save(folder / "model.keras")
+        (folder / "model.vocab.json").write_text(json.dumps({
+            "source": self.source_vocab.tokens, "target": self.target_vocab.tokens,
+            "source_unit": self.source_vocab.unit, "target_unit": self.target_vocab.unit,
+            "target_length": self.target_length}, ensure_ascii=False))
+
+
+def load(folder_or_model):
+    """The `Translator` saved in a folder (or at its `model.keras`)."""
+    path = Path(folder_or_model)
+    if path.is_dir():
+        path = path / "model.keras"
+    vocab = json.loads(path.with_suffix(".vocab.json").read_text())
+    model = keras.saving.load_model(path)
+    source = Vocabulary(vocab["source"], unit=vocab.get("source_unit", "char"))
+    target = Vocabulary(vocab["target"], unit=vocab.get("target_unit", "char"))
+    # Files from `attnkit demo` keep "length" (dates: 10 characters).
+    return Translator(model, source, target, vocab.get("target_length", 10))
+
+
+def build_model(config, source_size, target_size):
+    if config.model == "rnn":
+        return build_rnn_seq2seq(source_size, target_size, attention=config.attention,
+                                 units=config.units)
+    return build_transformer_seq2seq(
+        source_size, target_size, units=config.units, num_heads=config.heads,
+        num_layers=config.layers, ff_units=4 * config.units, dropout=config.dropout,
+        position=config.attention)
+
+
+def train(train_pairs, valid_pairs, out, config=None, *, resume=False, verbose="auto",
+          log=print):
+    """Trains on `train_pairs`, keeps the model best on `valid_pairs` in `out`.
+
+    Returns a dict: the best dev scores, epochs run, seconds, why it stopped.
+    """
+    config = (config or TrainConfig()).check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    keras.utils.set_random_seed(config.seed)
+    source_vocab = Vocabulary.from_texts([s for s, _ in train_pairs], unit=config.source_unit)
+    target_vocab = Vocabulary.from_texts([t for _, t in train_pairs], unit=config.target_unit)
+    valid_pairs = [(s, t) for s, t in valid_pairs
+                   if _encodes(source_vocab, s) and _encodes(target_vocab, t)]
+    if not valid_pairs:
+        raise ValueError("No dev pair is written in the training pairs' vocabulary.")
+    valid_refs = references(valid_pairs)
+    valid_inputs = list(valid_refs)[:config.max_valid]
+    valid_refs = {k: valid_refs[k] for k in valid_inputs}
+    target_length = max(len(target_vocab.split(t)) for _, t in train_pairs + valid_pairs)
+    source = [source_vocab.encode(s) for s, _ in train_pairs]
+    target = [target_vocab.encode(t, add_start_end=True) for _, t in train_pairs]
+    batches = BucketedBatches(source, target, config.batch_size, seed=config.seed)
+
+    state_path, last_path = out / "state.json", out / "last.keras"
+    state = {"epoch": 0, "best": None, "stale": 0, "learning_rate": config.learning_rate,
+             "seconds": 0.0}
+    if resume and state_path.is_file() and last_path.is_file():
+        state = json.loads(state_path.read_text())
+        trainer = keras.saving.load_model(last_path)
+        model = keras.Model(trainer.inputs, [trainer.outputs[0], _alignments(trainer)],
+                            name=trainer.name)
+        log(f"resuming from epoch {state['epoch']} in {out}")
+    else:
+        model = build_model(config, len(source_vocab), len(target_vocab))
+        trainer = keras.Model(model.inputs, model.outputs[0], name=model.name)
+        trainer.compile(keras.optimizers.Adam(config.learning_rate, clipnorm=1.0),
+                        SmoothedSequenceLoss(config.label_smoothing))
+    translator = Translator(model, source_vocab, target_vocab, target_length)
+    budget = None if config.time_budget is None else 60 * config.time_budget - state["seconds"]
+    evaluation = _DevEvaluation(translator, valid_refs, out, config, state, start, budget,
+                                trainer, log)
+    trainer.fit(batches, epochs=config.epochs, initial_epoch=state["epoch"],
+                callbacks=[evaluation], verbose=verbose)
+    return {"best": state["best"], "epochs": state["epoch"], "stopped": evaluation.stopped,
+            "seconds": state["seconds"]}
+
+
+def _alignments(trainer):
+    """The alignment output of a model saved for training (its second output
+    is not a training target, so the trainer model drops it)."""
+    for layer in trainer.layers:
+        if layer.name == "decoder":  # RNN: (outputs, alignments)
+            return layer.output[1]
+        if layer.name.startswith("decoder_") and layer.name[8:].isdigit():
+            last = layer
+    return last.output[1]
+
+
+def _encodes(vocab, text):
+    try:
+        vocab.encode(text)
+        return True
+    except ValueError:
+        return False
+
+
+class _DevEvaluation(keras.callbacks.Callback):
+    """After every epoch: dev error rates in the logs (and the progress
+    bar), the best model saved, the learning rate halved after an epoch
+    without improvement, a stop after `patience` of them or past the
+    time budget (checked after every batch too)."""
+
+    def __init__(self, translator, refs, out, config, state, start, budget, trainer, log):
+        super().__init__()
+        self.translator, self.refs, self.out = translator, refs, out
+        self.config, self.state, self.start, self.budget = config, state, start, budget
+        self.trainer, self.log, self.stopped = trainer, log, "epochs"
+        self.spent = state["seconds"]  # by earlier runs of a resumed training
+
+    def _over_budget(self):
+        return self.budget is not None and time.time() - self.start > self.budget
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._over_budget():
+            self.trainer.stop_training = True
+            self.stopped = "time budget"
+
+    def on_epoch_end(self, epoch, logs=None):
+        inputs = list(self.refs)
+        predictions = dict(zip(inputs, self.translator.translate(inputs)))
+        scores = metrics.error_rates(predictions, self.refs,
+                                     unit=self.translator.target_vocab.unit)
+        if logs is not None:
+            logs["dev_wer"], logs["dev_ter"] = scores["wer"], scores["per"]
+        state = self.state
+        state["epoch"] = epoch + 1
+        state["seconds"] = self.spent + time.time() - self.start
+        improved = state["best"] is None or scores["wer"] < state["best"]["wer"] or (
+            scores["wer"] == state["best"]["wer"] and scores["per"] < state["best"]["per"])
+        if improved:
+            state["best"], state["stale"] = dict(scores, epoch=epoch + 1), 0
+            self.translator.save(self.out)
+        else:
+            state["stale"] += 1
+            rate = self.trainer.optimizer.learning_rate
+            rate.assign(rate * 0.5)
+            state["learning_rate"] = float(ops.convert_to_numpy(rate))
+            if state["stale"] >= self.config.patience:
+                self.trainer.stop_training = True
+                self.stopped = "no dev improvement"
+        self.trainer.save(self.out / "last.keras")
+        (self.out / "state.json").write_text(json.dumps(state))
+        self.log(f"epoch {epoch + 1}: dev WER {100 * scores['wer']:.2f}% "
+                 f"TER {100 * scores['per']:.2f}%"
+                 + ("  (best, saved)" if improved else ""))

@@ -1,0 +1,179 @@
+"""attnkit.training and the `train`, `evaluate` and `translate` commands."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from attnkit import training
+from tests.helpers import to_numpy
+from tests.test_models_and_cli import attnkit_cli
+
+
+def reversal_pairs(num, seed):
+    """Words of 3-7 letters -> their letters reversed, upper case, spaced."""
+    rng = random.Random(seed)
+    words = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 7)))
+             for _ in range(num)]
+    return [(w, " ".join(w[::-1].upper())) for w in words]
+
+
+def test_read_pairs_names_the_bad_line(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("ab\tA B\n\ncd\tC D\nno tab here\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"pairs.tsv:4: expected `input<TAB>output`"):
+        training.read_pairs(path)
+    path.write_text("ab\tA B\n\ncd\tC D\n", encoding="utf-8")
+    assert training.read_pairs(path) == [("ab", "A B"), ("cd", "C D")]
+    assert training.references([("a", "x"), ("a", "y"), ("a", "x")]) == {"a": ["x", "y"]}
+
+
+def test_smoothed_loss_matches_numpy():
+    g = np.random.default_rng(0)
+    logits = g.normal(size=(3, 5, 7))
+    target = g.integers(1, 7, size=(3, 5))
+    target[0, 3:] = 0  # padding
+    target[2, 1:] = 0
+    got = training.SmoothedSequenceLoss(0.2)(target, logits.astype("float32"))
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, target[..., None], -1)[..., 0]
+    per_token = 0.8 * nll - 0.2 * logp.mean(-1)
+    keep = target != 0
+    np.testing.assert_allclose(float(to_numpy(got)), per_token[keep].mean(), rtol=1e-5)
+
+
+def test_bucketed_batches_hold_every_pair_once_in_similar_lengths():
+    g = np.random.default_rng(1)
+    source = [list(g.integers(3, 9, size=n)) for n in g.integers(1, 30, size=100)]
+    target = [[1] + s[::-1] + [2] for s in source]
+    batches = training.BucketedBatches(source, target, batch_size=16, seed=0)
+    seen = []
+    for i in range(len(batches)):
+        (src, dec_in), dec_out = batches[i]
+        assert src.shape[1] % 8 == 0 and dec_in.shape == dec_out.shape
+        lengths = (src != 0).sum(1)
+        assert lengths.max() - lengths.min() <= 12  # sorted by length, then cut
+        seen += [tuple(row[row != 0]) for row in src]
+        np.testing.assert_array_equal(dec_in[:, 1:], dec_out[:, :-1])
+    assert sorted(seen) == sorted(tuple(s) for s in source)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The one training run of this module: a small RNN learns to reverse."""
+    out = tmp_path_factory.mktemp("reversal")
+    config = training.TrainConfig(model="rnn", units=32, epochs=5, batch_size=32,
+                                  target_unit="word", max_valid=200, seed=0)
+    result = training.train(reversal_pairs(2000, 0), reversal_pairs(200, 1), out, config,
+                            verbose=0, log=lambda line: None)
+    return out, result
+
+
+def test_the_trainer_learns_and_keeps_its_best_model(trained):
+    out, result = trained
+    assert result["best"]["wer"] < 0.1, result
+    translator = training.load(out)
+    test = reversal_pairs(100, 2)
+    scores, predictions = translator.evaluate(test)
+    refs = training.references(test)  # a word drawn twice counts once
+    right = sum(predictions[s] in outputs for s, outputs in refs.items())
+    assert scores["correct"] == right and right >= 0.8 * len(refs)
+    state = json.loads((out / "state.json").read_text())
+    assert state["epoch"] == 5 and state["best"]["wer"] == result["best"]["wer"]
+
+
+def test_beam_search_agrees_with_greedy_on_a_confident_model(trained):
+    translator = training.load(trained[0])
+    inputs = [s for s, _ in reversal_pairs(20, 3)]
+    greedy = translator.translate(inputs)
+    beam = translator.translate(inputs, beam=3)
+    assert sum(g == b for g, b in zip(greedy, beam)) >= 18
+
+
+def test_training_resumes_where_it_stopped(trained, tmp_path):
+    out, _ = trained
+    for name in ("model.keras", "model.vocab.json", "last.keras", "state.json"):
+        (tmp_path / name).write_bytes((out / name).read_bytes())
+    lines = []
+    config = training.TrainConfig(model="rnn", units=32, epochs=6, batch_size=32,
+                                  target_unit="word", max_valid=200, seed=0)
+    result = training.train(reversal_pairs(2000, 0), reversal_pairs(200, 1), tmp_path,
+                            config, resume=True, verbose=0, log=lines.append)
+    assert lines[0].startswith("resuming from epoch 5")
+    assert result["epochs"] == 6 and len(lines) == 2  # one more epoch
+
+
+def test_a_transformer_trains_resumes_and_translates(tmp_path):
+    config = training.TrainConfig(model="transformer", attention="t5", units=16, heads=2,
+                                  layers=1, epochs=1, batch_size=32, target_unit="word",
+                                  max_valid=20)
+    pairs, valid = reversal_pairs(300, 0), reversal_pairs(20, 1)
+    training.train(pairs, valid, tmp_path, config, verbose=0, log=lambda line: None)
+    config.epochs = 2
+    result = training.train(pairs, valid, tmp_path, config, resume=True, verbose=0,
+                            log=lambda line: None)
+    assert result["epochs"] == 2
+    translator = training.load(tmp_path)
+    assert len(translator.translate(["abc", "hgfedcb"], beam=2)) == 2
+
+
+def test_time_budget_stops_training(tmp_path):
+    config = training.TrainConfig(model="rnn", units=8, epochs=50, batch_size=8,
+                                  target_unit="word", max_valid=5, time_budget=0.001)
+    result = training.train(reversal_pairs(200, 0), reversal_pairs(5, 1), tmp_path, config,
+                            verbose=0, log=lambda line: None)
+    assert result["stopped"] == "time budget" and result["epochs"] == 1
+
+
+def test_bad_configurations_are_refused():
+    for kwargs, match in ((dict(model="lstm"), "model"),
+                          (dict(model="rnn", attention="t5"), "does not fit"),
+                          (dict(units=0), "units"), (dict(label_smoothing=1.0), "smoothing"),
+                          (dict(time_budget=0), "time_budget")):
+        with pytest.raises(ValueError, match=match):
+            training.TrainConfig(**kwargs).check()
+
+
+def test_commands_train_evaluate_and_translate(tmp_path):
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"{s}\t{t}\n" for s, t in reversal_pairs(300, 0)))
+    out = tmp_path / "model"
+    run = attnkit_cli("train", "--data", str(data), "--target-unit", "word", "--units", "8",
+                      "--epochs", "2", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "best dev: WER" in run.stdout and (out / "model.keras").is_file()
+    test = tmp_path / "test.tsv"
+    pairs = reversal_pairs(30, 5)
+    test.write_text("".join(f"{s}\t{t}\n" for s, t in pairs))
+    run = attnkit_cli("evaluate", "--model", str(out), "--data", str(test),
+                      "--predictions", str(tmp_path / "pred.tsv"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    written = [line.split("\t") for line in (tmp_path / "pred.tsv").read_text().splitlines()]
+    refs = training.references(pairs)
+    assert [s for s, _ in written] == list(refs)
+    right = sum(p in refs[s] for s, p in written)
+    assert f"{len(refs)} inputs: WER {100 * (1 - right / len(refs)):.2f}% ({right} right)" \
+        in run.stdout
+    inputs = [s for s, _ in written[:3]]
+    (tmp_path / "in.txt").write_text("\n".join(inputs) + "\n")
+    by_args = attnkit_cli("translate", "--model", str(out), *inputs)
+    by_file = attnkit_cli("translate", "--model", str(out), "--input", str(tmp_path / "in.txt"))
+    assert by_args.returncode == 0 and by_file.returncode == 0, by_args.stderr[-2000:]
+    assert by_args.stdout.splitlines() == by_file.stdout.splitlines() == \
+        [p for _, p in written[:3]]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "/nonexistent.tsv", "--out", "x"], "no such file"),
+    (["train", "--data", "{bad}", "--out", "x"], "expected `input<TAB>output`"),
+    (["train", "--data", "{bad}", "--train-size", "5", "--out", "x"], "applies to cmudict"),
+    (["train", "--data", "dates", "--epochs", "0", "--out", "x"], "--epochs must be positive"),
+    (["evaluate", "--model", "/nonexistent", "--data", "dates"], "no model file"),
+])
+def test_command_errors_are_one_line(args, message, tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("only one field\n")
+    run = attnkit_cli(*[a.replace("{bad}", str(bad)) for a in args])
+    assert run.returncode == 2 and message in run.stderr
+    assert "Traceback" not in run.stderr
