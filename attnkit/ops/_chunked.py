@@ -366,8 +366,9 @@ def _backward(plan, out, lse, d_out):
                 d_rows = _blocks.bucket_sums(d_s, one_hot) if rel.has_rows else None
                 d_q, d_tables = _table_grads(plan, d_q, d_tables, d_rows, p_sums,
                                              q_blk, do_blk)
-            d_query = _add_rows(d_query, ops.transpose(d_q * plan.scale, (0, 2, 1, 3)),
-                                axis=1, start=start)
+            # (B, t, N, H) added at query `start`
+            d_query = _backends.write(d_query, [0, start, 0, 0],
+                                      ops.transpose(d_q * plan.scale, (0, 2, 1, 3)), add=True)
             return (d_k, d_v, d_query, *d_tables)
 
         init = (ops.zeros(ops.shape(k_blk), dtype=dtype),
@@ -394,9 +395,10 @@ def _backward(plan, out, lse, d_out):
 def _table_grads(plan, d_q, d_tables, d_rows, p_sums, q_blk, do_blk):
     """One block's share of the relative tables' gradients.
 
-    `d_rows` (B, N, t, R) is the gradient of the block's relative rows
-    divided by the scale (the caller scales d_q); `p_sums` the block's
-    weights summed per bucket. Returns d_q (B, N, t, H) with the key
+    `d_rows` (B, N, t, R) is the gradient of the block's relative rows and
+    `p_sums` the block's weights summed per bucket. The key table's share
+    of d_q is added unscaled: the caller multiplies all of d_q by the scale
+    (rows = scale * q . key_table, as logits = scale * q . k). Returns d_q (B, N, t, H) with the key
     table's share added, and the tables' gradients with this block added.
     """
     rel = plan.relative
@@ -413,10 +415,3 @@ def _table_grads(plan, d_q, d_tables, d_rows, p_sums, q_blk, do_blk):
         heads = _blocks.table_axes(rel.value_table)
         out.append(next(grads) + ops.einsum(f"bntr,btnh->{heads}", p_sums, do_blk))
     return d_q, out
-
-
-def _add_rows(total, update, *, axis, start):
-    """`total` with `update` added to its rows from `start` on `axis`."""
-    at = [0] * 4
-    at[axis] = start
-    return _backends.write(total, at, update, add=True)
