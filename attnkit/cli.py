@@ -293,29 +293,32 @@ def _translate(args):
         texts = [line.strip() for line in sys.stdin if line.strip()]
     if not texts or not all(texts):
         raise CommandError("the text to translate is empty")
+    _positive("--beam", args.beam)
     if args.plot:
         if len(texts) != 1:
             raise CommandError("--plot draws one input's attention; got "
                                f"{len(texts)} inputs")
+        if args.beam > 1:
+            raise CommandError("--plot draws greedy decoding's attention; drop --beam")
         _require("matplotlib", "plot", "--plot")
-    _positive("--beam", args.beam)
     translator = _load(args.model)
     try:
-        predictions = translator.translate(texts, beam=args.beam)
+        if args.plot:  # one greedy decoding gives the output and its attention
+            prediction, alignments = translator.align(texts[0])
+            predictions = [prediction]
+        else:
+            predictions = translator.translate(texts, beam=args.beam)
     except ValueError as error:
         raise CommandError(str(error))
     for prediction in predictions:
         print(prediction)
     if args.plot:
-        from attnkit.models import greedy_decode
         from attnkit.viz import plot_attention
 
-        text, prediction = texts[0], predictions[0]
-        source = [translator.source_vocab.encode(text)]
-        _, alignments = greedy_decode(translator.model, source, translator.target_length + 1)
+        text = texts[0]
         src = translator.source_vocab.split(text)
         out = translator.target_vocab.split(prediction)
-        plot_attention(alignments[0, : len(out), : len(src)], src, out,
+        plot_attention(alignments[: len(out), : len(src)], src, out,
                        title=f"{text} -> {prediction}", path=args.plot)
     return 0
 

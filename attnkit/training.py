@@ -185,10 +185,19 @@ class Translator:
             predictions += [self.target_vocab.decode(row) for row in tokens]
         return predictions
 
+    def align(self, text):
+        """(greedy prediction, alignments (steps, S)) of one input."""
+        tokens, alignments = greedy_decode(
+            self.model, [self.source_vocab.encode(text)], self.target_length + 1)
+        return self.target_vocab.decode(tokens[0]), alignments[0]
+
     def evaluate(self, pairs, beam=1):
         """Error rates of the predictions for the inputs of `pairs` against
         all their outputs; also returns the predictions, input by input."""
-        refs = references(pairs)
+        return self.score(references(pairs), beam=beam)
+
+    def score(self, refs, beam=1):
+        """`evaluate` for references already grouped: {input: [outputs]}."""
         # An input with a token the model never saw gets no prediction: wrong.
         inputs = [s for s in refs if _encodes(self.source_vocab, s)]
         predictions = dict(zip(inputs, self.translate(inputs, beam=beam)))
@@ -318,10 +327,7 @@ class _DevEvaluation(keras.callbacks.Callback):
             self.stopped = "time budget"
 
     def on_epoch_end(self, epoch, logs=None):
-        inputs = list(self.refs)
-        predictions = dict(zip(inputs, self.translator.translate(inputs)))
-        scores = metrics.error_rates(predictions, self.refs,
-                                     unit=self.translator.target_vocab.unit)
+        scores, _ = self.translator.score(self.refs)
         if logs is not None:
             logs["dev_wer"], logs["dev_ter"] = scores["wer"], scores["per"]
         state = self.state

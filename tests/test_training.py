@@ -170,6 +170,7 @@ def test_commands_train_evaluate_and_translate(tmp_path):
     (["train", "--data", "{bad}", "--train-size", "5", "--out", "x"], "applies to cmudict"),
     (["train", "--data", "dates", "--epochs", "0", "--out", "x"], "--epochs must be positive"),
     (["evaluate", "--model", "/nonexistent", "--data", "dates"], "no model file"),
+    (["translate", "--model", "x", "--plot", "p.png", "--beam", "2", "abc"], "drop --beam"),
 ])
 def test_command_errors_are_one_line(args, message, tmp_path):
     bad = tmp_path / "bad.tsv"

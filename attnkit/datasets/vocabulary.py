@@ -37,19 +37,14 @@ class Vocabulary:
     @classmethod
     def from_texts(cls, texts, unit="char"):
         """The vocabulary of every token in `texts`."""
-        vocab = cls.__new__(cls)
-        vocab.unit = unit
-        tokens = set()
-        for text in texts:
-            tokens.update(vocab.split(text))
-        return cls(tokens, unit=unit)
+        return cls({token for text in texts for token in _split(text, unit)}, unit=unit)
 
     def __len__(self):
         return len(self.tokens) + 3
 
     def split(self, text):
         """The tokens of `text`."""
-        return list(text) if self.unit == "char" else text.split()
+        return _split(text, self.unit)
 
     def join(self, tokens):
         return ("" if self.unit == "char" else " ").join(tokens)
@@ -88,3 +83,7 @@ class Vocabulary:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _split(text, unit):
+    return list(text) if unit == "char" else text.split()
