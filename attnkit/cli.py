@@ -87,6 +87,9 @@ def _parser():
     train.add_argument("--resume", action="store_true",
                        help="continue the training saved in --out")
     train.add_argument("--out", required=True, help="folder for the model and its state")
+    train.add_argument("--verbose", type=int, choices=[0, 1, 2],
+                       help="0 quiet, 1 progress bar, 2 one line per epoch (default: 1 "
+                            "on a terminal, 2 when the output goes to a file or pipe)")
     evaluate = sub.add_parser("evaluate", help="error rates of a trained model on pairs")
     evaluate.add_argument("--model", required=True, help="a folder from train (or model.keras)")
     evaluate.add_argument("--data", required=True,
@@ -403,8 +406,10 @@ def _train(args):
           f"{len(train_pairs)} training pairs, {len(valid_pairs)} dev pairs, "
           f"backend {keras.backend.backend()}", flush=True)
     try:
+        verbose = args.verbose if args.verbose is not None else 1 if sys.stdout.isatty() else 2
         result = training.train(train_pairs, valid_pairs, args.out, config,
-                                resume=args.resume, log=lambda line: print(line, flush=True))
+                                resume=args.resume, verbose=verbose,
+                                log=lambda line: print(line, flush=True))
     except ValueError as error:
         raise CommandError(str(error))
     best = result["best"]

@@ -131,11 +131,17 @@ class SmoothedSequenceLoss(keras.losses.Loss):
 
 class BucketedBatches(keras.utils.PyDataset):
     """Batches of pairs of similar source length, padded to a multiple of 8
-    (few distinct shapes to compile); batch order reshuffled every epoch."""
+    (few distinct shapes to compile); batch order reshuffled every epoch.
 
-    def __init__(self, source, target, batch_size, seed=0, **kwargs):
+    `rows_multiple_of`: a batch short of a multiple of it (the last of the
+    length order) is padded with empty rows, which the loss ignores: a
+    distribution that splits the batch over n devices needs n | rows.
+    """
+
+    def __init__(self, source, target, batch_size, seed=0, rows_multiple_of=1, **kwargs):
         super().__init__(**kwargs)
         self.source, self.target = source, target
+        self.rows_multiple_of = int(rows_multiple_of)
         order = np.argsort([len(s) for s in source], kind="stable")
         self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         self.rng = np.random.default_rng(seed)
@@ -146,17 +152,17 @@ class BucketedBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         rows = self.batches[index]
-        source = _pad([self.source[i] for i in rows])
-        target = _pad([self.target[i] for i in rows], extra=1)
+        source = _pad([self.source[i] for i in rows], rows=self.rows_multiple_of)
+        target = _pad([self.target[i] for i in rows], extra=1, rows=self.rows_multiple_of)
         return (source, target[:, :-1]), target[:, 1:]
 
     def on_epoch_end(self):
         self.rng.shuffle(self.batches)
 
 
-def _pad(seqs, extra=0):
+def _pad(seqs, extra=0, rows=1):
     width = 8 * math.ceil((max(len(s) for s in seqs) - extra) / 8) + extra
-    out = np.zeros((len(seqs), width), "int32")
+    out = np.zeros((rows * math.ceil(len(seqs) / rows), width), "int32")
     for i, s in enumerate(seqs):
         out[i, :len(s)] = s
     return out
@@ -260,7 +266,8 @@ def train(train_pairs, valid_pairs, out, config=None, *, resume=False, verbose="
     target_length = max(len(target_vocab.split(t)) for _, t in train_pairs + valid_pairs)
     source = [source_vocab.encode(s) for s, _ in train_pairs]
     target = [target_vocab.encode(t, add_start_end=True) for _, t in train_pairs]
-    batches = BucketedBatches(source, target, config.batch_size, seed=config.seed)
+    batches = BucketedBatches(source, target, config.batch_size, seed=config.seed,
+                              rows_multiple_of=_batch_shards())
 
     state_path, last_path = out / "state.json", out / "last.keras"
     state = {"epoch": 0, "best": None, "stale": 0, "learning_rate": config.learning_rate,
@@ -284,6 +291,15 @@ def train(train_pairs, valid_pairs, out, config=None, *, resume=False, verbose="
                 callbacks=[evaluation], verbose=verbose)
     return {"best": state["best"], "epochs": state["epoch"], "stopped": evaluation.stopped,
             "seconds": state["seconds"]}
+
+
+def _batch_shards():
+    """Into how many parts the current keras distribution splits a batch."""
+    distribution = keras.distribution.distribution()
+    if distribution is None or getattr(distribution, "batch_dim_name", None) is None:
+        return 1
+    mesh = distribution.device_mesh
+    return int(mesh.shape[list(mesh.axis_names).index(distribution.batch_dim_name)])
 
 
 def _alignments(trainer):

@@ -59,6 +59,20 @@ def test_bucketed_batches_hold_every_pair_once_in_similar_lengths():
     assert sorted(seen) == sorted(tuple(s) for s in source)
 
 
+def test_bucketed_batches_pad_rows_to_a_multiple_with_empty_rows():
+    source = [[3, 4, 5][:1 + i % 3] for i in range(37)]
+    target = [[1] + s + [2] for s in source]
+    batches = training.BucketedBatches(source, target, batch_size=16, rows_multiple_of=8)
+    rows = []
+    for i in range(len(batches)):
+        (src, dec_in), dec_out = batches[i]
+        assert len(src) % 8 == 0 and len(src) == len(dec_in) == len(dec_out)
+        real = (src != 0).any(1)
+        assert not dec_in[~real].any() and not dec_out[~real].any()
+        rows.append(int(real.sum()))
+    assert sorted(rows) == [5, 16, 16]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The one training run of this module: a small RNN learns to reverse."""
@@ -143,6 +157,9 @@ def test_commands_train_evaluate_and_translate(tmp_path):
                       "--epochs", "2", "--out", str(out))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "best dev: WER" in run.stdout and (out / "model.keras").is_file()
+    # Not a terminal: one line per epoch, no progress bar.
+    assert "\u2501" not in run.stdout
+    assert sum("loss:" in line for line in run.stdout.splitlines()) == 2
     test = tmp_path / "test.tsv"
     pairs = reversal_pairs(30, 5)
     test.write_text("".join(f"{s}\t{t}\n" for s, t in pairs))
@@ -178,3 +195,56 @@ def test_command_errors_are_one_line(args, message, tmp_path):
     run = attnkit_cli(*[a.replace("{bad}", str(bad)) for a in args])
     assert run.returncode == 2 and message in run.stderr
     assert "Traceback" not in run.stderr
+
+
+DATA_PARALLEL = r"""
+import json, sys
+import keras
+import numpy as np
+from keras import distribution as D
+from attnkit import training
+
+assert len(D.list_devices("cpu")) == 8, D.list_devices("cpu")
+pairs, valid = json.loads(sys.argv[1])
+config = training.TrainConfig(model="rnn", units=16, epochs=2, batch_size=20,
+                              target_unit="word", max_valid=20)
+report = {}
+for name in ("single", "data"):
+    if name == "data":
+        D.set_distribution(D.DataParallel(devices=D.list_devices("cpu")))
+    out = sys.argv[2] + "/" + name
+    result = training.train(pairs, valid, out, config, verbose=0, log=lambda line: None)
+    model = keras.saving.load_model(out + "/last.keras")
+    report[name] = {
+        "weights": [np.asarray(w).tolist() for w in model.get_weights()],
+        "replicated": [len(v.value.sharding.device_set) for v in model.weights],
+        "best": result["best"],
+        "translations": training.load(out).translate([s for s, _ in valid]),
+    }
+print("REPORT " + json.dumps(report))
+"""
+
+
+def test_training_under_data_parallel_equals_one_device(tmp_path):
+    """keras.distribution.DataParallel over 8 virtual CPU devices (JAX):
+    the same weights and dev scores as on one device, though 150 pairs in
+    batches of 20 leave a last batch of 10 rows, which 8 devices cannot
+    split until it is padded."""
+    import os
+    import subprocess
+    import sys
+
+    pairs = reversal_pairs(150, 0)
+    env = dict(os.environ, KERAS_BACKEND="jax",
+               XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    proc = subprocess.run(
+        [sys.executable, "-c", DATA_PARALLEL, json.dumps([pairs, reversal_pairs(20, 1)]),
+         str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("REPORT "))
+    single, data = (json.loads(line[len("REPORT "):])[k] for k in ("single", "data"))
+    assert set(single["replicated"]) == {1} and set(data["replicated"]) == {8}
+    for got, want in zip(data["weights"], single["weights"]):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    assert data["best"] == single["best"]
+    assert data["translations"] == single["translations"]
