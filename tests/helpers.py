@@ -39,8 +39,6 @@ def grads(fn, *args):
             tape.watch(args)
             value = fn(*args)
         return [to_numpy(g) for g in tape.gradient(value, args)]
-    import torch
-
     args = [a.detach().clone().requires_grad_(True) for a in args]
     value = fn(*args)
     value.backward()

@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import keras
-import numpy as np
 import pytest
 
 import attnkit
