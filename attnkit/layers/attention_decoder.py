@@ -28,7 +28,9 @@ class AttentionDecoder(keras.layers.Layer):
 
     `call` runs teacher-forced over a whole target sequence (for `fit`);
     `step` runs one step with explicit state (for inference). Both compute the
-    same thing: `call` is a loop of `step`, unrolled over the static `T`.
+    same thing: `call` is a loop of `step`, unrolled over the static `T`;
+    for Luong without input feeding, the loop runs the cell alone and one
+    attention call then serves all `T` steps.
 
     Args:
         cell: a keras RNN cell, e.g. `keras.layers.GRUCell(128)`.
@@ -169,6 +171,9 @@ class AttentionDecoder(keras.layers.Layer):
             )
         batch = ops.shape(inputs)[0]
         states = self.get_initial_state(batch, initial_state)
+        if self.style == "luong" and not self.input_feeding:
+            return self._call_attending_after(inputs, memory, memory_mask, states,
+                                              return_state, training)
         outputs, alignments = [], []
         for t in range(steps):
             output, alignment, states = self.step(
@@ -177,6 +182,23 @@ class AttentionDecoder(keras.layers.Layer):
             alignments.append(alignment)
         result = (ops.stack(outputs, axis=1), ops.stack(alignments, axis=1))
         return result + (states,) if return_state else result
+
+    def _call_attending_after(self, inputs, memory, memory_mask, states, return_state,
+                              training):
+        """Luong without input feeding: the attention does not feed the
+        cell, so the cell runs first over all steps and one attention call
+        serves every step, the same values as the loop of `step`."""
+        hidden = []
+        for t in range(inputs.shape[1]):
+            h, states = self.cell(inputs[:, t], states, training=training)
+            states = list(_as_list(states))
+            hidden.append(h)
+        hidden = ops.stack(hidden, axis=1)  # (B, T, U)
+        context, alignments = self.attention(
+            hidden, memory, value_mask=memory_mask, return_attention_scores=True,
+            training=training)  # (B, T, Dv), (B, T, S)
+        outputs = self.projection(ops.concatenate([context, hidden], axis=-1))  # (B, T, A)
+        return (outputs, alignments, states) if return_state else (outputs, alignments)
 
     def compute_output_spec(self, inputs, memory, memory_mask=None,
                             initial_state=None, return_state=False,
