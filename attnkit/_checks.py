@@ -207,6 +207,9 @@ def check_bias_dtype(bias):
         )
 
 
+NORMALIZERS = ("softmax", "sparsemax", "entmax15")
+
+
 def check_options(
     *,
     scale,
@@ -217,6 +220,7 @@ def check_options(
     logit_soft_cap,
     dropout_rate,
     implementation,
+    normalizer="softmax",
 ):
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
         raise TypeError(f"`scale` must be a number. Received: {scale!r}.")
@@ -242,6 +246,9 @@ def check_options(
             f"`implementation` must be None or one of {IMPLEMENTATIONS}. "
             f"Received: {implementation!r}."
         )
+    if normalizer not in NORMALIZERS:
+        raise ValueError(
+            f"`normalizer` must be one of {NORMALIZERS}. Received: normalizer={normalizer!r}.")
 
 
 def _is_int_scalar(x):

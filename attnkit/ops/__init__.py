@@ -13,6 +13,8 @@ from attnkit.ops.masks import or_masks
 from attnkit.ops.masks import padding_mask
 from attnkit.ops.masks import prefix_lm_mask
 from attnkit.ops.masks import sliding_window_mask
+from attnkit.ops.normalizers import entmax15
+from attnkit.ops.normalizers import sparsemax
 from attnkit.ops.score_mods import alibi
 from attnkit.ops.score_mods import soft_cap
 from attnkit.ops.terms import Alibi
@@ -61,6 +63,7 @@ __all__ = [
     "chain_score_mods",
     "deserialize_term",
     "document_mask",
+    "entmax15",
     "explain",
     "materialize_mask",
     "or_masks",
@@ -70,4 +73,5 @@ __all__ = [
     "serialize_term",
     "sliding_window_mask",
     "soft_cap",
+    "sparsemax",
 ]

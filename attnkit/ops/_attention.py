@@ -36,12 +36,13 @@ def attention(query, key, value, *, bias=None, mask=None, scale=None,
               is_causal=False, q_offset=0, sliding_window=None,
               score_mod=None, mask_mod=None, logit_soft_cap=None,
               dropout_rate=0.0, seed=None, training=False,
-              return_weights=False, implementation=None):
+              return_weights=False, implementation=None, normalizer="softmax"):
     """Scaled dot-product attention with masks, biases and score functions.
 
     Computes `softmax(visible, scale * q . k + bias -> score_mod -> cap) . v`
     for every query head, with grouped key/value heads, identically on every
-    implementation path and backend.
+    implementation path and backend. `normalizer` replaces the softmax by a
+    sparse map.
 
     Args:
         query: `(B, T, N, H)`.
@@ -82,6 +83,11 @@ def attention(query, key, value, *, bias=None, mask=None, scale=None,
         implementation: `None` (the fastest eligible path), `"math"`,
             `"fused"` (`keras.ops.dot_product_attention`) or `"chunked"`
             (online softmax over blocks). See `attnkit.ops.explain`.
+        normalizer: `"softmax"`, `"sparsemax"` or `"entmax15"` (see
+            `attnkit.ops.sparsemax` and `attnkit.ops.entmax15`): weights
+            that are exactly zero for low scores. The sparse maps need whole
+            rows of scores, so they run on the math path only (the fused
+            kernels compute softmax, the chunked path an online softmax).
 
     Returns:
         `(B, T, N, Hv)` in the inputs' dtype, or `(output, weights)` with
@@ -102,7 +108,7 @@ def attention(query, key, value, *, bias=None, mask=None, scale=None,
         sliding_window=sliding_window, score_mod=score_mod, mask_mod=mask_mod,
         logit_soft_cap=logit_soft_cap, dropout_rate=dropout_rate, seed=seed,
         training=training, return_weights=return_weights,
-        implementation=implementation,
+        implementation=implementation, normalizer=normalizer,
     )
     return _dispatch(dict(query=query, key=key, value=value, mask=mask, bias=bias), options)
 
@@ -210,7 +216,7 @@ _TENSORS = ("mask", "bias") + _TABLES
 _OPTIONS = {
     "scale", "is_causal", "q_offset", "sliding_window", "score_mod", "mask_mod",
     "logit_soft_cap", "dropout_rate", "seed", "training", "return_weights",
-    "implementation", "buckets",
+    "implementation", "buckets", "normalizer",
 }
 
 
@@ -264,7 +270,8 @@ class Attention(keras.Operation):
 
 _TERM_OPTIONS = ("score_mod", "mask_mod", "buckets")
 _CHECKED = dict(scale=None, q_offset=0, sliding_window=None, score_mod=None, mask_mod=None,
-                logit_soft_cap=None, dropout_rate=0.0, implementation=None)
+                logit_soft_cap=None, dropout_rate=0.0, implementation=None,
+                normalizer="softmax")
 
 
 def _run(plan):

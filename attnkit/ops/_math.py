@@ -11,6 +11,7 @@ from attnkit.ops import _backends
 from attnkit.ops import _blocks
 from attnkit.ops import _plan
 from attnkit.ops import _thresholds
+from attnkit.ops import normalizers
 
 
 def math_attention(plan):
@@ -20,7 +21,9 @@ def math_attention(plan):
     logits, visible = _blocks.block_scores(
         plan, plan.query, plan.key, mask=plan.mask, bias=plan.bias, one_hot=one_hot
     )  # (B, N, T, S)
-    if _framework_softmax(plan, logits, visible):
+    if plan.normalizer != "softmax":
+        weights = normalizers.normalize(plan.normalizer, logits, visible)
+    elif _framework_softmax(plan, logits, visible):
         weights = ops.softmax(logits, axis=-1)
     else:
         weights = _blocks.masked_softmax(logits, visible)

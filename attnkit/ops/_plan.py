@@ -88,6 +88,7 @@ class Plan:
     num_kv_heads: int
     implementation: Any = None
     relative: Any = None  # RelativeTerms or None
+    normalizer: str = "softmax"  # or "sparsemax", "entmax15"
 
     @property
     def groups(self):
@@ -106,14 +107,15 @@ class Plan:
 def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
               is_causal=False, q_offset=0, sliding_window=None, score_mod=None,
               mask_mod=None, logit_soft_cap=None, dropout_rate=0.0, seed=None,
-              training=False, return_weights=False, implementation=None):
+              training=False, return_weights=False, implementation=None,
+              normalizer="softmax"):
     for name, x in (("query", query), ("key", key), ("value", value)):
         if x is None:
             raise TypeError(f"`{name}` must be a tensor. Received: {name}=None.")
     _checks.check_options(
         scale=scale, q_offset=q_offset, sliding_window=sliding_window,
         score_mod=score_mod, mask_mod=mask_mod, logit_soft_cap=logit_soft_cap,
-        dropout_rate=dropout_rate, implementation=implementation,
+        dropout_rate=dropout_rate, implementation=implementation, normalizer=normalizer,
     )
     query, key, value = (_checks.as_tensor(name, x) for name, x in
                          (("query", query), ("key", key), ("value", value)))
@@ -154,6 +156,7 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
         seed=seed, training=bool(training), return_weights=return_weights,
         out_dtype=out_dtype, compute_dtype=compute_dtype,
         num_heads=n, num_kv_heads=key.shape[2], implementation=implementation,
+        normalizer=normalizer,
     )
 
 
@@ -235,7 +238,14 @@ def choose(plan):
     fused_reason = _fused.ineligible_reason(plan)
     if fused_reason:
         ineligible["fused"] = fused_reason
-    if plan.return_weights:
+    if plan.normalizer != "softmax":
+        ineligible["fused"] = f"the native kernels compute softmax, not {plan.normalizer}"
+        ineligible["chunked"] = (
+            f"{plan.normalizer} needs whole rows of scores (its threshold depends on "
+            "every score of a row), blocks give an online softmax")
+        if plan.implementation is None:
+            return "math", f"{plan.normalizer} runs on the math path only", ineligible
+    elif plan.return_weights:
         ineligible["chunked"] = "it never holds the full weights to return"
     elif plan.dropout_active:
         ineligible["chunked"] = "dropout during training runs on the math path"

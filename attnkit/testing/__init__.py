@@ -2,14 +2,18 @@
 
 from attnkit.testing.reference import attention_reference
 from attnkit.testing.reference import attention_reference_grads
+from attnkit.testing.reference import entmax15_reference
 from attnkit.testing.reference import relative_attention_reference
 from attnkit.testing.reference import relative_attention_reference_grads
+from attnkit.testing.reference import sparsemax_reference
 from attnkit.testing.reference import visibility_reference
 
 __all__ = [
     "attention_reference",
     "attention_reference_grads",
+    "entmax15_reference",
     "relative_attention_reference",
     "relative_attention_reference_grads",
+    "sparsemax_reference",
     "visibility_reference",
 ]

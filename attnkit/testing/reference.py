@@ -44,7 +44,7 @@ def visibility_reference(shape, *, mask=None, is_causal=False, q_offset=0,
 
 
 def _forward(query, key, value, bias, scale, q_offset, score_mod,
-             logit_soft_cap, visible_kwargs):
+             logit_soft_cap, visible_kwargs, normalizer="softmax"):
     q, k, v = (np.asarray(x, dtype=np.float64) for x in (query, key, value))
     b, t, n, h = q.shape
     s, kv_heads = k.shape[1], k.shape[2]
@@ -58,11 +58,46 @@ def _forward(query, key, value, bias, scale, q_offset, score_mod,
     logits = raw
     if score_mod is not None:
         logits = score_mod(logits, *_grids(b, n, t, s, q_offset))
-    weights = _weights(logits, logit_soft_cap, q_offset, visible_kwargs)
+    weights = _weights(logits, logit_soft_cap, q_offset, visible_kwargs, normalizer)
     return q, k, v, logits, weights, groups, scale
 
 
-def _weights(logits, logit_soft_cap, q_offset, visible_kwargs):
+def sparsemax_reference(z):
+    """Sparsemax of a 1-D array (Martins & Astudillo 2016, Algorithm 1)."""
+    z = np.asarray(z, dtype=np.float64)
+    z_sorted = np.sort(z)[::-1]
+    k = np.arange(1, z.size + 1)
+    cumulative = np.cumsum(z_sorted)
+    support = k[1 + k * z_sorted > cumulative].max()
+    tau = (cumulative[support - 1] - 1) / support
+    return np.maximum(z - tau, 0.0)
+
+
+def entmax15_reference(z, iterations=200):
+    """1.5-entmax of a 1-D array: `max(z / 2 - tau, 0) ** 2` summing to 1,
+    `tau` found by bisection (Peters et al. 2019, eq. 9) on
+    `[max(z) / 2 - 1, max(z) / 2]`."""
+    x = np.asarray(z, dtype=np.float64) / 2
+    low, high = x.max() - 1, x.max()
+    for _ in range(iterations):
+        tau = (low + high) / 2
+        if np.sum(np.maximum(x - tau, 0.0) ** 2) > 1:
+            low = tau
+        else:
+            high = tau
+    return np.maximum(x - (low + high) / 2, 0.0) ** 2
+
+
+def _normalize_row(row, normalizer):
+    if normalizer == "sparsemax":
+        return sparsemax_reference(row)
+    if normalizer == "entmax15":
+        return entmax15_reference(row)
+    e = np.exp(row - row.max())
+    return e / e.sum()
+
+
+def _weights(logits, logit_soft_cap, q_offset, visible_kwargs, normalizer="softmax"):
     """Soft-capped logits (B, N, T, S) -> weights, each visible row on its own."""
     capped = logits
     if logit_soft_cap is not None:
@@ -72,25 +107,39 @@ def _weights(logits, logit_soft_cap, q_offset, visible_kwargs):
     for index in np.ndindex(*logits.shape[:3]):
         row = visible[index]
         if row.any():
-            e = np.exp(capped[index][row] - capped[index][row].max())
-            weights[index][row] = e / e.sum()
+            weights[index][row] = _normalize_row(capped[index][row], normalizer)
     return weights
+
+
+def _normalizer_backward(w, d_w, normalizer):
+    """d_logits from the weights' gradient: the Jacobian of each map."""
+    if normalizer == "sparsemax":  # (diag(s) - s s^T / |S|) d_w, s the support
+        s = (w > 0).astype(np.float64)
+        mean = np.sum(d_w * s, axis=-1, keepdims=True) / np.maximum(
+            np.sum(s, axis=-1, keepdims=True), 1)
+        return s * (d_w - mean)
+    if normalizer == "entmax15":  # g = sqrt(w): g * d_w - g (g . d_w) / sum(g)
+        g = np.sqrt(w)
+        total = np.maximum(np.sum(g, axis=-1, keepdims=True), 1e-300)
+        return g * d_w - g * np.sum(g * d_w, axis=-1, keepdims=True) / total
+    return w * (d_w - np.sum(d_w * w, axis=-1, keepdims=True))
 
 
 def attention_reference(query, key, value, *, bias=None, mask=None,
                         scale=None, is_causal=False, q_offset=0,
                         sliding_window=None, score_mod=None, mask_mod=None,
                         logit_soft_cap=None, dropout_keep=None,
-                        dropout_rate=0.0):
+                        dropout_rate=0.0, normalizer="softmax"):
     """Returns (output (B, T, N, Hv), weights (B, N, T, S)), float64.
 
     `dropout_keep`, a 0/1 array (B, N, T, S), applies inverted dropout with
-    `dropout_rate` to the weights before they meet the values.
+    `dropout_rate` to the weights before they meet the values. `normalizer`:
+    `"softmax"`, `"sparsemax"` or `"entmax15"`, row by row.
     """
     _, _, v, _, weights, _, _ = _forward(
         query, key, value, bias, scale, q_offset, score_mod, logit_soft_cap,
         dict(mask=mask, is_causal=is_causal, sliding_window=sliding_window,
-             mask_mod=mask_mod),
+             mask_mod=mask_mod), normalizer,
     )
     used = weights
     if dropout_keep is not None:
@@ -101,7 +150,7 @@ def attention_reference(query, key, value, *, bias=None, mask=None,
 def attention_reference_grads(query, key, value, d_out, *, bias=None,
                               mask=None, scale=None, is_causal=False,
                               q_offset=0, sliding_window=None,
-                              logit_soft_cap=None):
+                              logit_soft_cap=None, normalizer="softmax"):
     """Gradients of `sum(output * d_out)` w.r.t. query, key, value, bias.
 
     The bias gradient has the full (B, N, T, S) shape; sum it over the axes
@@ -109,12 +158,12 @@ def attention_reference_grads(query, key, value, d_out, *, bias=None,
     """
     q, k, v, logits, w, groups, scale = _forward(
         query, key, value, bias, scale, q_offset, None, logit_soft_cap,
-        dict(mask=mask, is_causal=is_causal, sliding_window=sliding_window),
+        dict(mask=mask, is_causal=is_causal, sliding_window=sliding_window), normalizer,
     )
     d_out = np.asarray(d_out, dtype=np.float64)
     d_v = np.einsum("bnts,btnh->bsnh", w, d_out)
     d_w = np.einsum("btnh,bsnh->bnts", d_out, v)
-    d_capped = w * (d_w - np.sum(d_w * w, axis=-1, keepdims=True))
+    d_capped = _normalizer_backward(w, d_w, normalizer)
     d_logits = d_capped
     if logit_soft_cap is not None:
         d_logits = d_capped * (1.0 - np.tanh(logits / logit_soft_cap) ** 2)

@@ -9,7 +9,7 @@ PROMISED = (
     "(query, key, value, *, bias=None, mask=None, scale=None, "
     "is_causal=False, q_offset=0, sliding_window=None, score_mod=None, "
     "mask_mod=None, logit_soft_cap=None, dropout_rate=0.0, seed=None, "
-    "training=False, return_weights=False, implementation=None)"
+    "training=False, return_weights=False, implementation=None, normalizer='softmax')"
 )
 
 
