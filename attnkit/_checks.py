@@ -246,6 +246,10 @@ def check_options(
             f"`implementation` must be None or one of {IMPLEMENTATIONS}. "
             f"Received: {implementation!r}."
         )
+    check_normalizer(normalizer)
+
+
+def check_normalizer(normalizer):
     if normalizer not in NORMALIZERS:
         raise ValueError(
             f"`normalizer` must be one of {NORMALIZERS}. Received: normalizer={normalizer!r}.")

@@ -21,13 +21,15 @@ class SingleHeadAttention(keras.layers.Layer):
     and a Python float `scale`.
     """
 
-    def __init__(self, dropout=0.0, seed=None, **kwargs):
+    def __init__(self, dropout=0.0, seed=None, normalizer="softmax", **kwargs):
         super().__init__(**kwargs)
         if not 0 <= dropout < 1:
             raise ValueError(
                 f"`dropout` must be in [0, 1). Received: dropout={dropout!r}."
             )
+        _checks.check_normalizer(normalizer)
         self.dropout = dropout
+        self.normalizer = normalizer
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed) if dropout > 0 else None
         self.supports_masking = True
@@ -65,7 +67,7 @@ class SingleHeadAttention(keras.layers.Layer):
             mask=None if mask is None else ops.expand_dims(mask, 1),  # (B, 1, T, S)
             scale=scale, is_causal=bool(use_causal_mask),
             dropout_rate=self.dropout, seed=self.seed_generator,
-            training=bool(training), return_weights=True,
+            training=bool(training), return_weights=True, normalizer=self.normalizer,
         )  # (B, T, 1, Dv), (B, 1, T, S)
         out, weights = out[:, :, 0], weights[:, 0]
         if step:
@@ -95,7 +97,8 @@ class SingleHeadAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"dropout": self.dropout, "seed": self.seed})
+        config.update({"dropout": self.dropout, "seed": self.seed,
+                       "normalizer": self.normalizer})
         return config
 
 

@@ -28,6 +28,8 @@ class AdditiveAttention(SingleHeadAttention):
             `W_k` and `v`.
         bias_initializer, bias_regularizer, bias_constraint: for `b`.
         seed: seed of the dropout.
+        normalizer: `"softmax"`, or `"sparsemax"` / `"entmax15"` for
+            weights that are exactly zero on low scores.
 
     Call arguments and returns: as `attnkit.layers.DotProductAttention`
     (rank-2 query for one decoder step, keras masks, `attention_mask`,

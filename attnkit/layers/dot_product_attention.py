@@ -37,6 +37,8 @@ class DotProductAttention(SingleHeadAttention):
         kernel_initializer, kernel_regularizer, kernel_constraint: for the
             `"general"` kernel `W`.
         seed: seed of the dropout.
+        normalizer: `"softmax"`, or `"sparsemax"` / `"entmax15"` for
+            weights that are exactly zero on low scores.
 
     Call arguments:
         query: `(B, T, D)`, or `(B, D)` for one decoder step.

@@ -73,6 +73,8 @@ class MultiHeadAttention(keras.layers.Layer):
             (saving refuses an unregistered one, saying so).
         implementation: `None`, `"math"`, `"fused"` or `"chunked"` (see
             `attnkit.ops.explain`).
+        normalizer: `"softmax"`, or `"sparsemax"` / `"entmax15"` for
+            weights that are exactly zero on low scores (math path).
 
     Call arguments:
         query: `(B, T, D)`.
@@ -127,7 +129,7 @@ class MultiHeadAttention(keras.layers.Layer):
                  bias_constraint=None, use_gate=False, seed=None,
                  num_key_value_heads=None, position=None, score_mod=None,
                  mask_mod=None, logit_soft_cap=None, implementation=None,
-                 **kwargs):
+                 normalizer="softmax", **kwargs):
         check_positive_int("num_heads", num_heads)
         check_positive_int("key_dim", key_dim)
         check_positive_int("value_dim", value_dim, allow_none=True)
@@ -164,6 +166,11 @@ class MultiHeadAttention(keras.layers.Layer):
             if fn is not None and not callable(fn):
                 raise TypeError(f"`{name}` must be callable. Received: {fn!r}.")
         _checks.check_positive_number("logit_soft_cap", logit_soft_cap, allow_none=True)
+        _checks.check_normalizer(normalizer)
+        if flash_attention and normalizer != "softmax":
+            raise ValueError(
+                f"flash_attention=True runs the native softmax kernels; normalizer="
+                f"{normalizer!r} runs on the math path. Received both.")
         if flash_attention:
             _check_fusable(position, score_mod, logit_soft_cap, implementation)
         output_shape = M.check_output_shape(output_shape)
@@ -198,6 +205,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.position = position
         self.score_mod = score_mod
         self.mask_mod = mask_mod
+        self.normalizer = normalizer
         self.logit_soft_cap = logit_soft_cap
         self.implementation = implementation
         self.seed_generator = keras.random.SeedGenerator(seed) if dropout > 0 else None
@@ -378,7 +386,8 @@ class MultiHeadAttention(keras.layers.Layer):
             q_offset=q_offset, sliding_window=self._sliding_window, score_mod=score_mod,
             mask_mod=self.mask_mod, logit_soft_cap=self.logit_soft_cap,
             dropout_rate=self._dropout, seed=self.seed_generator, training=bool(training),
-            return_weights=return_scores, implementation=implementation)
+            return_weights=return_scores, implementation=implementation,
+            normalizer=self.normalizer)
         if terms:
             result = ak.relative_attention(q, k, v, **terms, **options)
         else:
@@ -540,6 +549,7 @@ class MultiHeadAttention(keras.layers.Layer):
             "mask_mod": ak.serialize_term(self.mask_mod, "mask_mod"),
             "logit_soft_cap": self.logit_soft_cap,
             "implementation": self.implementation,
+            "normalizer": self.normalizer,
         })
         return config
 

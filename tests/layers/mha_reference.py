@@ -10,6 +10,8 @@ import math
 import numpy as np
 from keras import ops
 
+from attnkit.testing import entmax15_reference
+from attnkit.testing import sparsemax_reference
 from tests.helpers import to_numpy
 
 
@@ -67,7 +69,7 @@ def alibi_slopes(n):
 
 
 def mha(layer, query, value, key=None, mask=None, causal=False, window=None,
-        q_offset=0, position=None, bias=None, weights=None):
+        q_offset=0, position=None, bias=None, weights=None, normalizer="softmax"):
     """(output (B, T, E), weights (B, N, T, S)) of `layer` in float64.
 
     `mask` is bool (B, T, S); `position` is (kind, options) with kind in
@@ -118,6 +120,13 @@ def mha(layer, query, value, key=None, mask=None, causal=False, window=None,
     e = np.where(visible, np.exp(logits - top), 0.0)
     total = e.sum(-1, keepdims=True)
     weights = np.where(total > 0, e / np.where(total > 0, total, 1.0), 0.0)
+    if normalizer != "softmax":  # each row with something visible on its own
+        rows = {"sparsemax": sparsemax_reference, "entmax15": entmax15_reference}[normalizer]
+        weights = np.zeros(logits.shape)
+        for index in np.ndindex(*logits.shape[:3]):
+            if visible[index[0], 0, index[2]].any():
+                row = visible[index[0], 0, index[2]]
+                weights[index][row] = rows(logits[index][row])
     out = np.einsum("bnts,bsnh->btnh", weights, v)
     if kind == "shaw" and _find(w, "value_embeddings"):
         a_v = w[_find(w, "value_embeddings")][np.clip(dist, -opts["k"], opts["k"]) + opts["k"]]

@@ -166,6 +166,29 @@ def test_matches_float64_reference(position, heads, masked):
     np.testing.assert_allclose(to_numpy(out3), want3, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("normalizer", ["sparsemax", "entmax15"])
+@pytest.mark.parametrize("position", ["none", "shaw", "t5"])
+def test_sparse_normalizers_match_float64_reference(position, normalizer):
+    layer, ref_position = make(position, "gqa", normalizer=normalizer)
+    q, v = inputs(t=S)
+    layer(q, v)
+    randomize(layer)
+    query_mask, value_mask = padding_masks()
+    query_mask = np.concatenate([query_mask, np.ones((B, 2), bool)], 1)
+    out, scores = layer(q, v, return_attention_scores=True, query_mask=query_mask,
+                        value_mask=value_mask, use_causal_mask=True)
+    mask = query_mask[:, :, None] & value_mask[:, None]
+    want, want_scores = ref.mha(layer, q, v, mask=mask, causal=True, position=ref_position,
+                                normalizer=normalizer)
+    np.testing.assert_allclose(to_numpy(scores), want_scores, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(out), want, rtol=1e-4, atol=1e-4)
+    assert np.mean(want_scores == 0) > 0.5
+    again = MultiHeadAttention.from_config(layer.get_config())
+    assert again.normalizer == normalizer
+    with pytest.raises(ValueError, match="flash_attention"):
+        MultiHeadAttention(2, 4, normalizer=normalizer, flash_attention=True)
+
+
 @pytest.mark.parametrize("position", sorted(POSITIONS))
 def test_every_implementation_agrees_with_fully_masked_rows(position):
     q, v = inputs(t=S)

@@ -57,15 +57,47 @@ def np_scores(name, layer, q, k):
     return np.tanh(hidden) @ w["score_kernel"]
 
 
-def expected(name, layer, q, v, k, mask=None, causal=False):
+def expected(name, layer, q, v, k, mask=None, causal=False, normalizer="softmax"):
     """Reference output and weights with the scores as the only logits."""
     scores = np_scores(name, layer, q, k)[:, None]  # (B, 1, T, S)
     empty_q = np.zeros(q.shape[:2] + (1, 0))
     empty_k = np.zeros(k.shape[:2] + (1, 0))
     out, weights = attention_reference(
         empty_q, empty_k, v[:, :, None], bias=scores, scale=1.0,
-        mask=None if mask is None else mask[:, None], is_causal=causal)
+        mask=None if mask is None else mask[:, None], is_causal=causal,
+        normalizer=normalizer)
     return out[:, :, 0], weights[:, 0]
+
+
+@pytest.mark.parametrize("normalizer", ["sparsemax", "entmax15"])
+@pytest.mark.parametrize("name", ["additive", "general"])
+def test_sparse_normalizers_match_reference_and_save(name, normalizer, tmp_path):
+    q, v, k = inputs(4)
+    layer = {"additive": lambda: AdditiveAttention(13, normalizer=normalizer),
+             "general": lambda: DotProductAttention("general", normalizer=normalizer)}[name]()
+    value_mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    layer(q, v, k)
+    g = np.random.default_rng(5)  # the same spread scores on every backend
+    layer.set_weights([g.normal(size=w.shape).astype("float32") for w in layer.weights])
+    out, w = layer(q * 3, v, k * 3, value_mask=value_mask, return_attention_scores=True)
+    merged = np.broadcast_to(value_mask[:, None], (B, T, S))
+    want_out, want_w = expected(name, layer, q * 3, v, k * 3, mask=merged,
+                                normalizer=normalizer)
+    np.testing.assert_allclose(to_numpy(w), want_w, atol=2e-5)
+    np.testing.assert_allclose(to_numpy(out), want_out, atol=2e-5)
+    assert np.mean(want_w == 0) > 0.4  # the scores are spread: sparse weights
+    # One decoder step (rank-2 query) and a saved model keep the normalizer.
+    step = layer(q[:, 0] * 3, v, k * 3, value_mask=value_mask)
+    np.testing.assert_allclose(to_numpy(step), want_out[:, 0], atol=2e-5)
+    inputs_ = [keras.Input((T, D)), keras.Input((S, DV)), keras.Input((S, D))]
+    model = keras.Model(inputs_, layer(*inputs_))
+    model.save(tmp_path / "sparse.keras")
+    loaded = keras.saving.load_model(tmp_path / "sparse.keras")
+    np.testing.assert_allclose(to_numpy(loaded([q * 3, v, k * 3])),
+                               to_numpy(model([q * 3, v, k * 3])), atol=1e-6)
+    assert loaded.layers[-1].normalizer == normalizer
+    with pytest.raises(ValueError, match="normalizer"):
+        DotProductAttention(normalizer="softermax")
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
