@@ -73,6 +73,9 @@ def _parser():
                             "dates: N pairs")
     train.add_argument("--model", default="rnn", choices=["rnn", "transformer"])
     train.add_argument("--attention", choices=list(RNN_ATTENTION) + list(TRANSFORMER_ATTENTION))
+    train.add_argument("--normalizer", default="softmax",
+                       choices=["softmax", "sparsemax", "entmax15"],
+                       help="of the attention weights: sparse maps give exact zeros")
     train.add_argument("--source-unit", choices=["char", "word"],
                        help="inputs as characters or whitespace tokens (default char)")
     train.add_argument("--target-unit", choices=["char", "word"],
@@ -389,7 +392,8 @@ def _train(args):
     from attnkit import training
 
     config = training.TrainConfig(
-        model=args.model, attention=args.attention, units=args.units, layers=args.layers,
+        model=args.model, attention=args.attention, normalizer=args.normalizer,
+        units=args.units, layers=args.layers,
         heads=args.heads, dropout=args.dropout, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         label_smoothing=args.label_smoothing, patience=args.patience,
@@ -402,7 +406,8 @@ def _train(args):
         raise CommandError(str(error))
     import keras
 
-    print(f"attnkit train: {args.model} model, {config.attention} attention, "
+    print(f"attnkit train: {args.model} model, {config.attention} attention"
+          + ("" if config.normalizer == "softmax" else f" ({config.normalizer})") + ", "
           f"{len(train_pairs)} training pairs, {len(valid_pairs)} dev pairs, "
           f"backend {keras.backend.backend()}", flush=True)
     try:

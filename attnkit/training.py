@@ -21,6 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from attnkit._checks import NORMALIZERS
 from attnkit.datasets import metrics
 from attnkit.datasets.vocabulary import Vocabulary
 from attnkit.models import beam_search_decode
@@ -66,6 +67,7 @@ class TrainConfig:
 
     model: str = "rnn"  # or "transformer"
     attention: str = None  # rnn: additive, dot, ...; transformer: relative, t5, ...
+    normalizer: str = "softmax"  # or sparsemax, entmax15
     units: int = 128
     layers: int = 2  # transformer blocks
     heads: int = 4
@@ -90,6 +92,9 @@ class TrainConfig:
         if self.attention not in kinds[self.model]:
             raise ValueError(f"attention {self.attention!r} does not fit model {self.model!r} "
                              f"(choose from {', '.join(kinds[self.model])})")
+        if self.normalizer not in NORMALIZERS:
+            raise ValueError(f"`normalizer` must be one of {NORMALIZERS}. "
+                             f"Received: {self.normalizer!r}.")
         for name in ("units", "layers", "heads", "epochs", "batch_size", "patience",
                      "max_valid"):
             value = getattr(self, name)
@@ -236,11 +241,11 @@ def load(folder_or_model):
 def build_model(config, source_size, target_size):
     if config.model == "rnn":
         return build_rnn_seq2seq(source_size, target_size, attention=config.attention,
-                                 units=config.units)
+                                 units=config.units, normalizer=config.normalizer)
     return build_transformer_seq2seq(
         source_size, target_size, units=config.units, num_heads=config.heads,
         num_layers=config.layers, ff_units=4 * config.units, dropout=config.dropout,
-        position=config.attention)
+        position=config.attention, normalizer=config.normalizer)
 
 
 def train(train_pairs, valid_pairs, out, config=None, *, resume=False, verbose="auto",

@@ -18,14 +18,16 @@ from attnkit.models import greedy_decode
 from tests.helpers import to_numpy
 
 
-@pytest.mark.parametrize("attention", ["additive", "general"])
-def test_greedy_decoding_equals_argmax_of_the_teacher_forced_model(attention):
+@pytest.mark.parametrize("attention, normalizer", [
+    ("additive", "softmax"), ("general", "softmax"), ("additive", "sparsemax")])
+def test_greedy_decoding_equals_argmax_of_the_teacher_forced_model(attention, normalizer):
     """Feeding the greedy tokens back teacher-forced reproduces them."""
     keras.utils.set_random_seed(0)
     data = dates.load_data(200, 10, 10, seed=3)
     src = np.array([data.source_vocab.encode(t, length=40) for t, _ in data.train[:6]], "int32")
     model = build_rnn_seq2seq(len(data.source_vocab), len(data.target_vocab),
-                              attention=attention, units=8, embedding_dim=8)
+                              attention=attention, units=8, embedding_dim=8,
+                              normalizer=normalizer)
     model.compile("adam", ["sparse_categorical_crossentropy", None])
     tgt = np.array([data.target_vocab.encode(d, add_start_end=True) for _, d in data.train], "int32")
     srcs = np.array([data.source_vocab.encode(t, length=40) for t, _ in data.train], "int32")
@@ -50,6 +52,9 @@ def tiny_models():
                                               num_layers=2, ff_units=16, clip_distance=4),
         "rotary": build_transformer_seq2seq(v_src, v_tgt, units=8, num_heads=2, num_layers=1,
                                             ff_units=16, position="rotary"),
+        "t5-entmax15": build_transformer_seq2seq(v_src, v_tgt, units=8, num_heads=2,
+                                                 num_layers=1, ff_units=16, position="t5",
+                                                 normalizer="entmax15"),
     }
     for model in models.values():
         model.compile("adam", ["sparse_categorical_crossentropy", None])
@@ -62,7 +67,7 @@ def trained():
     return tiny_models()
 
 
-@pytest.mark.parametrize("kind", ["relative", "rotary"])
+@pytest.mark.parametrize("kind", ["relative", "rotary", "t5-entmax15"])
 def test_transformer_cached_decoding_equals_the_teacher_forced_model(kind, trained):
     models, src = trained
     model = models[kind]

@@ -119,9 +119,9 @@ def test_training_resumes_where_it_stopped(trained, tmp_path):
 
 
 def test_a_transformer_trains_resumes_and_translates(tmp_path):
-    config = training.TrainConfig(model="transformer", attention="t5", units=16, heads=2,
-                                  layers=1, epochs=1, batch_size=32, target_unit="word",
-                                  max_valid=20)
+    config = training.TrainConfig(model="transformer", attention="t5", normalizer="entmax15",
+                                  units=16, heads=2, layers=1, epochs=1, batch_size=32,
+                                  target_unit="word", max_valid=20)
     pairs, valid = reversal_pairs(300, 0), reversal_pairs(20, 1)
     training.train(pairs, valid, tmp_path, config, verbose=0, log=lambda line: None)
     config.epochs = 2

@@ -14,11 +14,11 @@ from attnkit.layers import DotProductAttention
 ATTENTION_KINDS = ("additive", "dot", "scaled", "general", "cosine")
 
 
-def _attention(kind, units):
+def _attention(kind, units, normalizer):
     if kind == "additive":
-        return AdditiveAttention(units, name="attention")
+        return AdditiveAttention(units, normalizer=normalizer, name="attention")
     if kind in ATTENTION_KINDS:
-        return DotProductAttention(kind, name="attention")
+        return DotProductAttention(kind, normalizer=normalizer, name="attention")
     raise ValueError(
         f"`attention` must be one of {ATTENTION_KINDS}. Received: {kind!r}."
     )
@@ -26,14 +26,15 @@ def _attention(kind, units):
 
 def build_rnn_seq2seq(source_vocab_size, target_vocab_size, *,
                       attention="additive", style="bahdanau", units=128,
-                      embedding_dim=64):
+                      embedding_dim=64, normalizer="softmax"):
     """A bidirectional-GRU encoder and an attention GRU decoder.
 
     Inputs `[source_ids (B, S), decoder_input_ids (B, T)]` (ids, 0 =
     padding), outputs logits `(B, T, V)` and the alignments `(B, T, S)`.
     The decoder starts from a projection of the encoder's final states.
     Layers are named so that `attnkit.models.greedy_decode` and
-    `beam_search_decode` can drive a saved model.
+    `beam_search_decode` can drive a saved model. `normalizer`: the
+    attention's `"softmax"`, `"sparsemax"` or `"entmax15"`.
     """
     source = keras.Input((None,), dtype="int32", name="source_ids")
     target_in = keras.Input((None,), dtype="int32", name="decoder_input_ids")
@@ -45,7 +46,7 @@ def build_rnn_seq2seq(source_vocab_size, target_vocab_size, *,
     state = layers.Dense(2 * units, activation="tanh", name="bridge")(
         layers.Concatenate(name="encoder_state")([forward, backward]))
     decoder = AttentionDecoder(
-        layers.GRUCell(2 * units), _attention(attention, units), style=style,
+        layers.GRUCell(2 * units), _attention(attention, units, normalizer), style=style,
         name="decoder")
     target_embedded = layers.Embedding(target_vocab_size, embedding_dim,
                                        name="target_embedding")(target_in)

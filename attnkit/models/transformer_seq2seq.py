@@ -19,17 +19,17 @@ from attnkit.layers import T5RelativeBias
 POSITION_KINDS = ("relative", "t5", "alibi", "rotary")
 
 
-def _self_attention(position, num_heads, key_dim, clip_distance, dropout):
+def _self_attention(position, num_heads, key_dim, clip_distance, dropout, normalizer):
     if position == "relative":
         return RelativePositionalAttention(
             num_heads, key_dim, clip_distance=clip_distance,
-            dropout=dropout, name="self_attention")
+            dropout=dropout, normalizer=normalizer, name="self_attention")
     schemes = {"t5": T5RelativeBias, "alibi": AlibiBias, "rotary": RotaryEmbedding}
     if position not in schemes:
         raise ValueError(
             f"`position` must be one of {POSITION_KINDS}. Received: {position!r}."
         )
-    return MultiHeadAttention(num_heads, key_dim, dropout=dropout,
+    return MultiHeadAttention(num_heads, key_dim, dropout=dropout, normalizer=normalizer,
                               position=schemes[position](), name="self_attention")
 
 
@@ -37,7 +37,8 @@ class _Block(keras.layers.Layer):
     """Shared plumbing: post-norm residual sub-layers and the feed-forward."""
 
     def __init__(self, units, num_heads, ff_units, clip_distance=None,
-                 dropout=0.1, position="relative", max_relative_position=None, **kwargs):
+                 dropout=0.1, position="relative", max_relative_position=None,
+                 normalizer="softmax", **kwargs):
         super().__init__(**kwargs)
         clip_distance = _checks.renamed_argument(
             "clip_distance", clip_distance, "max_relative_position", max_relative_position)
@@ -53,9 +54,10 @@ class _Block(keras.layers.Layer):
         self.clip_distance = clip_distance
         self.dropout = dropout
         self.position = position
+        self.normalizer = normalizer
         self.supports_masking = True
         self.self_attention = _self_attention(
-            position, num_heads, units // num_heads, clip_distance, dropout)
+            position, num_heads, units // num_heads, clip_distance, dropout, normalizer)
         self.expand = layers.Dense(ff_units, activation="relu", name="expand")
         self.contract = layers.Dense(units, name="contract")
         self.drop = layers.Dropout(dropout)
@@ -76,7 +78,7 @@ class _Block(keras.layers.Layer):
         config.update({
             "units": self.units, "num_heads": self.num_heads, "ff_units": self.ff_units,
             "clip_distance": self.clip_distance, "dropout": self.dropout,
-            "position": self.position,
+            "position": self.position, "normalizer": self.normalizer,
         })
         return config
 
@@ -118,7 +120,8 @@ class TransformerDecoderBlock(_Block):
     def __init__(self, units, num_heads, ff_units, **kwargs):
         super().__init__(units, num_heads, ff_units, **kwargs)
         self.cross_attention = MultiHeadAttention(
-            num_heads, units // num_heads, dropout=self.dropout, name="cross_attention")
+            num_heads, units // num_heads, dropout=self.dropout, normalizer=self.normalizer,
+            name="cross_attention")
         self.norm1 = layers.LayerNormalization(name="norm1")
         self.norm2 = layers.LayerNormalization(name="norm2")
         self.norm3 = layers.LayerNormalization(name="norm3")
@@ -165,7 +168,8 @@ class TransformerDecoderBlock(_Block):
 def build_transformer_seq2seq(source_vocab_size, target_vocab_size, *, units=64,
                               num_heads=4, num_layers=2, ff_units=128,
                               clip_distance=None, dropout=0.1,
-                              position="relative", max_relative_position=None):
+                              position="relative", max_relative_position=None,
+                              normalizer="softmax"):
     """A Transformer encoder-decoder with relative positions.
 
     No absolute positions anywhere: encoder and decoder self-attention are
@@ -177,7 +181,8 @@ def build_transformer_seq2seq(source_vocab_size, target_vocab_size, *, units=64,
     the last decoder block's cross-attention `(B, T, S)`, like
     `build_rnn_seq2seq`, so the same decoding and plotting code drives both.
     `clip_distance` (default 16) is Shaw's clip for `position="relative"`;
-    `max_relative_position` is its deprecated name.
+    `max_relative_position` is its deprecated name. `normalizer`: every
+    attention's `"softmax"`, `"sparsemax"` or `"entmax15"`.
     """
     clip_distance = _checks.renamed_argument(
         "clip_distance", clip_distance, "max_relative_position", max_relative_position)
@@ -185,7 +190,7 @@ def build_transformer_seq2seq(source_vocab_size, target_vocab_size, *, units=64,
     target_in = keras.Input((None,), dtype="int32", name="decoder_input_ids")
     options = dict(units=units, num_heads=num_heads, ff_units=ff_units,
                    clip_distance=clip_distance, dropout=dropout,
-                   position=position)
+                   position=position, normalizer=normalizer)
     x = layers.Embedding(source_vocab_size, units, mask_zero=True,
                          name="source_embedding")(source)
     for i in range(num_layers):

@@ -16,7 +16,9 @@ from tests.helpers import to_numpy
 
 B, T, S, E, DV, U = 2, 3, 5, 7, 11, 13
 CELLS = {"gru": lambda: keras.layers.GRUCell(U), "lstm": lambda: keras.layers.LSTMCell(U)}
-ATTENTIONS = {"additive": lambda: AdditiveAttention(17), "general": lambda: DotProductAttention("general")}
+ATTENTIONS = {"additive": lambda: AdditiveAttention(17), "general": lambda: DotProductAttention("general"),
+              "sparsemax": lambda: AdditiveAttention(17, normalizer="sparsemax"),
+              "entmax15": lambda: DotProductAttention("general", normalizer="entmax15")}
 STYLES = [("bahdanau", True), ("luong", True), ("luong", False)]
 
 
