@@ -87,6 +87,10 @@ def _parser():
                                 ("max-valid", int, 2000), ("seed", int, 0)):
         train.add_argument(f"--{name}", type=kind, default=default)
     train.add_argument("--time-budget", type=float, help="minutes")
+    train.add_argument("--schedule", default="plateau", choices=["plateau", "linear"],
+                       help="learning rate: halved after an epoch without dev improvement "
+                            "(plateau), and also falling linearly to 0 at the end of the "
+                            "time budget or the epochs (linear)")
     train.add_argument("--resume", action="store_true",
                        help="continue the training saved in --out")
     train.add_argument("--out", required=True, help="folder for the model and its state")
@@ -395,7 +399,7 @@ def _train(args):
         model=args.model, attention=args.attention, normalizer=args.normalizer,
         units=args.units, layers=args.layers,
         heads=args.heads, dropout=args.dropout, epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, schedule=args.schedule,
         label_smoothing=args.label_smoothing, patience=args.patience,
         time_budget=args.time_budget, max_valid=args.max_valid,
         source_unit=args.source_unit or "char",

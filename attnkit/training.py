@@ -75,6 +75,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
     learning_rate: float = None  # default 2e-3 (rnn), 1e-3 (transformer)
+    schedule: str = "plateau"  # or "linear": decays to 0 over the time budget / epochs
     label_smoothing: float = 0.1
     patience: int = 4  # dev evaluations without improvement before stopping
     time_budget: float = None  # minutes
@@ -92,6 +93,9 @@ class TrainConfig:
         if self.attention not in kinds[self.model]:
             raise ValueError(f"attention {self.attention!r} does not fit model {self.model!r} "
                              f"(choose from {', '.join(kinds[self.model])})")
+        if self.schedule not in ("plateau", "linear"):
+            raise ValueError(f"`schedule` must be 'plateau' or 'linear'. "
+                             f"Received: {self.schedule!r}.")
         if self.normalizer not in NORMALIZERS:
             raise ValueError(f"`normalizer` must be one of {NORMALIZERS}. "
                              f"Received: {self.normalizer!r}.")
@@ -141,12 +145,18 @@ class BucketedBatches(keras.utils.PyDataset):
     `rows_multiple_of`: a batch short of a multiple of it (the last of the
     length order) is padded with empty rows, which the loss ignores: a
     distribution that splits the batch over n devices needs n | rows.
+    `target_width`: pad every target sequence (start and end tokens
+    included) to this width instead of per batch, for models that need one
+    static target length (the RNN decoder on TensorFlow, where keras turns
+    batch shapes into a tf.data signature).
     """
 
-    def __init__(self, source, target, batch_size, seed=0, rows_multiple_of=1, **kwargs):
+    def __init__(self, source, target, batch_size, seed=0, rows_multiple_of=1,
+                 target_width=None, **kwargs):
         super().__init__(**kwargs)
         self.source, self.target = source, target
         self.rows_multiple_of = int(rows_multiple_of)
+        self.target_width = target_width
         order = np.argsort([len(s) for s in source], kind="stable")
         self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         self.rng = np.random.default_rng(seed)
@@ -156,17 +166,32 @@ class BucketedBatches(keras.utils.PyDataset):
         return len(self.batches)
 
     def __getitem__(self, index):
+        source, target = self._padded(index)
+        if index == 1:
+            # keras on TensorFlow fixes the lengths that batches 0 and 1
+            # share (its tf.data signature); 8 more columns where they agree
+            # keep the free lengths free for the other batches.
+            first_source, first_target = self._padded(0)
+            if source.shape[1] == first_source.shape[1]:
+                source = np.pad(source, ((0, 0), (0, 8)))
+            if self.target_width is None and target.shape[1] == first_target.shape[1]:
+                target = np.pad(target, ((0, 0), (0, 8)))
+        return (source, target[:, :-1]), target[:, 1:]
+
+    def _padded(self, index):
         rows = self.batches[index]
         source = _pad([self.source[i] for i in rows], rows=self.rows_multiple_of)
-        target = _pad([self.target[i] for i in rows], extra=1, rows=self.rows_multiple_of)
-        return (source, target[:, :-1]), target[:, 1:]
+        target = _pad([self.target[i] for i in rows], extra=1, rows=self.rows_multiple_of,
+                      width=self.target_width)
+        return source, target
 
     def on_epoch_end(self):
         self.rng.shuffle(self.batches)
 
 
-def _pad(seqs, extra=0, rows=1):
-    width = 8 * math.ceil((max(len(s) for s in seqs) - extra) / 8) + extra
+def _pad(seqs, extra=0, rows=1, width=None):
+    if width is None:
+        width = 8 * math.ceil((max(len(s) for s in seqs) - extra) / 8) + extra
     out = np.zeros((rows * math.ceil(len(seqs) / rows), width), "int32")
     for i, s in enumerate(seqs):
         out[i, :len(s)] = s
@@ -271,8 +296,11 @@ def train(train_pairs, valid_pairs, out, config=None, *, resume=False, verbose="
     target_length = max(len(target_vocab.split(t)) for _, t in train_pairs + valid_pairs)
     source = [source_vocab.encode(s) for s, _ in train_pairs]
     target = [target_vocab.encode(t, add_start_end=True) for _, t in train_pairs]
-    batches = BucketedBatches(source, target, config.batch_size, seed=config.seed,
-                              rows_multiple_of=_batch_shards())
+    static_target = config.model == "rnn" and keras.backend.backend() == "tensorflow"
+    batches = BucketedBatches(
+        source, target, config.batch_size, seed=config.seed, rows_multiple_of=_batch_shards(),
+        target_width=8 * math.ceil((max(map(len, target)) - 1) / 8) + 1 if static_target
+        else None)
 
     state_path, last_path = out / "state.json", out / "last.keras"
     state = {"epoch": 0, "best": None, "stale": 0, "learning_rate": config.learning_rate,
@@ -330,7 +358,9 @@ class _DevEvaluation(keras.callbacks.Callback):
     """After every epoch: dev error rates in the logs (and the progress
     bar), the best model saved, the learning rate halved after an epoch
     without improvement, a stop after `patience` of them or past the
-    time budget (checked after every batch too)."""
+    time budget (checked after every batch too). With the `"linear"`
+    schedule the rate also falls linearly, batch by batch, to zero at the
+    end of the time budget (or of the epochs without one)."""
 
     def __init__(self, translator, refs, out, config, state, start, budget, trainer, log):
         super().__init__()
@@ -338,6 +368,24 @@ class _DevEvaluation(keras.callbacks.Callback):
         self.config, self.state, self.start, self.budget = config, state, start, budget
         self.trainer, self.log, self.stopped = trainer, log, "epochs"
         self.spent = state["seconds"]  # by earlier runs of a resumed training
+        self.epoch, self.rate = state["epoch"], None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.config.schedule != "linear":
+            return
+        if self.config.time_budget is not None:
+            done = (self.spent + time.time() - self.start) / (60 * self.config.time_budget)
+        else:
+            steps = max(1, self.params.get("steps") or 1)
+            done = (self.epoch + batch / steps) / self.config.epochs
+        rate = self.state["learning_rate"] * max(1.0 - done, 0.01)
+        # Set in steps of 2%: on JAX a write mid-epoch syncs the whole state.
+        if self.rate is None or abs(rate - self.rate) > 0.02 * self.rate:
+            self.model.optimizer.learning_rate.assign(rate)  # .model syncs JAX's state
+            self.rate = rate
 
     def _over_budget(self):
         return self.budget is not None and time.time() - self.start > self.budget
@@ -361,9 +409,10 @@ class _DevEvaluation(keras.callbacks.Callback):
             self.translator.save(self.out)
         else:
             state["stale"] += 1
-            rate = self.trainer.optimizer.learning_rate
-            rate.assign(rate * 0.5)
-            state["learning_rate"] = float(ops.convert_to_numpy(rate))
+            state["learning_rate"] *= 0.5
+            if self.config.schedule == "plateau":
+                self.trainer.optimizer.learning_rate.assign(state["learning_rate"])
+            self.rate = None  # "linear" sets the halved rate at the next batch
             if state["stale"] >= self.config.patience:
                 self.trainer.stop_training = True
                 self.stopped = "no dev improvement"

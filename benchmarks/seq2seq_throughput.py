@@ -22,6 +22,7 @@ writes `seq2seq-throughput.md` (pairs per second, and keras / attnkit).
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -78,7 +79,14 @@ def worker(config):
     target_vocab = Vocabulary.from_texts([t for _, t in pairs], unit="word")
     source = [source_vocab.encode(s) for s, _ in pairs]
     target = [target_vocab.encode(t, add_start_end=True) for _, t in pairs]
-    batches = training.BucketedBatches(source, target, config["batch_size"], seed=0)
+    # attnkit's RNN decoder unrolls over a static target length: on TensorFlow
+    # (where keras turns batch shapes into one tf.data signature) every model
+    # gets the same fixed target width, as `attnkit train` gives it there.
+    width = None
+    if keras.backend.backend() == "tensorflow":
+        width = 8 * math.ceil((max(map(len, target)) - 1) / 8) + 1
+    batches = training.BucketedBatches(source, target, config["batch_size"], seed=0,
+                                       target_width=width)
     rows = sum(len(b) for b in batches.batches)
     runners = {}
     for name in MODELS:

@@ -59,6 +59,28 @@ def test_bucketed_batches_hold_every_pair_once_in_similar_lengths():
     assert sorted(seen) == sorted(tuple(s) for s in source)
 
 
+def test_bucketed_batches_of_any_length_fit_after_the_first_two():
+    """keras on TensorFlow fixes the shapes that batches 0 and 1 share: a
+    later batch of other lengths must still fit (on every backend)."""
+    import keras
+
+    source = [[3, 4, 5]] * 128 + [[3, 4, 5, 6] * 4] * 16  # widths 8, and 16 in one batch
+    target = [[1, 3, 2]] * 128 + [[1] + [3] * 12 + [2]] * 16
+    batches = training.BucketedBatches(source, target, batch_size=16, seed=0)
+    widths = [(batches[i][0][0].shape[1], batches[i][1].shape[1]) for i in range(2)]
+    assert widths[0][0] != widths[1][0] and widths[0][1] != widths[1][1]
+    source_in = keras.Input((None,), dtype="int32")
+    target_in = keras.Input((None,), dtype="int32")
+    embedded = keras.layers.Embedding(8, 4)(target_in)
+    context = keras.ops.mean(keras.layers.Embedding(8, 4)(source_in), axis=1, keepdims=True)
+    model = keras.Model([source_in, target_in], keras.layers.Dense(8)(embedded + context))
+    model.compile("sgd", training.SmoothedSequenceLoss())
+    for seed in range(2):  # orders where the wide batch comes after batches 0 and 1
+        history = model.fit(training.BucketedBatches(source, target, 16, seed=seed),
+                            verbose=0)
+        assert np.isfinite(history.history["loss"][-1])
+
+
 def test_bucketed_batches_pad_rows_to_a_multiple_with_empty_rows():
     source = [[3, 4, 5][:1 + i % 3] for i in range(37)]
     target = [[1] + s + [2] for s in source]
@@ -130,6 +152,24 @@ def test_a_transformer_trains_resumes_and_translates(tmp_path):
     assert result["epochs"] == 2
     translator = training.load(tmp_path)
     assert len(translator.translate(["abc", "hgfedcb"], beam=2)) == 2
+
+
+def test_linear_schedule_lowers_the_rate_towards_zero(tmp_path):
+    import keras
+
+    config = training.TrainConfig(model="rnn", units=8, epochs=3, batch_size=16,
+                                  target_unit="word", max_valid=5, schedule="linear",
+                                  learning_rate=0.01)
+    training.train(reversal_pairs(160, 0), reversal_pairs(5, 1), tmp_path, config,
+                   verbose=0, log=lambda line: None)
+    trainer = keras.saving.load_model(tmp_path / "last.keras")
+    rate = float(to_numpy(trainer.optimizer.learning_rate))
+    # The last of 30 batches starts 29/30 of the way: base * (1 - 29/30),
+    # the base 0.01 halved after each epoch without improvement (the state
+    # has it after the last epoch's halving, if it had one).
+    state = json.loads((tmp_path / "state.json").read_text())
+    expected = state["learning_rate"] * (2 if state["stale"] else 1) / 30
+    assert 0.9 * expected <= rate <= 1.1 * expected, (rate, state)
 
 
 def test_time_budget_stops_training(tmp_path):

@@ -96,7 +96,7 @@ def _normalize(logits, axis, mask, rows):
 def _descending(x):
     """The rows sorted from largest, without gradient, and 1..D."""
     sorted_x = ops.flip(ops.sort(ops.stop_gradient(x), axis=-1), axis=-1)
-    k = ops.arange(1, x.shape[-1] + 1, dtype=x.dtype)
+    k = ops.cumsum(ops.ones_like(x), axis=-1)  # 1..D (D may be unknown while tracing)
     return sorted_x, k
 
 
