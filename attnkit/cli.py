@@ -87,6 +87,9 @@ def _parser():
                                 ("max-valid", int, 2000), ("seed", int, 0)):
         train.add_argument(f"--{name}", type=kind, default=default)
     train.add_argument("--time-budget", type=float, help="minutes")
+    train.add_argument("--max-steps", type=int,
+                       help="stop after this many optimizer updates (a budget that does not "
+                            "depend on the machine)")
     train.add_argument("--schedule", default="plateau", choices=["plateau", "linear"],
                        help="learning rate: halved after an epoch without dev improvement "
                             "(plateau), and also falling linearly to 0 at the end of the "
@@ -104,12 +107,20 @@ def _parser():
     evaluate.add_argument("--split", default="test", choices=["test", "dev"],
                           help="of a built-in data set")
     evaluate.add_argument("--beam", type=int, default=1)
+    evaluate.add_argument("--length-penalty", type=float, default=0.0,
+                       help="beam search: GNMT's alpha (e.g. 0.6), favours longer outputs")
+    evaluate.add_argument("--coverage-penalty", type=float, default=0.0,
+                       help="beam search: GNMT's beta (e.g. 0.2), penalises unattended input")
     evaluate.add_argument("--predictions", help="write input<TAB>prediction lines here")
     translate = sub.add_parser("translate", help="outputs of a trained model, one per line")
     translate.add_argument("--model", required=True,
                            help="a folder from train, or a model.keras from demo or train")
     translate.add_argument("--input", help="a file of inputs, one per line")
     translate.add_argument("--beam", type=int, default=1)
+    translate.add_argument("--length-penalty", type=float, default=0.0,
+                       help="beam search: GNMT's alpha (e.g. 0.6), favours longer outputs")
+    translate.add_argument("--coverage-penalty", type=float, default=0.0,
+                       help="beam search: GNMT's beta (e.g. 0.2), penalises unattended input")
     translate.add_argument("--plot", help="write the attention heatmap here (one input)")
     translate.add_argument("text", nargs="*", help="inputs (default: --input, or stdin)")
     return parser
@@ -304,6 +315,7 @@ def _translate(args):
     if not texts or not all(texts):
         raise CommandError("the text to translate is empty")
     _positive("--beam", args.beam)
+    penalties = _penalties(args)
     if args.plot:
         if len(texts) != 1:
             raise CommandError("--plot draws one input's attention; got "
@@ -317,7 +329,7 @@ def _translate(args):
             prediction, alignments = translator.align(texts[0])
             predictions = [prediction]
         else:
-            predictions = translator.translate(texts, beam=args.beam)
+            predictions = translator.translate(texts, beam=args.beam, **penalties)
     except ValueError as error:
         raise CommandError(str(error))
     for prediction in predictions:
@@ -370,9 +382,18 @@ def _pairs(data, split, train_size=None, seed=0):
         raise CommandError(str(error))
 
 
+def _penalties(args):
+    for flag in ("length_penalty", "coverage_penalty"):
+        if getattr(args, flag) < 0:
+            raise CommandError(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.beam == 1 and (args.length_penalty or args.coverage_penalty):
+        raise CommandError("the length and coverage penalties rank beams: give --beam 2 or more")
+    return {"length_penalty": args.length_penalty, "coverage_penalty": args.coverage_penalty}
+
+
 def _train(args):
     for flag in ("units", "layers", "heads", "epochs", "batch_size", "patience",
-                 "max_valid", "train_size", "time_budget", "learning_rate"):
+                 "max_valid", "train_size", "time_budget", "learning_rate", "max_steps"):
         _positive("--" + flag.replace("_", "-"), getattr(args, flag))
     _require("rapidfuzz", "g2p", "attnkit train (its dev error rates)")
     builtin = args.data in ("cmudict", "dates")
@@ -401,7 +422,7 @@ def _train(args):
         heads=args.heads, dropout=args.dropout, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, schedule=args.schedule,
         label_smoothing=args.label_smoothing, patience=args.patience,
-        time_budget=args.time_budget, max_valid=args.max_valid,
+        time_budget=args.time_budget, max_steps=args.max_steps, max_valid=args.max_valid,
         source_unit=args.source_unit or "char",
         target_unit=args.target_unit or unit or "char", seed=args.seed)
     try:
@@ -431,12 +452,13 @@ def _train(args):
 
 def _evaluate(args):
     _positive("--beam", args.beam)
+    penalties = _penalties(args)
     _require("rapidfuzz", "g2p", "attnkit evaluate (its error rates)")
     pairs, _ = _pairs(args.data, args.split)
     translator = _load(args.model)
     start = time.time()
     try:
-        scores, predictions = translator.evaluate(pairs, beam=args.beam)
+        scores, predictions = translator.evaluate(pairs, beam=args.beam, **penalties)
     except ValueError as error:
         raise CommandError(str(error))
     unit = "PER" if translator.target_vocab.unit == "word" else "CER"

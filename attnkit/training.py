@@ -79,6 +79,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     patience: int = 4  # dev evaluations without improvement before stopping
     time_budget: float = None  # minutes
+    max_steps: int = None  # optimizer updates (a budget that does not depend on the machine)
     max_valid: int = 2000  # dev inputs decoded per evaluation
     source_unit: str = "char"
     target_unit: str = "char"
@@ -106,6 +107,9 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be a positive int. Received: {value!r}.")
         if not 0 <= self.label_smoothing < 1 or not 0 <= self.dropout < 1:
             raise ValueError("`label_smoothing` and `dropout` must be in [0, 1).")
+        if self.max_steps is not None and (isinstance(self.max_steps, bool) or not isinstance(
+                self.max_steps, int) or self.max_steps <= 0):
+            raise ValueError(f"`max_steps` must be a positive int. Received: {self.max_steps!r}.")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"`time_budget` must be positive minutes. "
                              f"Received: {self.time_budget!r}.")
@@ -206,8 +210,11 @@ class Translator:
         self.source_vocab, self.target_vocab = source_vocab, target_vocab
         self.target_length = int(target_length)
 
-    def translate(self, texts, beam=1, batch_size=256):
-        """Predictions for `texts` (a list), decoded greedily or with `beam`."""
+    def translate(self, texts, beam=1, batch_size=256, length_penalty=0.0,
+                  coverage_penalty=0.0):
+        """Predictions for `texts` (a list), decoded greedily or with `beam`
+        (ranked with GNMT's length and coverage penalties when given, see
+        `attnkit.models.beam_search_decode`)."""
         predictions = []
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
@@ -215,7 +222,9 @@ class Translator:
             source = _pad(ids)
             steps = self.target_length + 1
             if beam > 1:
-                tokens, _ = beam_search_decode(self.model, source, steps, beam_width=beam)
+                tokens, _ = beam_search_decode(
+                    self.model, source, steps, beam_width=beam, length_penalty=length_penalty,
+                    coverage_penalty=coverage_penalty)
             else:
                 tokens, _ = greedy_decode(self.model, source, steps)
             predictions += [self.target_vocab.decode(row) for row in tokens]
@@ -227,16 +236,16 @@ class Translator:
             self.model, [self.source_vocab.encode(text)], self.target_length + 1)
         return self.target_vocab.decode(tokens[0]), alignments[0]
 
-    def evaluate(self, pairs, beam=1):
+    def evaluate(self, pairs, beam=1, **penalties):
         """Error rates of the predictions for the inputs of `pairs` against
         all their outputs; also returns the predictions, input by input."""
-        return self.score(references(pairs), beam=beam)
+        return self.score(references(pairs), beam=beam, **penalties)
 
-    def score(self, refs, beam=1):
+    def score(self, refs, beam=1, **penalties):
         """`evaluate` for references already grouped: {input: [outputs]}."""
         # An input with a token the model never saw gets no prediction: wrong.
         inputs = [s for s in refs if _encodes(self.source_vocab, s)]
-        predictions = dict(zip(inputs, self.translate(inputs, beam=beam)))
+        predictions = dict(zip(inputs, self.translate(inputs, beam=beam, **penalties)))
         predictions.update({s: "" for s in refs if s not in predictions})
         scores = metrics.error_rates(predictions, refs, unit=self.target_vocab.unit)
         return scores, predictions
@@ -303,8 +312,8 @@ def train(train_pairs, valid_pairs, out, config=None, *, resume=False, verbose="
         else None)
 
     state_path, last_path = out / "state.json", out / "last.keras"
-    state = {"epoch": 0, "best": None, "stale": 0, "learning_rate": config.learning_rate,
-             "seconds": 0.0}
+    state = {"epoch": 0, "steps": 0, "best": None, "stale": 0,
+             "learning_rate": config.learning_rate, "seconds": 0.0}
     if resume and state_path.is_file() and last_path.is_file():
         state = json.loads(state_path.read_text())
         trainer = keras.saving.load_model(last_path)
@@ -323,7 +332,7 @@ def train(train_pairs, valid_pairs, out, config=None, *, resume=False, verbose="
     trainer.fit(batches, epochs=config.epochs, initial_epoch=state["epoch"],
                 callbacks=[evaluation], verbose=verbose)
     return {"best": state["best"], "epochs": state["epoch"], "stopped": evaluation.stopped,
-            "seconds": state["seconds"]}
+            "seconds": state["seconds"], "steps": state.get("steps", 0)}
 
 
 def _batch_shards():
@@ -358,9 +367,9 @@ class _DevEvaluation(keras.callbacks.Callback):
     """After every epoch: dev error rates in the logs (and the progress
     bar), the best model saved, the learning rate halved after an epoch
     without improvement, a stop after `patience` of them or past the
-    time budget (checked after every batch too). With the `"linear"`
-    schedule the rate also falls linearly, batch by batch, to zero at the
-    end of the time budget (or of the epochs without one)."""
+    time budget or `max_steps` (checked after every batch too). With the
+    `"linear"` schedule the rate also falls linearly, batch by batch, to
+    zero at the end of the time budget (or of the steps, or the epochs)."""
 
     def __init__(self, translator, refs, out, config, state, start, budget, trainer, log):
         super().__init__()
@@ -378,6 +387,8 @@ class _DevEvaluation(keras.callbacks.Callback):
             return
         if self.config.time_budget is not None:
             done = (self.spent + time.time() - self.start) / (60 * self.config.time_budget)
+        elif self.config.max_steps is not None:
+            done = self.state.get("steps", 0) / self.config.max_steps
         else:
             steps = max(1, self.params.get("steps") or 1)
             done = (self.epoch + batch / steps) / self.config.epochs
@@ -391,9 +402,13 @@ class _DevEvaluation(keras.callbacks.Callback):
         return self.budget is not None and time.time() - self.start > self.budget
 
     def on_train_batch_end(self, batch, logs=None):
+        self.state["steps"] = self.state.get("steps", 0) + 1
         if self._over_budget():
             self.trainer.stop_training = True
             self.stopped = "time budget"
+        elif self.config.max_steps is not None and self.state["steps"] >= self.config.max_steps:
+            self.trainer.stop_training = True
+            self.stopped = "max steps"
 
     def on_epoch_end(self, epoch, logs=None):
         scores, _ = self.translator.score(self.refs)

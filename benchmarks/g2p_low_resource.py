@@ -1,7 +1,8 @@
 """Which attention helps when data is scarce: test WER on the CMU dictionary
 (g2p-seq2seq split) after training on 1k, 4k, 16k and all training words,
-for every attention kind of `attnkit train`, with the same time budget per
-cell.
+for every attention kind of `attnkit train`, with the same budget per cell:
+at most `--steps` optimizer updates of 64 pairs (a budget that does not
+depend on the machine or its load, unlike minutes).
 
 Every cell trains in a fresh process with `attnkit.training.train` (dev WER
 on the first `--max-valid` dev words picks the best epoch and stops early),
@@ -9,7 +10,7 @@ then decodes the whole test split greedily. Cells already in the results
 file with the same budget are kept, so an interrupted run continues and a
 new attention kind adds only its own cells:
 
-    python benchmarks/g2p_low_resource.py --budget 3 --out benchmarks/results
+    python benchmarks/g2p_low_resource.py --steps 2000 --out benchmarks/results
 
 writes `g2p-low-resource.json`, `g2p-low-resource.md` and
 `g2p-low-resource.png` (WER against training words, one line per kind).
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 KINDS = (("rnn", "additive"), ("rnn", "dot"), ("rnn", "general"), ("rnn", "cosine"),
+         ("rnn", "additive+sparsemax"), ("rnn", "additive+entmax15"),
          ("transformer", "relative"), ("transformer", "t5"), ("transformer", "rotary"))
 SIZES = (1000, 4000, 16000, None)  # None: every training word
 
@@ -39,16 +41,18 @@ def worker(cell):
     from attnkit.datasets import cmudict
 
     data = cmudict.load_data(train_size=cell["size"], seed=0)
+    attention, _, normalizer = cell["attention"].partition("+")
     config = training.TrainConfig(
-        model=cell["model"], attention=cell["attention"], units=cell["units"],
-        epochs=1000, time_budget=cell["budget"], max_valid=cell["max_valid"],
-        target_unit="word", seed=0)
+        model=cell["model"], attention=attention, normalizer=normalizer or "softmax",
+        units=cell["units"], epochs=1000, max_steps=cell["steps"],
+        max_valid=cell["max_valid"], target_unit="word", seed=0)
     result = training.train(data.train, data.dev, cell["out"], config, verbose=0,
                             log=lambda line: None)
     start = time.time()
     scores, _ = training.load(cell["out"]).evaluate(data.test)
     return {"wer": scores["wer"], "per": scores["per"], "dev_wer": result["best"]["wer"],
             "best_epoch": result["best"]["epoch"], "epochs": result["epochs"],
+            "steps_run": result["steps"],
             "train_seconds": result["seconds"], "stopped": result["stopped"],
             "test_seconds": time.time() - start, "train_words": len(data.train_words),
             "backend": keras.backend.backend()}
@@ -56,7 +60,8 @@ def worker(cell):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=float, default=3.0, help="training minutes per cell")
+    parser.add_argument("--steps", type=int, default=2000,
+                        help="optimizer updates (batches of 64) per cell, at most")
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--max-valid", type=int, default=500,
                         help="dev words decoded after every epoch")
@@ -82,10 +87,10 @@ def main(argv=None):
         for model, attention in kinds:
             key = _key(model, attention, size)
             done = results.get(key)
-            if done and done["budget"] == args.budget and done["units"] == args.units:
+            if done and done["steps"] == args.steps and done["units"] == args.units:
                 continue
             cell = {"model": model, "attention": attention, "size": size,
-                    "budget": args.budget, "units": args.units, "max_valid": args.max_valid,
+                    "steps": args.steps, "units": args.units, "max_valid": args.max_valid,
                     "out": str(Path(args.work) / key.replace("/", "-"))}
             proc = subprocess.run(
                 [sys.executable, __file__, "--worker", json.dumps(cell)],
@@ -95,12 +100,13 @@ def main(argv=None):
                 print(proc.stderr[-3000:], file=sys.stderr)
                 return 1
             line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-            results[key] = {**json.loads(line[len("RESULT "):]), "budget": args.budget,
+            results[key] = {**json.loads(line[len("RESULT "):]), "steps": args.steps,
                             "units": args.units, "max_valid": args.max_valid}
             path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
             r = results[key]
             print(f"{key}: test WER {100 * r['wer']:.2f}% PER {100 * r['per']:.2f}% "
-                  f"({r['epochs']} epochs, {r['train_seconds'] / 60:.1f} min)", flush=True)
+                  f"({r['steps_run']} steps, {r['epochs']} epochs, "
+                  f"{r['train_seconds'] / 60:.1f} min)", flush=True)
     (out / "g2p-low-resource.md").write_text(markdown(results))
     plot(results, out / "g2p-low-resource.png")
     return 0
@@ -125,16 +131,18 @@ def markdown(results):
     from attnkit.benchmarks._report import machine
 
     columns = _columns(results)
-    budgets = sorted({r["budget"] for r in results.values()})
+    budgets = sorted({r["steps"] for r in results.values()})
     lines = [
         "# Pronunciation with little data: test WER by attention kind",
         "",
         f"Machine: {machine()}.",
         "",
         "CMU dictionary, g2p-seq2seq split (test: 12,604 words, greedy decoding). Each "
-        f"cell trained for at most {', '.join(f'{b:g}' for b in budgets)} minutes on the first "
-        "n training words of a seeded shuffle (every pronunciation of a word is a pair), "
-        "stopped early on the dev WER of the first dev words. RNN: bidirectional GRU "
+        f"cell trained for at most {', '.join(str(b) for b in budgets)} updates of 64 pairs "
+        "on the first n training words of a seeded shuffle (every pronunciation of a word "
+        "is a pair), keeping the epoch best on the dev WER of the first "
+        f"{', '.join(sorted({str(r['max_valid']) for r in results.values()}))} dev words and "
+        "stopping after 4 epochs without improvement. RNN: bidirectional GRU "
         "encoder and attention GRU decoder; Transformer: 2 layers, 4 heads; "
         f"{', '.join(sorted({str(r['units']) for r in results.values()}))} units. "
         "Test WER % (PER % in brackets); lower is better.",
@@ -147,9 +155,10 @@ def markdown(results):
         for column in columns:
             r = results.get(f"{kind}/{column}")
             cells.append("" if r is None else f"{100 * r['wer']:.1f} ({100 * r['per']:.1f})")
-        lines.append(f"| {kind.replace('/', ' ')} | " + " | ".join(cells) + " |")
-    lines += ["", "Rerun: `python benchmarks/g2p_low_resource.py --budget "
-              f"{budgets[-1]:g} --out benchmarks/results`.", ""]
+        lines.append(f"| {kind.replace('/', ' ').replace('+', ', ')} | " + " | ".join(cells)
+                     + " |")
+    lines += ["", "Rerun: `python benchmarks/g2p_low_resource.py --steps "
+              f"{budgets[-1]} --out benchmarks/results`.", ""]
     return "\n".join(lines)
 
 

@@ -111,6 +111,58 @@ def test_beam_search_is_exact_with_enough_beams(kind, trained):
         beam_search_decode(model, src, 2, beam_width=0)
 
 
+def test_gnmt_score_is_the_paper_formula():
+    from attnkit.models import gnmt_score
+
+    # Two hypotheses of 3 and 7 tokens over a source of 3 positions, the
+    # last one padding: lp = ((5 + |Y|) / 6) ** 0.6, cp = 0.2 * sum log min(c, 1).
+    log_p = np.array([-2.0, -3.5])
+    coverage = np.array([[0.5, 1.7, 9.0], [1.0, 0.25, 0.0]])
+    mask = np.array([True, True, False])
+    got = gnmt_score(log_p, np.array([3, 7]), coverage, mask, 0.6, 0.2)
+    want = [-2.0 / (8 / 6) ** 0.6 + 0.2 * (np.log(0.5) + np.log(1.0)),
+            -3.5 / 2 ** 0.6 + 0.2 * (np.log(1.0) + np.log(0.25))]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(gnmt_score(log_p, np.array([3, 7])), log_p)
+    floored = gnmt_score(log_p, np.array([3, 7]), coverage, None, 0.0, 1.0)
+    np.testing.assert_allclose(floored[1], -3.5 + np.log(0.25) + np.log(1e-10))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "relative"])
+def test_beam_search_penalties_follow_the_gnmt_formulas(kind, trained):
+    """With width V over 2 steps the beam keeps every prefix: its choice is
+    the best of all V**2 sequences by log P / lp + cp (Wu et al. 2016,
+    eq. 14), computed here from teacher-forced log-probabilities and
+    alignments."""
+    models, src = trained
+    model = models[kind]
+    vocab = model.get_layer("logits").units
+    alpha, beta = 1.5, 0.4
+    best, log_prob = beam_search_decode(model, src, 2, beam_width=vocab,
+                                        length_penalty=alpha, coverage_penalty=beta)
+    np.testing.assert_allclose(log_prob, sequence_log_prob(model, src, best), rtol=1e-5,
+                               atol=1e-5)
+
+    def gnmt(src, tokens):
+        log_p = sequence_log_prob(model, src, tokens)
+        length = np.where(tokens[:, 0] == 2, 1, 2)  # tokens up to and with the end
+        fed = np.concatenate([np.ones((len(src), 1), "int32"), tokens[:, :-1]], axis=1)
+        attention = to_numpy(model([src, fed])[1]).astype("float64")  # (B, 2, S)
+        coverage = attention[:, 0] + np.where(length[:, None] == 2, attention[:, 1], 0.0)
+        penalty = np.where(src != 0, np.log(np.clip(coverage, 1e-10, 1.0)), 0.0).sum(1)
+        return log_p / ((5.0 + length) / 6.0) ** alpha + beta * penalty, log_p
+
+    pairs = np.array([(a, b if a != 2 else 0) for a in range(vocab) for b in range(vocab)])
+    every_src = np.tile(src, (len(pairs), 1))  # all candidates of all inputs in one batch
+    every, plain = (x.reshape(len(pairs), len(src)).T
+                    for x in gnmt(every_src, np.repeat(pairs, len(src), 0)))
+    np.testing.assert_allclose(gnmt(src, best)[0], every.max(1), rtol=1e-5, atol=1e-5)
+    # Not vacuous: the penalties move the candidates' scores by different amounts.
+    assert np.ptp(every - plain, axis=1).min() > 0.1
+    with pytest.raises(ValueError, match="length_penalty"):
+        beam_search_decode(model, src, 2, length_penalty=-1.0)
+
+
 def attnkit_cli(*args, timeout=600):
     env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "attnkit.cli", *args], capture_output=True,

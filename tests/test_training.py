@@ -219,6 +219,11 @@ def test_commands_train_evaluate_and_translate(tmp_path):
     assert by_args.returncode == 0 and by_file.returncode == 0, by_args.stderr[-2000:]
     assert by_args.stdout.splitlines() == by_file.stdout.splitlines() == \
         [p for _, p in written[:3]]
+    penalized = attnkit_cli("translate", "--model", str(out), "--beam", "3",
+                            "--length-penalty", "0.6", "--coverage-penalty", "0.2", *inputs)
+    assert penalized.returncode == 0, penalized.stderr[-2000:]
+    assert penalized.stdout.splitlines() == training.load(out).translate(
+        inputs, beam=3, length_penalty=0.6, coverage_penalty=0.2)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -228,6 +233,9 @@ def test_commands_train_evaluate_and_translate(tmp_path):
     (["train", "--data", "dates", "--epochs", "0", "--out", "x"], "--epochs must be positive"),
     (["evaluate", "--model", "/nonexistent", "--data", "dates"], "no model file"),
     (["translate", "--model", "x", "--plot", "p.png", "--beam", "2", "abc"], "drop --beam"),
+    (["translate", "--model", "x", "--length-penalty", "0.6", "abc"], "give --beam 2"),
+    (["evaluate", "--model", "x", "--data", "dates", "--beam", "2", "--coverage-penalty",
+      "-1"], "--coverage-penalty must be >= 0"),
 ])
 def test_command_errors_are_one_line(args, message, tmp_path):
     bad = tmp_path / "bad.tsv"

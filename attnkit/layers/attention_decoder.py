@@ -137,6 +137,15 @@ class AttentionDecoder(keras.layers.Layer):
     def step(self, inputs, states, memory, memory_mask=None, training=None):
         """One decoder step: inputs `(B, E)` -> (output, alignment (B, S),
         new states)."""
+        return self._step(inputs, states, memory, memory_mask, training, self._call_cell)
+
+    def _call_cell(self, inputs, extra, cell_states, training):
+        """The cell on `[inputs; extra]` (extra: the context or a[t-1], or None)."""
+        cell_input = inputs if extra is None else ops.concatenate([inputs, extra], axis=-1)
+        h, cell_states = self.cell(cell_input, cell_states, training=training)
+        return h, list(_as_list(cell_states))
+
+    def _step(self, inputs, states, memory, memory_mask, training, cell):
         states = list(states)
         if self._feeds_attentional:
             cell_states, previous = states[:-1], states[-1]
@@ -146,20 +155,55 @@ class AttentionDecoder(keras.layers.Layer):
             context, alignment = self.attention(
                 cell_states[0], memory, value_mask=memory_mask,
                 return_attention_scores=True, training=training)  # (B, Dv), (B, S)
-            h, cell_states = self.cell(
-                ops.concatenate([inputs, context], axis=-1), cell_states, training=training)
+            h, cell_states = cell(inputs, context, cell_states, training)
             output = ops.concatenate([h, context], axis=-1)
-            return output, alignment, list(_as_list(cell_states))
-        cell_input = inputs if previous is None else ops.concatenate([inputs, previous], axis=-1)
-        h, cell_states = self.cell(cell_input, cell_states, training=training)
+            return output, alignment, cell_states
+        h, cell_states = cell(inputs, previous, cell_states, training)
         context, alignment = self.attention(
             h, memory, value_mask=memory_mask, return_attention_scores=True,
             training=training)
         output = self.projection(ops.concatenate([context, h], axis=-1))  # (B, A)
-        new_states = list(_as_list(cell_states))
         if previous is not None:
-            new_states.append(output)
-        return output, alignment, new_states
+            cell_states.append(output)
+        return output, alignment, cell_states
+
+    def _gru_steps(self, inputs):
+        """For a keras GRUCell (reset_after, no dropout): the input
+        projections of every step at once `(B, T, 3U)` and a cell function
+        that adds the rest, the same arithmetic as `GRUCell.call` without a
+        layer call per step (as keras's own GRU layer does on CPU). None for
+        any other cell."""
+        cell = self.cell
+        if not (isinstance(cell, keras.layers.GRUCell) and cell.reset_after
+                and not cell.dropout and not cell.recurrent_dropout):
+            return None
+        dtype = inputs.dtype
+        kernel = ops.cast(cell.kernel, dtype)
+        recurrent_kernel = ops.cast(cell.recurrent_kernel, dtype)
+        width = inputs.shape[-1]
+        projected = ops.matmul(inputs, kernel[:width])  # (B, T, 3U)
+        input_bias = recurrent_bias = None
+        if cell.use_bias:
+            bias = ops.cast(cell.bias, dtype)  # (2, 3U): input, recurrent
+            input_bias, recurrent_bias = bias[0], bias[1]
+            projected = projected + input_bias
+        extra_kernel = kernel[width:]
+
+        def gru(x, extra, cell_states, training):
+            h_prev = cell_states[0]
+            if extra is not None:
+                x = x + ops.matmul(extra, extra_kernel)
+            inner = ops.matmul(h_prev, recurrent_kernel)
+            if recurrent_bias is not None:
+                inner = inner + recurrent_bias
+            x_z, x_r, x_h = ops.split(x, 3, axis=-1)
+            inner_z, inner_r, inner_h = ops.split(inner, 3, axis=-1)
+            z = cell.recurrent_activation(x_z + inner_z)
+            r = cell.recurrent_activation(x_r + inner_r)
+            h = z * h_prev + (1 - z) * cell.activation(x_h + r * inner_h)
+            return h, [h]
+
+        return projected, gru
 
     def call(self, inputs, memory, memory_mask=None, initial_state=None,
              return_state=False, training=None):
@@ -171,27 +215,28 @@ class AttentionDecoder(keras.layers.Layer):
             )
         batch = ops.shape(inputs)[0]
         states = self.get_initial_state(batch, initial_state)
+        fast = self._gru_steps(inputs)
+        projected, cell = (inputs, self._call_cell) if fast is None else fast
         if self.style == "luong" and not self.input_feeding:
-            return self._call_attending_after(inputs, memory, memory_mask, states,
+            return self._call_attending_after(projected, cell, memory, memory_mask, states,
                                               return_state, training)
         outputs, alignments = [], []
         for t in range(steps):
-            output, alignment, states = self.step(
-                inputs[:, t], states, memory, memory_mask, training=training)
+            output, alignment, states = self._step(
+                projected[:, t], states, memory, memory_mask, training, cell)
             outputs.append(output)
             alignments.append(alignment)
         result = (ops.stack(outputs, axis=1), ops.stack(alignments, axis=1))
         return result + (states,) if return_state else result
 
-    def _call_attending_after(self, inputs, memory, memory_mask, states, return_state,
+    def _call_attending_after(self, inputs, cell, memory, memory_mask, states, return_state,
                               training):
         """Luong without input feeding: the attention does not feed the
         cell, so the cell runs first over all steps and one attention call
         serves every step, the same values as the loop of `step`."""
         hidden = []
         for t in range(inputs.shape[1]):
-            h, states = self.cell(inputs[:, t], states, training=training)
-            states = list(_as_list(states))
+            h, states = cell(inputs[:, t], None, states, training)
             hidden.append(h)
         hidden = ops.stack(hidden, axis=1)  # (B, T, U)
         context, alignments = self.attention(

@@ -1,6 +1,7 @@
 """attnkit.models: encoder-decoder models built from attnkit layers."""
 
 from attnkit.models.decoding import beam_search_decode
+from attnkit.models.decoding import gnmt_score
 from attnkit.models.decoding import greedy_decode
 from attnkit.models.rnn_seq2seq import ATTENTION_KINDS
 from attnkit.models.rnn_seq2seq import build_rnn_seq2seq
@@ -17,5 +18,6 @@ __all__ = [
     "beam_search_decode",
     "build_rnn_seq2seq",
     "build_transformer_seq2seq",
+    "gnmt_score",
     "greedy_decode",
 ]

@@ -33,9 +33,23 @@ def greedy_decode(model, source_ids, steps, start_id=1):
 
 
 def beam_search_decode(model, source_ids, steps, beam_width=4, start_id=1, end_id=2,
-                       pad_id=0):
+                       pad_id=0, length_penalty=0.0, coverage_penalty=0.0):
     """Beam search over `steps` tokens; a finished beam (it emitted
     `end_id`) continues with `pad_id` at no cost.
+
+    Beams are ranked by GNMT's score (Wu et al. 2016, section 7):
+    `log P(Y|X) / lp(Y) + cp(X; Y)` with `lp(Y) = ((5 + |Y|) / 6) ** alpha`
+    (`|Y|` the tokens up to and with `end_id`) and `cp(X; Y) = beta *
+    sum_i log(min(sum_j p_ij, 1))` over the real source positions `i` (the
+    sum floored at 1e-10, which sparse attention can leave at 0),
+    `p_ij` the attention of output `j` on source `i` (the models'
+    alignment output). `alpha = beta = 0` ranks by log-probability alone.
+
+    Args:
+        length_penalty: `alpha` (GNMT used 0.6-0.7): larger favours longer
+            outputs.
+        coverage_penalty: `beta` (GNMT used 0.2): penalises outputs that
+            leave source positions unattended.
 
     Returns:
         `(token ids (B, steps), log-probabilities (B,))` of the best beam, as
@@ -43,34 +57,67 @@ def beam_search_decode(model, source_ids, steps, beam_width=4, start_id=1, end_i
     """
     if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width < 1:
         raise ValueError(f"`beam_width` must be a positive int. Received: {beam_width!r}.")
+    for name, value in (("length_penalty", length_penalty),
+                        ("coverage_penalty", coverage_penalty)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"`{name}` must be a number >= 0. Received: {value!r}.")
     stepper = _stepper(model)
     source_ids = np.asarray(source_ids, dtype="int32")
     b, w = source_ids.shape[0], beam_width
     state = stepper.start(ops.convert_to_tensor(source_ids), steps)
     state = keras.tree.map_structure(lambda x: ops.repeat(x, w, axis=0), state)  # (B*W, ...)
-    scores = np.full((b, w), -np.inf)
-    scores[:, 0] = 0.0  # all beams start identical: keep one
+    log_probs = np.full((b, w), -np.inf)
+    log_probs[:, 0] = 0.0  # all beams start identical: keep one
     history = np.zeros((b, w, 0), "int32")
     finished = np.zeros((b, w), bool)
+    lengths = np.zeros((b, w))
+    coverage = np.zeros((b, w, source_ids.shape[1]))
+    real_source = (source_ids != pad_id)[:, None, None, :]  # (B, 1, 1, S)
     token = np.full((b * w,), start_id, "int32")
     for i in range(steps):
-        logits, _, state = stepper.step(ops.convert_to_tensor(token), state, i)
+        logits, alignment, state = stepper.step(ops.convert_to_tensor(token), state, i)
         logp = _log_softmax(ops.convert_to_numpy(logits).astype("float64"))
         logp = logp.reshape(b, w, -1)
         logp[finished] = -np.inf
         logp[finished, pad_id] = 0.0
         vocab = logp.shape[-1]
-        total = (scores[:, :, None] + logp).reshape(b, w * vocab)
-        best = np.argsort(-total, axis=1, kind="stable")[:, :w]  # (B, W)
+        total = log_probs[:, :, None] + logp  # (B, W, V)
+        grown = lengths + ~finished  # a finished beam stays as long
+        attended = ops.convert_to_numpy(alignment).astype("float64").reshape(b, w, -1)
+        grown_coverage = coverage + np.where(finished[..., None], 0.0, attended)
+        rank = gnmt_score(total, grown[..., None], grown_coverage[:, :, None, :],
+                          real_source, length_penalty, coverage_penalty)
+        best = np.argsort(-rank.reshape(b, w * vocab), axis=1, kind="stable")[:, :w]  # (B, W)
         beam, token = best // vocab, (best % vocab).astype("int32")
-        scores = np.take_along_axis(total, best, axis=1)
+        log_probs = np.take_along_axis(total.reshape(b, w * vocab), best, axis=1)
         history = np.concatenate(
             [np.take_along_axis(history, beam[:, :, None], axis=1), token[:, :, None]], axis=2)
+        lengths = np.take_along_axis(grown, beam, axis=1)
+        coverage = np.take_along_axis(grown_coverage, beam[:, :, None], axis=1)
         finished = np.take_along_axis(finished, beam, axis=1) | (token == end_id)
         order = ops.convert_to_tensor((np.arange(b)[:, None] * w + beam).reshape(-1))
         state = keras.tree.map_structure(lambda x: ops.take(x, order, axis=0), state)
         token = token.reshape(-1)
-    return history[:, 0], scores[:, 0]
+    return history[:, 0], log_probs[:, 0]
+
+
+def gnmt_score(log_probs, lengths, coverage=None, source_mask=None, length_penalty=0.0,
+               coverage_penalty=0.0):
+    """GNMT's beam score (Wu et al. 2016, eq. 14), with NumPy broadcasting:
+    `log_probs / ((5 + lengths) / 6) ** length_penalty + coverage_penalty *
+    sum_i log(min(coverage_i, 1))`, the sum over the last axis of
+    `coverage` (summed attention per source position) where `source_mask`
+    is True, `coverage` floored at 1e-10 (sparse attention can leave 0).
+    Rescores n-best lists the way `beam_search_decode` ranks beams."""
+    score = np.asarray(log_probs) / ((5.0 + np.asarray(lengths)) / 6.0) ** length_penalty
+    if coverage_penalty:
+        coverage = np.asarray(coverage, dtype="float64")
+        mask = np.ones(coverage.shape, bool) if source_mask is None else np.broadcast_to(
+            source_mask, coverage.shape)
+        covered = np.log(np.clip(coverage, 1e-10, 1.0), where=mask,
+                         out=np.zeros(coverage.shape))
+        score = score + coverage_penalty * covered.sum(-1)
+    return score
 
 
 def _log_softmax(x):
