@@ -2,10 +2,11 @@
 
 from attnkit import distribution
 from attnkit import layers
+from attnkit import losses
 from attnkit import models
 from attnkit import ops
 from attnkit import testing
 
 __version__ = "0.1.0"
 
-__all__ = ["distribution", "layers", "models", "ops", "testing", "__version__"]
+__all__ = ["distribution", "layers", "losses", "models", "ops", "testing", "__version__"]

@@ -10,7 +10,8 @@ from keras import ops
 import attnkit
 
 PUBLIC = [getattr(attnkit.layers, n) for n in attnkit.layers.__all__] + \
-    [getattr(attnkit.ops, n) for n in attnkit.ops.__all__]
+    [getattr(attnkit.ops, n) for n in attnkit.ops.__all__] + \
+    [attnkit.losses.CoverageLoss, attnkit.losses.GuidedAlignmentLoss]
 WITH_EXAMPLES = [obj for obj in PUBLIC if ">>>" in (obj.__doc__ or "")]
 
 
