@@ -83,7 +83,8 @@ def _parser():
     for name, kind, default in (("units", int, 128), ("layers", int, 2), ("heads", int, 4),
                                 ("dropout", float, 0.1), ("epochs", int, 30),
                                 ("batch-size", int, 64), ("learning-rate", float, None),
-                                ("label-smoothing", float, 0.1), ("patience", int, 4),
+                                ("label-smoothing", float, 0.1), ("coverage-loss", float, 0.0),
+                                ("patience", int, 4),
                                 ("max-valid", int, 2000), ("seed", int, 0)):
         train.add_argument(f"--{name}", type=kind, default=default)
     train.add_argument("--time-budget", type=float, help="minutes")
@@ -421,7 +422,8 @@ def _train(args):
         units=args.units, layers=args.layers,
         heads=args.heads, dropout=args.dropout, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, schedule=args.schedule,
-        label_smoothing=args.label_smoothing, patience=args.patience,
+        label_smoothing=args.label_smoothing, coverage_loss=args.coverage_loss,
+        patience=args.patience,
         time_budget=args.time_budget, max_steps=args.max_steps, max_valid=args.max_valid,
         source_unit=args.source_unit or "char",
         target_unit=args.target_unit or unit or "char", seed=args.seed)

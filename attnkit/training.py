@@ -24,6 +24,7 @@ from keras import ops
 from attnkit._checks import NORMALIZERS
 from attnkit.datasets import metrics
 from attnkit.datasets.vocabulary import Vocabulary
+from attnkit.losses import CoverageLoss
 from attnkit.models import beam_search_decode
 from attnkit.models import build_rnn_seq2seq
 from attnkit.models import build_transformer_seq2seq
@@ -77,6 +78,7 @@ class TrainConfig:
     learning_rate: float = None  # default 2e-3 (rnn), 1e-3 (transformer)
     schedule: str = "plateau"  # or "linear": decays to 0 over the time budget / epochs
     label_smoothing: float = 0.1
+    coverage_loss: float = 0.0  # weight of attnkit.losses.CoverageLoss on the alignments
     patience: int = 4  # dev evaluations without improvement before stopping
     time_budget: float = None  # minutes
     max_steps: int = None  # optimizer updates (a budget that does not depend on the machine)
@@ -105,6 +107,9 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"`{name}` must be a positive int. Received: {value!r}.")
+        if not self.coverage_loss >= 0:
+            raise ValueError(f"`coverage_loss` must be a weight >= 0. "
+                             f"Received: {self.coverage_loss!r}.")
         if not 0 <= self.label_smoothing < 1 or not 0 <= self.dropout < 1:
             raise ValueError("`label_smoothing` and `dropout` must be in [0, 1).")
         if self.max_steps is not None and (isinstance(self.max_steps, bool) or not isinstance(
@@ -152,12 +157,14 @@ class BucketedBatches(keras.utils.PyDataset):
     `target_width`: pad every target sequence (start and end tokens
     included) to this width instead of per batch, for models that need one
     static target length (the RNN decoder on TensorFlow, where keras turns
-    batch shapes into a tf.data signature).
+    batch shapes into a tf.data signature). `outputs=2` gives the targets
+    twice, for a model trained on its logits and its alignments.
     """
 
     def __init__(self, source, target, batch_size, seed=0, rows_multiple_of=1,
-                 target_width=None, **kwargs):
+                 target_width=None, outputs=1, **kwargs):
         super().__init__(**kwargs)
+        self.outputs = outputs
         self.source, self.target = source, target
         self.rows_multiple_of = int(rows_multiple_of)
         self.target_width = target_width
@@ -180,7 +187,8 @@ class BucketedBatches(keras.utils.PyDataset):
                 source = np.pad(source, ((0, 0), (0, 8)))
             if self.target_width is None and target.shape[1] == first_target.shape[1]:
                 target = np.pad(target, ((0, 0), (0, 8)))
-        return (source, target[:, :-1]), target[:, 1:]
+        labels = target[:, 1:]
+        return (source, target[:, :-1]), labels if self.outputs == 1 else (labels,) * self.outputs
 
     def _padded(self, index):
         rows = self.batches[index]
@@ -309,7 +317,7 @@ def train(train_pairs, valid_pairs, out, config=None, *, resume=False, verbose="
     batches = BucketedBatches(
         source, target, config.batch_size, seed=config.seed, rows_multiple_of=_batch_shards(),
         target_width=8 * math.ceil((max(map(len, target)) - 1) / 8) + 1 if static_target
-        else None)
+        else None, outputs=2 if config.coverage_loss else 1)
 
     state_path, last_path = out / "state.json", out / "last.keras"
     state = {"epoch": 0, "steps": 0, "best": None, "stale": 0,
@@ -317,14 +325,20 @@ def train(train_pairs, valid_pairs, out, config=None, *, resume=False, verbose="
     if resume and state_path.is_file() and last_path.is_file():
         state = json.loads(state_path.read_text())
         trainer = keras.saving.load_model(last_path)
-        model = keras.Model(trainer.inputs, [trainer.outputs[0], _alignments(trainer)],
-                            name=trainer.name)
+        model = trainer if len(trainer.outputs) == 2 else keras.Model(
+            trainer.inputs, [trainer.outputs[0], _alignments(trainer)], name=trainer.name)
         log(f"resuming from epoch {state['epoch']} in {out}")
     else:
         model = build_model(config, len(source_vocab), len(target_vocab))
-        trainer = keras.Model(model.inputs, model.outputs[0], name=model.name)
-        trainer.compile(keras.optimizers.Adam(config.learning_rate, clipnorm=1.0),
-                        SmoothedSequenceLoss(config.label_smoothing))
+        optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=1.0)
+        if config.coverage_loss:  # the alignments are trained too
+            trainer = model
+            trainer.compile(optimizer, [SmoothedSequenceLoss(config.label_smoothing),
+                                        CoverageLoss()],
+                            loss_weights=[1.0, config.coverage_loss])
+        else:
+            trainer = keras.Model(model.inputs, model.outputs[0], name=model.name)
+            trainer.compile(optimizer, SmoothedSequenceLoss(config.label_smoothing))
     translator = Translator(model, source_vocab, target_vocab, target_length)
     budget = None if config.time_budget is None else 60 * config.time_budget - state["seconds"]
     evaluation = _DevEvaluation(translator, valid_refs, out, config, state, start, budget,

@@ -154,6 +154,26 @@ def test_a_transformer_trains_resumes_and_translates(tmp_path):
     assert len(translator.translate(["abc", "hgfedcb"], beam=2)) == 2
 
 
+def test_coverage_loss_trains_the_alignments_and_resumes(tmp_path):
+    import keras
+
+    from attnkit.losses import CoverageLoss
+
+    config = training.TrainConfig(model="rnn", units=8, epochs=1, batch_size=32,
+                                  target_unit="word", max_valid=10, coverage_loss=0.5)
+    pairs, valid = reversal_pairs(200, 0), reversal_pairs(10, 1)
+    training.train(pairs, valid, tmp_path, config, verbose=0, log=lambda line: None)
+    trainer = keras.saving.load_model(tmp_path / "last.keras")
+    assert len(trainer.outputs) == 2 and isinstance(trainer.loss[1], CoverageLoss)
+    config.epochs = 2
+    result = training.train(pairs, valid, tmp_path, config, resume=True, verbose=0,
+                            log=lambda line: None)
+    assert result["epochs"] == 2
+    assert len(training.load(tmp_path).translate(["abc"])) == 1
+    with pytest.raises(ValueError, match="coverage_loss"):
+        training.TrainConfig(coverage_loss=-1.0).check()
+
+
 def test_linear_schedule_lowers_the_rate_towards_zero(tmp_path):
     import keras
 
