@@ -25,6 +25,7 @@ from attnkit._checks import NORMALIZERS
 from attnkit.datasets import metrics
 from attnkit.datasets.vocabulary import Vocabulary
 from attnkit.losses import CoverageLoss
+from attnkit.ops import _backends
 from attnkit.models import beam_search_decode
 from attnkit.models import build_rnn_seq2seq
 from attnkit.models import build_transformer_seq2seq
@@ -313,7 +314,8 @@ def train(train_pairs, valid_pairs, out, config=None, *, resume=False, verbose="
     target_length = max(len(target_vocab.split(t)) for _, t in train_pairs + valid_pairs)
     source = [source_vocab.encode(s) for s, _ in train_pairs]
     target = [target_vocab.encode(t, add_start_end=True) for _, t in train_pairs]
-    static_target = config.model == "rnn" and keras.backend.backend() == "tensorflow"
+    # The RNN decoder unrolls over a static target length.
+    static_target = config.model == "rnn" and _backends.fit_fixes_batch_shapes()
     batches = BucketedBatches(
         source, target, config.batch_size, seed=config.seed, rows_multiple_of=_batch_shards(),
         target_width=8 * math.ceil((max(map(len, target)) - 1) / 8) + 1 if static_target

@@ -2,7 +2,7 @@
 
 `keras.ops.dot_product_attention` reaches JAX's kernel and cuDNN where
 available; PyTorch's SDPA (a CPU flash kernel) is called directly. Nothing
-else in `attnkit.ops` asks which backend runs.
+else in attnkit asks which backend runs.
 
 Shape legend: B batch, T query length, S key length, N query heads,
 K key/value heads, H head dim, Hv value head dim.
@@ -27,6 +27,13 @@ def custom_gradient_traceable():
     import torch
 
     return not torch.compiler.is_compiling()
+
+
+def fit_fixes_batch_shapes():
+    """Whether keras's `fit` on a `PyDataset` turns the shapes of its first
+    batches into one signature for every batch (TensorFlow's tf.data):
+    dimensions the peeked batches share are fixed, the others unknown."""
+    return backend.backend() == "tensorflow"
 
 
 def branches_in_loops():
