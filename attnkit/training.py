@@ -156,7 +156,8 @@ class BucketedBatches(keras.utils.PyDataset):
     length order) is padded with empty rows, which the loss ignores: a
     distribution that splits the batch over n devices needs n | rows.
     `target_width`: pad every target sequence (start and end tokens
-    included) to this width instead of per batch, for models that need one
+    included) to this width, or `"longest"` to that of the longest one
+    (rounded as a batch is), instead of per batch, for models that need one
     static target length (the RNN decoder on TensorFlow, where keras turns
     batch shapes into a tf.data signature). `outputs=2` gives the targets
     twice, for a model trained on its logits and its alignments.
@@ -168,6 +169,8 @@ class BucketedBatches(keras.utils.PyDataset):
         self.outputs = outputs
         self.source, self.target = source, target
         self.rows_multiple_of = int(rows_multiple_of)
+        if target_width == "longest":
+            target_width = _padded_width(max(map(len, target)), extra=1)
         self.target_width = target_width
         order = np.argsort([len(s) for s in source], kind="stable")
         self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -202,9 +205,14 @@ class BucketedBatches(keras.utils.PyDataset):
         self.rng.shuffle(self.batches)
 
 
+def _padded_width(length, extra=0):
+    """`length` rounded up to a multiple of 8 (the `extra` columns apart)."""
+    return 8 * math.ceil((length - extra) / 8) + extra
+
+
 def _pad(seqs, extra=0, rows=1, width=None):
     if width is None:
-        width = 8 * math.ceil((max(len(s) for s in seqs) - extra) / 8) + extra
+        width = _padded_width(max(len(s) for s in seqs), extra)
     out = np.zeros((rows * math.ceil(len(seqs) / rows), width), "int32")
     for i, s in enumerate(seqs):
         out[i, :len(s)] = s
@@ -318,8 +326,8 @@ def train(train_pairs, valid_pairs, out, config=None, *, resume=False, verbose="
     static_target = config.model == "rnn" and _backends.fit_fixes_batch_shapes()
     batches = BucketedBatches(
         source, target, config.batch_size, seed=config.seed, rows_multiple_of=_batch_shards(),
-        target_width=8 * math.ceil((max(map(len, target)) - 1) / 8) + 1 if static_target
-        else None, outputs=2 if config.coverage_loss else 1)
+        target_width="longest" if static_target else None,
+        outputs=2 if config.coverage_loss else 1)
 
     state_path, last_path = out / "state.json", out / "last.keras"
     state = {"epoch": 0, "steps": 0, "best": None, "stale": 0,

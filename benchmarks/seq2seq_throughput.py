@@ -22,7 +22,6 @@ writes `seq2seq-throughput.md` (pairs per second, and keras / attnkit).
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -82,9 +81,7 @@ def worker(config):
     # attnkit's RNN decoder unrolls over a static target length: on TensorFlow
     # (where keras turns batch shapes into one tf.data signature) every model
     # gets the same fixed target width, as `attnkit train` gives it there.
-    width = None
-    if keras.backend.backend() == "tensorflow":
-        width = 8 * math.ceil((max(map(len, target)) - 1) / 8) + 1
+    width = "longest" if keras.backend.backend() == "tensorflow" else None
     batches = training.BucketedBatches(source, target, config["batch_size"], seed=0,
                                        target_width=width)
     rows = sum(len(b) for b in batches.batches)
