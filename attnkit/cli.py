@@ -14,7 +14,10 @@ import time
 from pathlib import Path
 
 
-RNN_ATTENTION = ("additive", "dot", "scaled", "general", "cosine")
+# The models' own lists (attnkit.models), repeated so that `--help` and
+# option errors come before keras is imported; a test keeps them equal.
+RNN_ATTENTION = ("additive", "dot", "scaled", "general", "cosine", "monotonic", "mocha",
+                 "location", "coverage")
 TRANSFORMER_ATTENTION = ("relative", "t5", "alibi", "rotary")
 DEFAULT_EPOCHS = {"rnn": 3, "transformer": 10}
 

@@ -30,6 +30,8 @@ from attnkit.models import beam_search_decode
 from attnkit.models import build_rnn_seq2seq
 from attnkit.models import build_transformer_seq2seq
 from attnkit.models import greedy_decode
+from attnkit.models import rnn_seq2seq
+from attnkit.models import transformer_seq2seq
 
 
 def read_pairs(path):
@@ -89,8 +91,8 @@ class TrainConfig:
     seed: int = 0
 
     def check(self):
-        kinds = {"rnn": ("additive", "dot", "scaled", "general", "cosine"),
-                 "transformer": ("relative", "t5", "alibi", "rotary")}
+        kinds = {"rnn": rnn_seq2seq.ATTENTION_KINDS,
+                 "transformer": transformer_seq2seq.POSITION_KINDS}
         if self.model not in kinds:
             raise ValueError(f"`model` must be 'rnn' or 'transformer'. Received: {self.model!r}.")
         self.attention = self.attention or kinds[self.model][0]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 KINDS = (("rnn", "additive"), ("rnn", "dot"), ("rnn", "general"), ("rnn", "cosine"),
          ("rnn", "additive+sparsemax"), ("rnn", "additive+entmax15"),
+         ("rnn", "monotonic"), ("rnn", "mocha"), ("rnn", "location"), ("rnn", "coverage"),
          ("transformer", "relative"), ("transformer", "t5"), ("transformer", "rotary"))
 SIZES = (1000, 4000, 16000, None)  # None: every training word
 

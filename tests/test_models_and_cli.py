@@ -11,6 +11,7 @@ import pytest
 
 from attnkit.cli import exact_match_percent
 from attnkit.datasets import dates
+from attnkit.layers import MonotonicAttention
 from attnkit.models import beam_search_decode
 from attnkit.models import build_rnn_seq2seq
 from attnkit.models import build_transformer_seq2seq
@@ -18,33 +19,42 @@ from attnkit.models import greedy_decode
 from tests.helpers import to_numpy
 
 
+def peaked(model):
+    """Random weights, logits scaled up: distributions as confident as a
+    trained model's, so argmax and beam decisions are not near ties."""
+    logits = model.get_layer("logits")
+    logits.kernel.assign(logits.kernel * 8.0)
+    for layer in model.layers:
+        if isinstance(getattr(layer, "attention", None), MonotonicAttention):
+            # hard decisions that stop: with r = -4 an untrained one never does
+            layer.attention.score_bias.assign(1.0)
+    return model
+
+
 @pytest.mark.parametrize("attention, normalizer", [
-    ("additive", "softmax"), ("general", "softmax"), ("additive", "sparsemax")])
+    ("additive", "softmax"), ("general", "softmax"), ("additive", "sparsemax"),
+    ("mocha", "softmax"), ("location", "softmax"), ("coverage", "entmax15")])
 def test_greedy_decoding_equals_argmax_of_the_teacher_forced_model(attention, normalizer):
     """Feeding the greedy tokens back teacher-forced reproduces them."""
     keras.utils.set_random_seed(0)
     data = dates.load_data(200, 10, 10, seed=3)
     src = np.array([data.source_vocab.encode(t, length=40) for t, _ in data.train[:6]], "int32")
-    model = build_rnn_seq2seq(len(data.source_vocab), len(data.target_vocab),
-                              attention=attention, units=8, embedding_dim=8,
-                              normalizer=normalizer)
-    model.compile("adam", ["sparse_categorical_crossentropy", None])
-    tgt = np.array([data.target_vocab.encode(d, add_start_end=True) for _, d in data.train], "int32")
-    srcs = np.array([data.source_vocab.encode(t, length=40) for t, _ in data.train], "int32")
-    model.fit([srcs, tgt[:, :-1]], tgt[:, 1:], epochs=1, verbose=0)  # a trained model
+    model = peaked(build_rnn_seq2seq(len(data.source_vocab), len(data.target_vocab),
+                                     attention=attention, units=8, embedding_dim=8,
+                                     normalizer=normalizer))
     tokens, alignments = greedy_decode(model, src, 11)
     fed = np.concatenate([np.ones((6, 1), "int32"), tokens[:, :-1]], axis=1)
     logits, teacher_alignments = model([src, fed])
     np.testing.assert_array_equal(np.argmax(to_numpy(logits), -1), tokens)
     np.testing.assert_allclose(alignments, to_numpy(teacher_alignments), rtol=1e-4, atol=1e-5)
     assert np.all(alignments[src[:, None, :].repeat(11, 1) == 0] == 0)  # padding unseen
+    assert alignments.sum() > 0
 
 
 def tiny_models():
     keras.utils.set_random_seed(0)
     data = dates.load_data(200, 10, 10, seed=3)
     src = np.array([data.source_vocab.encode(t, length=40) for t, _ in data.train], "int32")
-    tgt = np.array([data.target_vocab.encode(d, add_start_end=True) for _, d in data.train], "int32")
     v_src, v_tgt = len(data.source_vocab), len(data.target_vocab)
     models = {
         "rnn": build_rnn_seq2seq(v_src, v_tgt, units=8, embedding_dim=8),
@@ -56,10 +66,7 @@ def tiny_models():
                                                  num_layers=1, ff_units=16, position="t5",
                                                  normalizer="entmax15"),
     }
-    for model in models.values():
-        model.compile("adam", ["sparse_categorical_crossentropy", None])
-        model.fit([src, tgt[:, :-1]], tgt[:, 1:], epochs=1, verbose=0)
-    return models, src[:5]
+    return {name: peaked(model) for name, model in models.items()}, src[:5]
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +111,9 @@ def test_beam_search_is_exact_with_enough_beams(kind, trained):
     best, score = beam_search_decode(model, src, 2, beam_width=vocab)
     np.testing.assert_allclose(score, sequence_log_prob(model, src, best), rtol=1e-5, atol=1e-5)
     pairs = np.array([(a, b if a != 2 else 0) for a in range(vocab) for b in range(vocab)])
-    all_scores = np.stack([sequence_log_prob(model, src, np.repeat(p[None], len(src), 0))
-                           for p in pairs], 1)
+    # Every (input, pair) in one teacher-forced batch: (len(src) * V^2, 2).
+    all_scores = sequence_log_prob(model, np.repeat(src, len(pairs), 0),
+                                   np.tile(pairs, (len(src), 1))).reshape(len(src), len(pairs))
     np.testing.assert_allclose(score, all_scores.max(1), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="beam_width"):
         beam_search_decode(model, src, 2, beam_width=0)
@@ -255,6 +263,15 @@ def test_bad_input_gives_one_error_line(args, message, demo_dir, tmp_path):
     errors = [line for line in run.stderr.splitlines() if line.startswith("attnkit: error:")]
     assert len(errors) == 1 and message in errors[0], run.stderr[-2000:]
     assert "Traceback" not in run.stderr
+
+
+def test_the_command_offers_every_attention_kind_of_the_models():
+    from attnkit import cli
+    from attnkit.models import rnn_seq2seq
+    from attnkit.models import transformer_seq2seq
+
+    assert cli.RNN_ATTENTION == rnn_seq2seq.ATTENTION_KINDS
+    assert cli.TRANSFORMER_ATTENTION == transformer_seq2seq.POSITION_KINDS
 
 
 def test_version_names_attnkit_keras_and_the_backend():

@@ -3,11 +3,13 @@
 import json
 import random
 
+import keras
 import numpy as np
 import pytest
 
 from attnkit import training
 from tests.helpers import to_numpy
+from tests.test_distribution import JAX_SESSION_ONLY
 from tests.test_models_and_cli import attnkit_cli
 
 
@@ -293,6 +295,7 @@ print("REPORT " + json.dumps(report))
 """
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason=JAX_SESSION_ONLY)
 def test_training_under_data_parallel_equals_one_device(tmp_path):
     """keras.distribution.DataParallel over 8 virtual CPU devices (JAX):
     the same weights and dev scores as on one device, though 150 pairs in

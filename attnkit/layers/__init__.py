@@ -5,7 +5,10 @@ from attnkit.layers.alibi_bias import AlibiBias
 from attnkit.layers.attention_decoder import AttentionDecoder
 from attnkit.layers.cached_multi_head_attention import CachedMultiHeadAttention
 from attnkit.layers.cached_multi_head_attention import substitute_keras_attention
+from attnkit.layers.coverage_attention import CoverageAttention
 from attnkit.layers.dot_product_attention import DotProductAttention
+from attnkit.layers.location_sensitive_attention import LocationSensitiveAttention
+from attnkit.layers.monotonic_attention import MonotonicAttention
 from attnkit.layers.multi_head_attention import MultiHeadAttention
 from attnkit.layers.position_embedding import PositionEmbedding
 from attnkit.layers.position_scheme import PositionScheme
@@ -13,6 +16,7 @@ from attnkit.layers.relative_positional_attention import RelativePositionalAtten
 from attnkit.layers.rotary_embedding import RotaryEmbedding
 from attnkit.layers.shaw_relative_position import ShawRelativePosition
 from attnkit.layers.sinusoidal_position_encoding import SinusoidalPositionEncoding
+from attnkit.layers.stateful_attention import StatefulAttention
 from attnkit.layers.t5_relative_bias import T5RelativeBias
 
 __all__ = [
@@ -20,7 +24,10 @@ __all__ = [
     "AlibiBias",
     "AttentionDecoder",
     "CachedMultiHeadAttention",
+    "CoverageAttention",
     "DotProductAttention",
+    "LocationSensitiveAttention",
+    "MonotonicAttention",
     "MultiHeadAttention",
     "PositionEmbedding",
     "PositionScheme",
@@ -28,6 +35,7 @@ __all__ = [
     "RotaryEmbedding",
     "ShawRelativePosition",
     "SinusoidalPositionEncoding",
+    "StatefulAttention",
     "T5RelativeBias",
     "substitute_keras_attention",
 ]

@@ -7,6 +7,8 @@ input features, Dv memory features, U cell units, A attentional features.
 import keras
 from keras import ops
 
+from attnkit.layers.stateful_attention import StatefulAttention
+
 STYLES = ("bahdanau", "luong")
 
 
@@ -16,7 +18,9 @@ class AttentionDecoder(keras.layers.Layer):
 
     Keras 3 has no decoder-step attention (TF Addons' `AttentionWrapper`
     reached end of life in 2024); this layer is it, for any keras RNN cell
-    (`GRUCell`, `LSTMCell`, ...) and any attnkit single-head attention layer.
+    (`GRUCell`, `LSTMCell`, ...) and any attnkit single-head attention layer,
+    or a `StatefulAttention` (monotonic, location-sensitive, coverage),
+    whose state (earlier alignments) the decoder carries with the cell's.
 
     - `"bahdanau"` (Bahdanau et al. 2015): attention from the previous
       state `h[t-1]`; the context is fed into the cell with the input;
@@ -35,7 +39,8 @@ class AttentionDecoder(keras.layers.Layer):
     Args:
         cell: a keras RNN cell, e.g. `keras.layers.GRUCell(128)`.
         attention: an attnkit single-head attention layer, e.g.
-            `attnkit.layers.AdditiveAttention(64)`.
+            `attnkit.layers.AdditiveAttention(64)`, or a `StatefulAttention`
+            such as `attnkit.layers.MonotonicAttention(64)`.
         style: `"bahdanau"` or `"luong"`.
         input_feeding: Luong only: feed `a[t-1]` into the cell.
         attentional_units: Luong only: size A of `a[t]` (default: U).
@@ -102,6 +107,15 @@ class AttentionDecoder(keras.layers.Layer):
         return sizes[0] if isinstance(sizes, (list, tuple)) else sizes
 
     @property
+    def _stateful(self):
+        return isinstance(self.attention, StatefulAttention)
+
+    @property
+    def _cell_state_count(self):
+        sizes = self.cell.state_size
+        return len(sizes) if isinstance(sizes, (list, tuple)) else 1
+
+    @property
     def _feeds_attentional(self):
         return self.style == "luong" and self.input_feeding
 
@@ -122,9 +136,15 @@ class AttentionDecoder(keras.layers.Layer):
         if self.projection is not None and not self.projection.built:
             self.projection.build((batch, self._units + memory_dim))
 
-    def get_initial_state(self, batch_size, cell_state=None):
+    def get_initial_state(self, batch_size, cell_state=None, memory=None, memory_mask=None):
         """The full decoder state list: cell states (+ a[t-1] for Luong
-        input feeding). `cell_state` replaces the zero cell states."""
+        input feeding) (+ the attention's states for a `StatefulAttention`,
+        which needs `memory` and `memory_mask`). `cell_state` replaces the
+        zero cell states."""
+        if self._stateful and memory is None:
+            raise ValueError(
+                f"{type(self.attention).__name__} carries a state over the memory: "
+                "pass `memory` (and `memory_mask`) to get_initial_state.")
         if cell_state is None:
             sizes = self.cell.state_size
             sizes = sizes if isinstance(sizes, (list, tuple)) else [sizes]
@@ -132,6 +152,8 @@ class AttentionDecoder(keras.layers.Layer):
         states = list(cell_state)
         if self._feeds_attentional:
             states.append(ops.zeros((batch_size, self.projection.units), self.compute_dtype))
+        if self._stateful:
+            states += list(self.attention.get_initial_state(memory, memory_mask))
         return states
 
     def step(self, inputs, states, memory, memory_mask=None, training=None):
@@ -139,33 +161,39 @@ class AttentionDecoder(keras.layers.Layer):
         new states)."""
         return self._step(inputs, states, memory, memory_mask, training, self._call_cell)
 
+    def _attend(self, query, memory, memory_mask, attention_states, keys, training):
+        """(context, alignment, new attention states) for one step."""
+        if self._stateful:
+            return self.attention(query, memory, attention_states, value_mask=memory_mask,
+                                  keys=keys, training=training)
+        context, alignment = self.attention(
+            query, memory, value_mask=memory_mask, return_attention_scores=True,
+            training=training)  # (B, Dv), (B, S)
+        return context, alignment, []
+
     def _call_cell(self, inputs, extra, cell_states, training):
         """The cell on `[inputs; extra]` (extra: the context or a[t-1], or None)."""
         cell_input = inputs if extra is None else ops.concatenate([inputs, extra], axis=-1)
         h, cell_states = self.cell(cell_input, cell_states, training=training)
         return h, list(_as_list(cell_states))
 
-    def _step(self, inputs, states, memory, memory_mask, training, cell):
+    def _step(self, inputs, states, memory, memory_mask, training, cell, keys=None):
         states = list(states)
-        if self._feeds_attentional:
-            cell_states, previous = states[:-1], states[-1]
-        else:
-            cell_states, previous = states, None
+        count = self._cell_state_count
+        cell_states, rest = states[:count], states[count:]
+        previous = rest.pop(0) if self._feeds_attentional else None
         if self.style == "bahdanau":
-            context, alignment = self.attention(
-                cell_states[0], memory, value_mask=memory_mask,
-                return_attention_scores=True, training=training)  # (B, Dv), (B, S)
+            context, alignment, rest = self._attend(
+                cell_states[0], memory, memory_mask, rest, keys, training)
             h, cell_states = cell(inputs, context, cell_states, training)
             output = ops.concatenate([h, context], axis=-1)
-            return output, alignment, cell_states
+            return output, alignment, cell_states + list(rest)
         h, cell_states = cell(inputs, previous, cell_states, training)
-        context, alignment = self.attention(
-            h, memory, value_mask=memory_mask, return_attention_scores=True,
-            training=training)
+        context, alignment, rest = self._attend(h, memory, memory_mask, rest, keys, training)
         output = self.projection(ops.concatenate([context, h], axis=-1))  # (B, A)
         if previous is not None:
             cell_states.append(output)
-        return output, alignment, cell_states
+        return output, alignment, cell_states + list(rest)
 
     def _gru_steps(self, inputs):
         """For a keras GRUCell (reset_after, no dropout): the input
@@ -214,16 +242,18 @@ class AttentionDecoder(keras.layers.Layer):
                 f"be static. Received: inputs.shape={tuple(inputs.shape)}."
             )
         batch = ops.shape(inputs)[0]
-        states = self.get_initial_state(batch, initial_state)
+        states = self.get_initial_state(batch, initial_state, memory, memory_mask)
         fast = self._gru_steps(inputs)
         projected, cell = (inputs, self._call_cell) if fast is None else fast
-        if self.style == "luong" and not self.input_feeding:
+        if self.style == "luong" and not self.input_feeding and not self._stateful:
             return self._call_attending_after(projected, cell, memory, memory_mask, states,
                                               return_state, training)
+        # A stateful attention's memory projection serves every step.
+        keys = self.attention.project_keys(memory) if self._stateful else None
         outputs, alignments = [], []
         for t in range(steps):
             output, alignment, states = self._step(
-                projected[:, t], states, memory, memory_mask, training, cell)
+                projected[:, t], states, memory, memory_mask, training, cell, keys)
             outputs.append(output)
             alignments.append(alignment)
         result = (ops.stack(outputs, axis=1), ops.stack(alignments, axis=1))
@@ -261,7 +291,10 @@ class AttentionDecoder(keras.layers.Layer):
         sizes = list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]
         if self._feeds_attentional:
             sizes.append(self.projection.units)
-        return result + ([keras.KerasTensor((batch, n), dtype=dtype) for n in sizes],)
+        states = [keras.KerasTensor((batch, n), dtype=dtype) for n in sizes]
+        if self._stateful:
+            states += self.attention.initial_state_spec(memory)
+        return result + (states,)
 
     def compute_mask(self, inputs, previous_mask=None):
         return None  # the outputs are one per target step, all real

@@ -149,7 +149,8 @@ class _RNNStepper:
         mask = ops.not_equal(source_ids, 0)
         memory, forward, backward = self.model.get_layer("encoder")(embedded, mask=mask)
         state = self.model.get_layer("bridge")(ops.concatenate([forward, backward], -1))
-        states = self.decoder.get_initial_state(ops.shape(source_ids)[0], [state])
+        states = self.decoder.get_initial_state(ops.shape(source_ids)[0], [state],
+                                                memory=memory, memory_mask=mask)
         return list(states), memory, mask
 
     def step(self, token, state, i):

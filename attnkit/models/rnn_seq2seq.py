@@ -9,19 +9,36 @@ from keras import layers
 
 from attnkit.layers import AdditiveAttention
 from attnkit.layers import AttentionDecoder
+from attnkit.layers import CoverageAttention
 from attnkit.layers import DotProductAttention
+from attnkit.layers import LocationSensitiveAttention
+from attnkit.layers import MonotonicAttention
 
-ATTENTION_KINDS = ("additive", "dot", "scaled", "general", "cosine")
+ATTENTION_KINDS = ("additive", "dot", "scaled", "general", "cosine",
+                   "monotonic", "mocha", "location", "coverage")
+# Monotonic kinds have no weights to normalize: they stop by a sigmoid.
+_MONOTONIC = ("monotonic", "mocha")
 
 
 def _attention(kind, units, normalizer):
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(
+            f"`attention` must be one of {ATTENTION_KINDS}. Received: {kind!r}.")
+    if kind in _MONOTONIC and normalizer != "softmax":
+        raise ValueError(
+            f"attention={kind!r} normalizes by its own stopping probabilities; it takes no "
+            f"`normalizer`. Received: normalizer={normalizer!r}.")
     if kind == "additive":
         return AdditiveAttention(units, normalizer=normalizer, name="attention")
-    if kind in ATTENTION_KINDS:
-        return DotProductAttention(kind, normalizer=normalizer, name="attention")
-    raise ValueError(
-        f"`attention` must be one of {ATTENTION_KINDS}. Received: {kind!r}."
-    )
+    if kind in _MONOTONIC:
+        return MonotonicAttention(units, chunk_size=3 if kind == "mocha" else 1,
+                                  name="attention")
+    if kind == "location":
+        return LocationSensitiveAttention(units, filters=16, kernel_size=7,
+                                          normalizer=normalizer, name="attention")
+    if kind == "coverage":
+        return CoverageAttention(units, normalizer=normalizer, name="attention")
+    return DotProductAttention(kind, normalizer=normalizer, name="attention")
 
 
 def build_rnn_seq2seq(source_vocab_size, target_vocab_size, *,
@@ -33,8 +50,13 @@ def build_rnn_seq2seq(source_vocab_size, target_vocab_size, *,
     padding), outputs logits `(B, T, V)` and the alignments `(B, T, S)`.
     The decoder starts from a projection of the encoder's final states.
     Layers are named so that `attnkit.models.greedy_decode` and
-    `beam_search_decode` can drive a saved model. `normalizer`: the
-    attention's `"softmax"`, `"sparsemax"` or `"entmax15"`.
+    `beam_search_decode` can drive a saved model. `attention`: one of
+    `ATTENTION_KINDS`: `"additive"` (Bahdanau), Luong's `"dot"`,
+    `"general"`, `"scaled"`, `"cosine"`, or one that reads its earlier
+    alignments: `"monotonic"` (Raffel et al. 2017), `"mocha"` (chunks of 3),
+    `"location"` (location-sensitive, 16 filters of width 7), `"coverage"`.
+    `normalizer`: the attention's `"softmax"`, `"sparsemax"` or
+    `"entmax15"` (not for the monotonic kinds).
     """
     source = keras.Input((None,), dtype="int32", name="source_ids")
     target_in = keras.Input((None,), dtype="int32", name="decoder_input_ids")

@@ -13,6 +13,9 @@ from attnkit.ops.masks import or_masks
 from attnkit.ops.masks import padding_mask
 from attnkit.ops.masks import prefix_lm_mask
 from attnkit.ops.masks import sliding_window_mask
+from attnkit.ops.monotonic import chunkwise_alignment
+from attnkit.ops.monotonic import monotonic_alignment
+from attnkit.ops.monotonic import safe_cumprod
 from attnkit.ops.normalizers import entmax15
 from attnkit.ops.normalizers import sparsemax
 from attnkit.ops.score_mods import alibi
@@ -61,15 +64,18 @@ __all__ = [
     "block_sizes",
     "causal_mask",
     "chain_score_mods",
+    "chunkwise_alignment",
     "deserialize_term",
     "document_mask",
     "entmax15",
     "explain",
     "materialize_mask",
+    "monotonic_alignment",
     "or_masks",
     "padding_mask",
     "prefix_lm_mask",
     "relative_attention",
+    "safe_cumprod",
     "serialize_term",
     "sliding_window_mask",
     "soft_cap",

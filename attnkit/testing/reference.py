@@ -285,3 +285,54 @@ def relative_attention_reference_grads(query, key, value, buckets, d_out, *,
         pair = np.einsum("bnts->tsn", d_logits)  # (T, S, N)
         grads["bias_table"] = per_bucket(pair, bias_table)
     return grads
+
+
+def monotonic_alignment_reference(p_choose, previous):
+    """Expected monotonic alignment of one output step, from the recursive
+    definition (Raffel et al. 2017, eq. 10-11) as a loop over the memory:
+    `q[j] = (1 - p[j-1]) q[j-1] + previous[j]`, `alpha[j] = p[j] q[j]`.
+    Arrays `(..., S)`."""
+    p = np.asarray(p_choose, np.float64)
+    prev = np.asarray(previous, np.float64)
+    alpha = np.zeros(p.shape)
+    q = np.zeros(p.shape[:-1])
+    for j in range(p.shape[-1]):
+        q = (q * (1 - p[..., j - 1]) if j else 0.0) + prev[..., j]
+        alpha[..., j] = p[..., j] * q
+    return alpha
+
+
+def hard_monotonic_reference(p_choose, previous):
+    """Test-time monotonic attention as a scan (Raffel et al. 2017,
+    Algorithm 1): from the previous stop, the first position with
+    `p > 0.5`; all zeros when none does or when the previous step had
+    already run off the end (an all-zero `previous`). Arrays `(B, S)`."""
+    p = np.asarray(p_choose, np.float64)
+    prev = np.asarray(previous, np.float64)
+    out = np.zeros(p.shape)
+    for b in range(p.shape[0]):
+        if not prev[b].any():
+            continue
+        for j in range(int(np.argmax(prev[b])), p.shape[1]):
+            if p[b, j] > 0.5:
+                out[b, j] = 1.0
+                break
+    return out
+
+
+def chunkwise_alignment_reference(monotonic, chunk_energies, chunk_size, mask=None):
+    """MoChA's expected attention from its definition (Chiu & Raffel 2018,
+    eq. 20): the mass `alpha[k]` of each stop `k` spread over positions
+    `k - w + 1 .. k` (real ones only) by a softmax of `u`. Arrays `(B, S)`."""
+    alpha = np.asarray(monotonic, np.float64)
+    u = np.asarray(chunk_energies, np.float64)
+    real = np.ones(u.shape, bool) if mask is None else np.asarray(mask, bool)
+    beta = np.zeros(alpha.shape)
+    for b in range(alpha.shape[0]):
+        for k in range(alpha.shape[1]):
+            window = [j for j in range(max(0, k - chunk_size + 1), k + 1) if real[b, j]]
+            if not window or alpha[b, k] == 0:
+                continue
+            e = np.exp(u[b, window] - u[b, window].max())
+            beta[b, window] += alpha[b, k] * e / e.sum()
+    return beta

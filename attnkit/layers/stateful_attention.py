@@ -1,0 +1,174 @@
+"""StatefulAttention: attention that reads its own earlier alignments.
+
+Shape legend: B batch, S memory length, D query (decoder state) features,
+Dk key features, Dv value features, U units.
+"""
+
+import keras
+from keras import ops
+
+import attnkit.ops as ak
+from attnkit._checks import check_positive_int
+from attnkit.layers._arguments import clone_initializer
+
+
+class StatefulAttention(keras.layers.Layer):
+    """Base class of attention over encoder memory, one decoder step at a
+    time, that carries a state of `(B, S)` tensors from step to step: the
+    previous alignment, the cumulative alignment, a coverage vector.
+
+    `attnkit.layers.AttentionDecoder` keeps the state with the cell's and
+    hands it over each step, so a subclass only says how to start and how to
+    move on. Subclasses implement:
+
+    - `_build_weights(query_dim, key_dim)`: the layer's weights.
+    - `get_initial_state(value, value_mask=None)`: the list of states
+      before the first step (default: `state_count` zeros `(B, S)`); a
+      state of another shape also overrides `initial_state_spec`.
+    - `project_keys(value)`: the query-independent part of the energies,
+      computed once per memory (default: `value` itself).
+    - `_attend(query, keys, states, mask, training)`: `(alignment (B, S),
+      new states)`; `mask` is a bool `(B, S)` or None.
+
+    Call arguments:
+        query: `(B, D)`, the decoder state of this step.
+        value: `(B, S, Dv)`, the memory.
+        states: the list from `get_initial_state` or the previous call.
+        value_mask: `(B, S)`, True = real memory position; read from
+            `value`'s keras mask when not given.
+        keys: `project_keys(value)`, to reuse it across steps.
+        training: enables noise or dropout where a subclass has them.
+
+    Returns:
+        `(context (B, Dv), alignment (B, S), new states)`.
+    """
+
+    def __init__(self, units, kernel_initializer="glorot_uniform", kernel_regularizer=None,
+                 kernel_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        check_positive_int("units", units)
+        self.units = units
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.supports_masking = True
+
+    def build(self, query_shape, value_shape):
+        _check_shapes(query_shape, value_shape)
+        self._build_weights(query_shape[-1], value_shape[-1])
+
+    def _build_weights(self, query_dim, key_dim):
+        """Creates the layer's weights for D = query_dim, Dk = key_dim."""
+
+    def _kernel(self, name, shape, initializer=None):
+        return self.add_weight(
+            name=name, shape=shape,
+            initializer=initializer or clone_initializer(self.kernel_initializer),
+            regularizer=self.kernel_regularizer, constraint=self.kernel_constraint)
+
+    state_count = 1
+
+    def get_initial_state(self, value, value_mask=None):
+        """The states before the first decoder step, for this memory."""
+        zeros = ops.zeros(ops.shape(value)[:2], self.compute_dtype)
+        return [zeros] * self.state_count
+
+    def initial_state_spec(self, value):
+        """`get_initial_state`'s shapes and dtypes for a symbolic `value`."""
+        shape = tuple(value.shape[:2])
+        return [keras.KerasTensor(shape, dtype=self.compute_dtype)
+                for _ in range(self.state_count)]
+
+    def project_keys(self, value):
+        """The part of the energies that depends on the memory alone."""
+        return value
+
+    def call(self, query, value, states, value_mask=None, keys=None, training=None):
+        _check_shapes(query.shape, value.shape)
+        if keys is None:
+            keys = self.project_keys(value)
+        mask = None if value_mask is None else ops.cast(value_mask, "bool")
+        alignment, states = self._attend(query, keys, list(states), mask, training)
+        context = ops.einsum("bs,bsv->bv", ops.cast(alignment, value.dtype), value)
+        return context, alignment, states
+
+    def compute_output_spec(self, query, value, states, value_mask=None, keys=None,
+                            training=None):
+        dtype = self.compute_dtype
+        batch, length = value.shape[0], value.shape[1]
+        return (keras.KerasTensor((batch, value.shape[-1]), dtype=dtype),
+                keras.KerasTensor((batch, length), dtype=dtype),
+                [keras.KerasTensor(s.shape, dtype=s.dtype) for s in states])
+
+    def compute_mask(self, *args, **kwargs):
+        return None
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "units": self.units,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+        })
+        return config
+
+
+class AdditiveEnergy:
+    """Bahdanau's energy `v . tanh(W_q q + W_k k + extra + b)` with the
+    weights on a `StatefulAttention` layer; `extra` `(B, S, U)` is a
+    subclass's location or coverage term."""
+
+    def __init__(self, layer, prefix=""):
+        self.layer, self.prefix = layer, prefix
+
+    def build(self, query_dim, key_dim, units):
+        layer, p = self.layer, self.prefix
+        self.query_kernel = layer._kernel(f"{p}query_kernel", (query_dim, units))
+        self.key_kernel = layer._kernel(f"{p}key_kernel", (key_dim, units))
+        self.bias = layer._kernel(f"{p}bias", (units,), keras.initializers.Zeros())
+        self.score_kernel = layer._kernel(f"{p}score_kernel", (units,))
+
+    def keys(self, value):
+        return ops.matmul(value, ops.cast(self.key_kernel, value.dtype))  # (B, S, U)
+
+    def hidden(self, query, keys, extra=None):
+        dtype = keys.dtype
+        q = ops.matmul(query, ops.cast(self.query_kernel, dtype))  # (B, U)
+        hidden = ops.expand_dims(q, 1) + keys + ops.cast(self.bias, dtype)  # (B, S, U)
+        if extra is not None:
+            hidden = hidden + extra
+        return ops.tanh(hidden)
+
+    def __call__(self, query, keys, extra=None):
+        hidden = self.hidden(query, keys, extra)
+        return ops.tensordot(hidden, ops.cast(self.score_kernel, keys.dtype), 1)  # (B, S)
+
+
+def normalized_weights(scores, mask, normalizer):
+    """Attention weights `(B, S)` from scores `(B, S)` by the core (its
+    normalizer, masking, fully hidden rows giving zeros)."""
+    b, s = ops.shape(scores)[0], ops.shape(scores)[1]
+    dtype = scores.dtype
+    _, weights = ak.attention(
+        ops.zeros((b, 1, 1, 0), dtype), ops.zeros((b, s, 1, 0), dtype),
+        ops.zeros((b, s, 1, 1), dtype),
+        bias=scores[:, None, None, :],
+        mask=None if mask is None else mask[:, None, None, :],  # (B, 1, 1, S)
+        scale=1.0, return_weights=True, normalizer=normalizer)  # (B, 1, 1, S)
+    return weights[:, 0, 0]
+
+
+def _check_shapes(query_shape, value_shape):
+    if len(query_shape) != 2:
+        raise ValueError(
+            "`query` must be one decoder step (B, D): this attention reads its "
+            "previous alignment, so it runs step by step (AttentionDecoder does "
+            f"this). Received: query.shape={tuple(query_shape)}.")
+    if len(value_shape) != 3:
+        raise ValueError(
+            f"`value` must be (B, S, Dv). Received: value.shape={tuple(value_shape)}.")
+    if None not in (query_shape[0], value_shape[0]) and query_shape[0] != value_shape[0]:
+        raise ValueError(
+            "`query` and `value` must have the same batch size. Received: "
+            f"query.shape={tuple(query_shape)}, value.shape={tuple(value_shape)}.")
