@@ -11,14 +11,14 @@ BACKEND_TESTS := $(addprefix test-,$(BACKENDS))
 # dev extra in pyproject.toml).
 NO_DEPS := keras-hub==0.32.0 kagglesdk==0.1.28 tensorflow-text==2.21.1
 
-.PHONY: install test $(BACKEND_TESTS) keras-hub-tests demo g2p bench clean
+.PHONY: install test $(BACKEND_TESTS) keras-hub-tests demo g2p bench docs clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[all,dev]"
+	$(PY) -m pip install --quiet -e ".[all,dev,docs]"
 	$(PY) -m pip install --quiet --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
@@ -60,6 +60,11 @@ g2p: $(STAMP)
 # (about 40 minutes on 2 cores); writes benchmarks/results/results.{csv,md,png}.
 bench: $(STAMP)
 	$(VENV)/bin/attnkit bench --out benchmarks/results $(BENCH_ARGS)
+
+# The documentation site (MkDocs, API reference from the docstrings) into
+# build/site; --strict fails on a broken link or reference.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -26,9 +26,9 @@ class CoverageLoss(keras.losses.Loss):
 
     Example:
 
-    >>> alignments = keras.ops.convert_to_tensor([[[1.0, 0.0], [1.0, 0.0]]])
-    >>> float(attnkit.losses.CoverageLoss()(keras.ops.ones((1, 2)), alignments))
-    0.5
+        >>> alignments = keras.ops.convert_to_tensor([[[1.0, 0.0], [1.0, 0.0]]])
+        >>> float(attnkit.losses.CoverageLoss()(keras.ops.ones((1, 2)), alignments))
+        0.5
     """
 
     def __init__(self, name="coverage_loss", **kwargs):
@@ -55,10 +55,10 @@ class GuidedAlignmentLoss(keras.losses.Loss):
 
     Example:
 
-    >>> reference = keras.ops.convert_to_tensor([[[1.0, 0.0]]])
-    >>> predicted = keras.ops.convert_to_tensor([[[0.5, 0.5]]])
-    >>> round(float(attnkit.losses.GuidedAlignmentLoss("mse")(reference, predicted)), 3)
-    0.5
+        >>> reference = keras.ops.convert_to_tensor([[[1.0, 0.0]]])
+        >>> predicted = keras.ops.convert_to_tensor([[[0.5, 0.5]]])
+        >>> round(float(attnkit.losses.GuidedAlignmentLoss("mse")(reference, predicted)), 3)
+        0.5
     """
 
     def __init__(self, kind="ce", name="guided_alignment_loss", **kwargs):

@@ -1,4 +1,4 @@
-"""The README's "write your own" examples run as written, compute what they
+"""The documentation's "write your own" examples run as written, compute what they
 say (against the float64 reference of `tests/layers/mha_reference`), take
 the chunked path, and save."""
 
@@ -15,11 +15,13 @@ import attnkit
 from tests.helpers import to_numpy
 from tests.layers import mha_reference as ref
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").rglob("*.md"))
 
 
 def readme_block(marker):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    blocks = [b for page in PAGES
+              for b in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
     (block,) = [b for b in blocks if marker in b]
     return block
 
@@ -90,3 +92,18 @@ def test_readme_example_runs_and_computes_what_it_says(marker, tmp_path):
 def test_cmudict_example_prints_what_it_says():
     _, printed = run_block("cmudict.load_data(train_size=4000)")
     assert printed.splitlines() == ["['R EH D', 'R IY D']", "0.0 0.0"]
+
+
+def test_readme_stateful_attention_example_runs_and_stays_monotonic():
+    namespace, printed = run_block("reads_earlier_alignments")
+    assert printed.strip() == "(4, 6, 56) (4, 9)"
+    decoder, memory, targets = (namespace[k] for k in ("decoder", "memory", "targets"))
+    decoder.attention.score_bias.assign(1.0)  # hard decisions that stop somewhere
+    states = decoder.get_initial_state(4, memory=memory)
+    stops = []
+    for t in range(6):
+        _, _, states = decoder.step(targets[:, t], states, memory)
+        alpha = to_numpy(states[-1])  # the monotonic alignment: one-hot or empty
+        assert set(np.unique(alpha)) <= {0.0, 1.0}
+        stops.append(np.where(alpha.any(-1), alpha.argmax(-1), 9))
+    assert np.all(np.diff(np.stack(stops, 1), axis=1) >= 0)  # never moves back

@@ -19,11 +19,11 @@ with its published ones:
 
 Example:
 
->>> data = attnkit.datasets.cmudict.load_data(train_size=1000)
->>> len(data.train_words), len(data.test_words)
-(1000, 12604)
->>> data.references["read"]
-['R EH D', 'R IY D']
+    >>> data = attnkit.datasets.cmudict.load_data(train_size=1000)
+    >>> len(data.train_words), len(data.test_words)
+    (1000, 12604)
+    >>> data.references["read"]
+    ['R EH D', 'R IY D']
 """
 
 import dataclasses

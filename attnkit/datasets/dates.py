@@ -12,9 +12,9 @@ years always have four digits, and a weekday name is always the true one.
 
 Example:
 
->>> data = attnkit.datasets.dates.load_data(num_train=1000, num_val=100,
-...                                         num_test=100, seed=0)
->>> text, iso = data.train[0]
+    >>> data = attnkit.datasets.dates.load_data(num_train=1000, num_val=100,
+    ...                                         num_test=100, seed=0)
+    >>> text, iso = data.train[0]
 """
 
 import dataclasses

@@ -7,10 +7,10 @@ from `rapidfuzz` (`pip install attnkit[g2p]`).
 
 Example:
 
->>> scores = attnkit.datasets.metrics.error_rates(
-...     {"read": "R IY D"}, {"read": ["R EH D", "R IY D"]}, unit="word")
->>> scores["wer"], scores["per"]
-(0.0, 0.0)
+    >>> scores = attnkit.datasets.metrics.error_rates(
+    ...     {"read": "R IY D"}, {"read": ["R EH D", "R IY D"]}, unit="word")
+    >>> scores["wer"], scores["per"]
+    (0.0, 0.0)
 """
 
 

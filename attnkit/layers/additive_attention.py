@@ -37,11 +37,11 @@ class AdditiveAttention(SingleHeadAttention):
 
     Example:
 
-    >>> encoder = keras.random.normal((4, 9, 64))   # (B, S, Dv)
-    >>> state = keras.random.normal((4, 32))        # one decoder step
-    >>> layer = attnkit.layers.AdditiveAttention(units=16)
-    >>> tuple(layer(state, encoder).shape)
-    (4, 64)
+        >>> encoder = keras.random.normal((4, 9, 64))   # (B, S, Dv)
+        >>> state = keras.random.normal((4, 32))        # one decoder step
+        >>> layer = attnkit.layers.AdditiveAttention(units=16)
+        >>> tuple(layer(state, encoder).shape)
+        (4, 64)
 
     References:
         Bahdanau, Cho, Bengio 2015, "Neural Machine Translation by Jointly

@@ -20,11 +20,11 @@ class AlibiBias(PositionScheme):
 
     Example:
 
-    >>> layer = attnkit.layers.MultiHeadAttention(
-    ...     num_heads=4, key_dim=8, position=attnkit.layers.AlibiBias())
-    >>> x = keras.random.normal((1, 6, 16))
-    >>> tuple(layer(x, x, use_causal_mask=True).shape)
-    (1, 6, 16)
+        >>> layer = attnkit.layers.MultiHeadAttention(
+        ...     num_heads=4, key_dim=8, position=attnkit.layers.AlibiBias())
+        >>> x = keras.random.normal((1, 6, 16))
+        >>> tuple(layer(x, x, use_causal_mask=True).shape)
+        (1, 6, 16)
 
     References:
         Press, Smith, Lewis 2022, "Train Short, Test Long: Attention with

@@ -61,13 +61,13 @@ class AttentionDecoder(keras.layers.Layer):
 
     Example:
 
-    >>> decoder = attnkit.layers.AttentionDecoder(
-    ...     keras.layers.GRUCell(32), attnkit.layers.AdditiveAttention(16))
-    >>> memory = keras.random.normal((4, 9, 24))
-    >>> targets = keras.random.normal((4, 6, 8))
-    >>> outputs, alignments = decoder(targets, memory)
-    >>> tuple(outputs.shape), tuple(alignments.shape)
-    ((4, 6, 56), (4, 6, 9))
+        >>> decoder = attnkit.layers.AttentionDecoder(
+        ...     keras.layers.GRUCell(32), attnkit.layers.AdditiveAttention(16))
+        >>> memory = keras.random.normal((4, 9, 24))
+        >>> targets = keras.random.normal((4, 6, 8))
+        >>> outputs, alignments = decoder(targets, memory)
+        >>> tuple(outputs.shape), tuple(alignments.shape)
+        ((4, 6, 56), (4, 6, 9))
 
     References:
         Bahdanau, Cho, Bengio 2015; Luong, Pham, Manning 2015.

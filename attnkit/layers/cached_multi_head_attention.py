@@ -28,12 +28,12 @@ class CachedMultiHeadAttention(MultiHeadAttention):
 
     Example:
 
-    >>> layer = attnkit.layers.CachedMultiHeadAttention(num_heads=2, key_dim=4)
-    >>> x = keras.random.normal((1, 3, 8))
-    >>> cache = keras.ops.zeros((1, 2, 5, 2, 4))
-    >>> y, cache = layer(x[:, :1], x[:, :1], cache=cache, cache_update_index=0)
-    >>> tuple(y.shape), tuple(cache.shape)
-    ((1, 1, 8), (1, 2, 5, 2, 4))
+        >>> layer = attnkit.layers.CachedMultiHeadAttention(num_heads=2, key_dim=4)
+        >>> x = keras.random.normal((1, 3, 8))
+        >>> cache = keras.ops.zeros((1, 2, 5, 2, 4))
+        >>> y, cache = layer(x[:, :1], x[:, :1], cache=cache, cache_update_index=0)
+        >>> tuple(y.shape), tuple(cache.shape)
+        ((1, 1, 8), (1, 2, 5, 2, 4))
     """
 
     def call(self, query, value, key=None, attention_mask=None, cache=None,
@@ -69,10 +69,10 @@ def substitute_keras_attention():
 
     Example:
 
-    >>> with attnkit.layers.substitute_keras_attention():
-    ...     layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
-    >>> type(layer).__module__
-    'attnkit.layers.multi_head_attention'
+        >>> with attnkit.layers.substitute_keras_attention():
+        ...     layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
+        >>> type(layer).__module__
+        'attnkit.layers.multi_head_attention'
     """
     from keras.src import layers as keras_src_layers
 

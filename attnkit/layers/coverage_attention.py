@@ -43,14 +43,14 @@ class CoverageAttention(StatefulAttention):
 
     Example:
 
-    >>> attention = attnkit.layers.CoverageAttention(16)
-    >>> memory = keras.random.normal((2, 7, 24))    # (B, S, Dv)
-    >>> states = attention.get_initial_state(memory)
-    >>> for _ in range(3):
-    ...     context, alignment, states = attention(
-    ...         keras.random.normal((2, 32)), memory, states)
-    >>> print(keras.ops.convert_to_numpy(keras.ops.sum(states[0], -1)).round(3))
-    [3. 3.]
+        >>> attention = attnkit.layers.CoverageAttention(16)
+        >>> memory = keras.random.normal((2, 7, 24))    # (B, S, Dv)
+        >>> states = attention.get_initial_state(memory)
+        >>> for _ in range(3):
+        ...     context, alignment, states = attention(
+        ...         keras.random.normal((2, 32)), memory, states)
+        >>> print(keras.ops.convert_to_numpy(keras.ops.sum(states[0], -1)).round(3))
+        [3. 3.]
 
     References:
         Tu, Lu, Liu, Liu, Li 2016, "Modeling Coverage for Neural Machine

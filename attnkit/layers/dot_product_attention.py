@@ -60,12 +60,12 @@ class DotProductAttention(SingleHeadAttention):
 
     Example:
 
-    >>> encoder = keras.random.normal((4, 9, 32))   # (B, S, Dv)
-    >>> state = keras.random.normal((4, 32))        # one decoder step
-    >>> layer = attnkit.layers.DotProductAttention("general")
-    >>> context, weights = layer(state, encoder, return_attention_scores=True)
-    >>> tuple(context.shape), tuple(weights.shape)
-    ((4, 32), (4, 9))
+        >>> encoder = keras.random.normal((4, 9, 32))   # (B, S, Dv)
+        >>> state = keras.random.normal((4, 32))        # one decoder step
+        >>> layer = attnkit.layers.DotProductAttention("general")
+        >>> context, weights = layer(state, encoder, return_attention_scores=True)
+        >>> tuple(context.shape), tuple(weights.shape)
+        ((4, 32), (4, 9))
 
     References:
         Luong, Pham, Manning 2015, "Effective Approaches to Attention-based

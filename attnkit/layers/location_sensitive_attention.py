@@ -42,13 +42,13 @@ class LocationSensitiveAttention(StatefulAttention):
 
     Example:
 
-    >>> attention = attnkit.layers.LocationSensitiveAttention(16, filters=4, kernel_size=5)
-    >>> memory = keras.random.normal((2, 7, 24))    # (B, S, Dv)
-    >>> states = attention.get_initial_state(memory)
-    >>> context, alignment, states = attention(
-    ...     keras.random.normal((2, 32)), memory, states)
-    >>> tuple(context.shape), len(states)
-    ((2, 24), 2)
+        >>> attention = attnkit.layers.LocationSensitiveAttention(16, filters=4, kernel_size=5)
+        >>> memory = keras.random.normal((2, 7, 24))    # (B, S, Dv)
+        >>> states = attention.get_initial_state(memory)
+        >>> context, alignment, states = attention(
+        ...     keras.random.normal((2, 32)), memory, states)
+        >>> tuple(context.shape), len(states)
+        ((2, 24), 2)
 
     References:
         Chorowski, Bahdanau, Serdyuk, Cho, Bengio 2015, "Attention-Based

@@ -69,16 +69,16 @@ class MonotonicAttention(StatefulAttention):
 
     Example:
 
-    >>> attention = attnkit.layers.MonotonicAttention(16)
-    >>> memory = keras.random.normal((2, 7, 24))    # (B, S, Dv)
-    >>> states = attention.get_initial_state(memory)
-    >>> context, alignment, states = attention(
-    ...     keras.random.normal((2, 32)), memory, states)
-    >>> tuple(context.shape), tuple(alignment.shape)
-    ((2, 24), (2, 7))
+        >>> attention = attnkit.layers.MonotonicAttention(16)
+        >>> memory = keras.random.normal((2, 7, 24))    # (B, S, Dv)
+        >>> states = attention.get_initial_state(memory)
+        >>> context, alignment, states = attention(
+        ...     keras.random.normal((2, 32)), memory, states)
+        >>> tuple(context.shape), tuple(alignment.shape)
+        ((2, 24), (2, 7))
 
-    In a decoder: `attnkit.layers.AttentionDecoder(keras.layers.GRUCell(64),
-    attnkit.layers.MonotonicAttention(32))`.
+        In a decoder: `attnkit.layers.AttentionDecoder(keras.layers.GRUCell(64),
+        attnkit.layers.MonotonicAttention(32))`.
 
     References:
         Raffel, Luong, Liu, Weiss, Eck 2017, "Online and Linear-Time

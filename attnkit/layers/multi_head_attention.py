@@ -55,9 +55,8 @@ class MultiHeadAttention(keras.layers.Layer):
             (`implementation="fused"`) and raises at construction if the
             layer's position, `score_mod` or soft cap cannot run there; None
             or False lets attnkit choose (`attnkit.ops.explain`).
-        kernel_initializer, bias_initializer, kernel_regularizer,
-        bias_regularizer, activity_regularizer, kernel_constraint,
-        bias_constraint: for the projections, as in keras.
+        kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint: for
+            the projections, as in keras.
         use_gate: gate each head's output by `sigmoid(W_g x)` (keras's
             gated attention).
         seed: seed of the dropout.
@@ -104,17 +103,17 @@ class MultiHeadAttention(keras.layers.Layer):
 
     Example:
 
-    >>> layer = attnkit.layers.MultiHeadAttention(
-    ...     num_heads=4, key_dim=8, num_key_value_heads=2,
-    ...     position=attnkit.layers.RotaryEmbedding())
-    >>> x = keras.random.normal((2, 6, 32))
-    >>> tuple(layer(x, x, use_causal_mask=True).shape)
-    (2, 6, 32)
-    >>> cache = ops.zeros((2, 2, 10, 2, 8))
-    >>> y, cache = layer(x[:, :1], x[:, :1], cache=cache,
-    ...                  cache_update_index=0, use_causal_mask=True)
-    >>> tuple(y.shape), tuple(cache.shape)
-    ((2, 1, 32), (2, 2, 10, 2, 8))
+        >>> layer = attnkit.layers.MultiHeadAttention(
+        ...     num_heads=4, key_dim=8, num_key_value_heads=2,
+        ...     position=attnkit.layers.RotaryEmbedding())
+        >>> x = keras.random.normal((2, 6, 32))
+        >>> tuple(layer(x, x, use_causal_mask=True).shape)
+        (2, 6, 32)
+        >>> cache = ops.zeros((2, 2, 10, 2, 8))
+        >>> y, cache = layer(x[:, :1], x[:, :1], cache=cache,
+        ...                  cache_update_index=0, use_causal_mask=True)
+        >>> tuple(y.shape), tuple(cache.shape)
+        ((2, 1, 32), (2, 2, 10, 2, 8))
 
     References:
         Vaswani et al. 2017; Ainslie et al. 2023 (grouped-query attention).

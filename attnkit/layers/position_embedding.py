@@ -29,10 +29,10 @@ class PositionEmbedding(keras.layers.Layer):
 
     Example:
 
-    >>> tokens = keras.random.normal((2, 5, 16))
-    >>> x = tokens + attnkit.layers.PositionEmbedding(32)(tokens)
-    >>> tuple(x.shape)
-    (2, 5, 16)
+        >>> tokens = keras.random.normal((2, 5, 16))
+        >>> x = tokens + attnkit.layers.PositionEmbedding(32)(tokens)
+        >>> tuple(x.shape)
+        (2, 5, 16)
     """
 
     def __init__(self, sequence_length, initializer="glorot_uniform",

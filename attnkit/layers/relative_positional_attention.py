@@ -28,13 +28,13 @@ class RelativePositionalAttention(MultiHeadAttention):
 
     Example:
 
-    >>> layer = attnkit.layers.RelativePositionalAttention(
-    ...     num_heads=2, key_dim=8, clip_distance=4)
-    >>> x = keras.random.normal((2, 7, 16))
-    >>> out, scores = layer(x, x, use_causal_mask=True,
-    ...                     return_attention_scores=True)
-    >>> tuple(out.shape), tuple(scores.shape)
-    ((2, 7, 16), (2, 2, 7, 7))
+        >>> layer = attnkit.layers.RelativePositionalAttention(
+        ...     num_heads=2, key_dim=8, clip_distance=4)
+        >>> x = keras.random.normal((2, 7, 16))
+        >>> out, scores = layer(x, x, use_causal_mask=True,
+        ...                     return_attention_scores=True)
+        >>> tuple(out.shape), tuple(scores.shape)
+        ((2, 7, 16), (2, 2, 7, 7))
 
     References:
         Shaw, Uszkoreit, Vaswani 2018, "Self-Attention with Relative Position

@@ -22,11 +22,11 @@ class RotaryEmbedding(PositionScheme):
 
     Example:
 
-    >>> layer = attnkit.layers.MultiHeadAttention(
-    ...     num_heads=2, key_dim=8, position=attnkit.layers.RotaryEmbedding())
-    >>> x = keras.random.normal((1, 6, 16))
-    >>> tuple(layer(x, x, use_causal_mask=True).shape)
-    (1, 6, 16)
+        >>> layer = attnkit.layers.MultiHeadAttention(
+        ...     num_heads=2, key_dim=8, position=attnkit.layers.RotaryEmbedding())
+        >>> x = keras.random.normal((1, 6, 16))
+        >>> tuple(layer(x, x, use_causal_mask=True).shape)
+        (1, 6, 16)
 
     References:
         Su et al. 2021, "RoFormer: Enhanced Transformer with Rotary Position

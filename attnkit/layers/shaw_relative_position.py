@@ -38,12 +38,12 @@ class ShawRelativePosition(PositionScheme):
 
     Example:
 
-    >>> layer = attnkit.layers.MultiHeadAttention(
-    ...     num_heads=2, key_dim=8,
-    ...     position=attnkit.layers.ShawRelativePosition(4))
-    >>> x = keras.random.normal((1, 6, 16))
-    >>> tuple(layer(x, x).shape)
-    (1, 6, 16)
+        >>> layer = attnkit.layers.MultiHeadAttention(
+        ...     num_heads=2, key_dim=8,
+        ...     position=attnkit.layers.ShawRelativePosition(4))
+        >>> x = keras.random.normal((1, 6, 16))
+        >>> tuple(layer(x, x).shape)
+        (1, 6, 16)
 
     References:
         Shaw, Uszkoreit, Vaswani 2018, "Self-Attention with Relative Position

@@ -30,10 +30,10 @@ class SinusoidalPositionEncoding(keras.layers.Layer):
 
     Example:
 
-    >>> tokens = keras.random.normal((2, 5, 16))
-    >>> x = tokens + attnkit.layers.SinusoidalPositionEncoding()(tokens)
-    >>> tuple(x.shape)
-    (2, 5, 16)
+        >>> tokens = keras.random.normal((2, 5, 16))
+        >>> x = tokens + attnkit.layers.SinusoidalPositionEncoding()(tokens)
+        >>> tuple(x.shape)
+        (2, 5, 16)
     """
 
     def __init__(self, max_wavelength=10000, **kwargs):

@@ -83,6 +83,13 @@ class StatefulAttention(keras.layers.Layer):
         """The part of the energies that depends on the memory alone."""
         return value
 
+    @staticmethod
+    def normalize_scores(scores, mask=None, normalizer="softmax"):
+        """Weights `(B, S)` from scores `(B, S)` by attnkit's core: the
+        normalizer (`"softmax"`, `"sparsemax"`, `"entmax15"`) over the
+        positions `mask` (bool `(B, S)`) shows, zeros for a row with none."""
+        return normalized_weights(scores, mask, normalizer)
+
     def call(self, query, value, states, value_mask=None, keys=None, training=None):
         _check_shapes(query.shape, value.shape)
         if keys is None:

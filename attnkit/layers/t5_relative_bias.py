@@ -30,11 +30,11 @@ class T5RelativeBias(PositionScheme):
 
     Example:
 
-    >>> layer = attnkit.layers.MultiHeadAttention(
-    ...     num_heads=2, key_dim=8, position=attnkit.layers.T5RelativeBias())
-    >>> x = keras.random.normal((1, 6, 16))
-    >>> tuple(layer(x, x, use_causal_mask=True).shape)
-    (1, 6, 16)
+        >>> layer = attnkit.layers.MultiHeadAttention(
+        ...     num_heads=2, key_dim=8, position=attnkit.layers.T5RelativeBias())
+        >>> x = keras.random.normal((1, 6, 16))
+        >>> tuple(layer(x, x, use_causal_mask=True).shape)
+        (1, 6, 16)
 
     References:
         Raffel et al. 2020, "Exploring the Limits of Transfer Learning with a

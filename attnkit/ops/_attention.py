@@ -97,11 +97,11 @@ def attention(query, key, value, *, bias=None, mask=None, scale=None,
 
     Example:
 
-    >>> q = keras.random.normal((2, 5, 4, 16))
-    >>> kv = keras.random.normal((2, 7, 2, 16))
-    >>> out = attnkit.ops.attention(q, kv, kv, is_causal=True, q_offset=2)
-    >>> tuple(out.shape)
-    (2, 5, 4, 16)
+        >>> q = keras.random.normal((2, 5, 4, 16))
+        >>> kv = keras.random.normal((2, 7, 2, 16))
+        >>> out = attnkit.ops.attention(q, kv, kv, is_causal=True, q_offset=2)
+        >>> tuple(out.shape)
+        (2, 5, 4, 16)
     """
     options = dict(
         scale=scale, is_causal=is_causal, q_offset=q_offset,
@@ -149,12 +149,12 @@ def relative_attention(query, key, value, key_table=None, value_table=None, *,
 
     Example:
 
-    >>> q = keras.random.normal((1, 6, 2, 8))
-    >>> table = keras.random.normal((9, 8))
-    >>> out = attnkit.ops.relative_attention(q, q, q, table, table,
-    ...                                      clip_distance=4, is_causal=True)
-    >>> tuple(out.shape)
-    (1, 6, 2, 8)
+        >>> q = keras.random.normal((1, 6, 2, 8))
+        >>> table = keras.random.normal((9, 8))
+        >>> out = attnkit.ops.relative_attention(q, q, q, table, table,
+        ...                                      clip_distance=4, is_causal=True)
+        >>> tuple(out.shape)
+        (1, 6, 2, 8)
     """
     tensors = dict(query=query, key=key, value=value, key_table=key_table,
                    value_table=value_table, bias_table=bias_table)
@@ -306,9 +306,9 @@ def explain(query, key, value, **kwargs):
 
     Example:
 
-    >>> x = keras.random.normal((1, 8, 2, 4))
-    >>> attnkit.ops.explain(x, x, x, return_weights=True).implementation
-    'math'
+        >>> x = keras.random.normal((1, 8, 2, 4))
+        >>> attnkit.ops.explain(x, x, x, return_weights=True).implementation
+        'math'
     """
     relative = {name: kwargs.pop(name) for name in ("buckets", "clip_distance", "max_distance")
                 if name in kwargs}

@@ -33,11 +33,11 @@ def block_sizes(query=None, key=None):
 
     Example:
 
-    >>> q = keras.random.normal((1, 100, 2, 8))
-    >>> with attnkit.ops.block_sizes(query=64, key=32):
-    ...     out = attnkit.ops.attention(q, q, q, implementation="chunked")
-    >>> tuple(out.shape)
-    (1, 100, 2, 8)
+        >>> q = keras.random.normal((1, 100, 2, 8))
+        >>> with attnkit.ops.block_sizes(query=64, key=32):
+        ...     out = attnkit.ops.attention(q, q, q, implementation="chunked")
+        >>> tuple(out.shape)
+        (1, 100, 2, 8)
     """
     for name, size in (("query", query), ("key", key)):
         if size is not None and (not isinstance(size, int) or size <= 0):

@@ -1,7 +1,7 @@
 """Every measured constant of the core in one place.
 
 Each was measured with `make bench` (the benchmarks/ folder) on 2-core CPUs,
-side by side in one run; the README's Benchmarks section has the tables.
+side by side in one run; the documentation's Benchmarks page has the tables.
 """
 
 # When `implementation=None` goes chunked, per backend: from this many keys

@@ -75,11 +75,11 @@ def monotonic_alignment(p_choose, previous, mode="exact"):
 
     Example:
 
-    >>> p = keras.ops.convert_to_tensor([[0.2, 0.9, 0.6]])
-    >>> start = keras.ops.convert_to_tensor([[1.0, 0.0, 0.0]])
-    >>> alpha = attnkit.ops.monotonic_alignment(p, start, mode="hard")
-    >>> print(keras.ops.convert_to_numpy(alpha))
-    [[0. 1. 0.]]
+        >>> p = keras.ops.convert_to_tensor([[0.2, 0.9, 0.6]])
+        >>> start = keras.ops.convert_to_tensor([[1.0, 0.0, 0.0]])
+        >>> alpha = attnkit.ops.monotonic_alignment(p, start, mode="hard")
+        >>> print(keras.ops.convert_to_numpy(alpha))
+        [[0. 1. 0.]]
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}.")

@@ -38,9 +38,9 @@ def sparsemax(logits, axis=-1, mask=None):
 
     Example:
 
-    >>> p = attnkit.ops.sparsemax(keras.ops.convert_to_tensor([[1.0, 0.5, -1.0]]))
-    >>> print(keras.ops.convert_to_numpy(p).round(3))
-    [[0.75 0.25 0.  ]]
+        >>> p = attnkit.ops.sparsemax(keras.ops.convert_to_tensor([[1.0, 0.5, -1.0]]))
+        >>> print(keras.ops.convert_to_numpy(p).round(3))
+        [[0.75 0.25 0.  ]]
     """
     return _normalize(logits, axis, mask, _sparsemax_rows)
 
@@ -54,9 +54,9 @@ def entmax15(logits, axis=-1, mask=None):
 
     Example:
 
-    >>> p = attnkit.ops.entmax15(keras.ops.convert_to_tensor([[2.0, 1.0, -2.0]]))
-    >>> print(keras.ops.convert_to_numpy(p).round(3))
-    [[0.831 0.169 0.   ]]
+        >>> p = attnkit.ops.entmax15(keras.ops.convert_to_tensor([[2.0, 1.0, -2.0]]))
+        >>> print(keras.ops.convert_to_numpy(p).round(3))
+        [[0.831 0.169 0.   ]]
     """
     return _normalize(logits, axis, mask, _entmax15_rows)
 
