@@ -59,7 +59,7 @@ g2p: $(STAMP)
 # attnkit against keras and the frameworks' kernels on all three backends
 # (about 40 minutes on 2 cores); writes benchmarks/results/results.{csv,md,png}.
 bench: $(STAMP)
-	$(VENV)/bin/attnkit bench --out benchmarks/results $(BENCH_ARGS)
+	$(PY) -m benchmarks.attention --out benchmarks/results $(BENCH_ARGS)
 
 # The documentation site (MkDocs, API reference from the docstrings) into
 # build/site; --strict fails on a broken link or reference.

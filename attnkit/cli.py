@@ -56,16 +56,6 @@ def _parser():
     demo.add_argument("--units", type=int, default=64)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="out/demo")
-    bench = sub.add_parser("bench", help="measure attnkit against keras and the "
-                                         "frameworks' kernels (about 40 min)")
-    bench.add_argument("--backends", default="tensorflow,jax,torch",
-                       help="comma-separated, run one after another")
-    bench.add_argument("--out", default="benchmarks/results")
-    bench.add_argument("--suites", default="ops,mha,relative,decoding,memory",
-                       help="comma-separated; the other suites' rows are kept from "
-                            "the results.csv already in --out")
-    bench.add_argument("--quick", action="store_true",
-                       help="tiny sizes: checks that every case runs (seconds)")
     train = sub.add_parser("train", help="train a seq2seq model on pairs (TSV or built-in)")
     train.add_argument("--data", required=True,
                        help="a file of input<TAB>output lines, or cmudict or dates")
@@ -133,7 +123,7 @@ def _parser():
 def main(argv=None):
     try:
         args = _parser().parse_args(argv)
-        commands = {"demo": _demo, "translate": _translate, "bench": _bench,
+        commands = {"demo": _demo, "translate": _translate,
                     "train": _train, "evaluate": _evaluate}
         return commands[args.command](args)
     except CommandError as error:
@@ -482,26 +472,6 @@ def _evaluate(args):
                 f.write(f"{source}\t{prediction}\n")
         print(f"wrote {args.predictions}")
     return 0
-
-
-def _names(flag, text, allowed):
-    """The comma-separated names of `text`, each one of `allowed`."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names or set(names) - set(allowed):
-        raise CommandError(f"{flag} takes {', '.join(allowed)}; got {text!r}")
-    return names
-
-
-def _bench(args):
-    _require("matplotlib", "plot", "attnkit bench (it draws results.png)")
-    from attnkit import benchmarks
-
-    backends = _names("--backends", args.backends, benchmarks.BACKENDS)
-    suites = _names("--suites", args.suites, benchmarks.SUITES)
-    rows = benchmarks.run(args.out, backends=backends, quick=args.quick, suites=suites,
-                          log=lambda line: print(line, flush=True))
-    print(f"wrote {args.out}/results.csv, results.md, results.png")
-    return 1 if any(r["suite"] == "error" for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:  # run as a script: the repository root for `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 KINDS = (("rnn", "additive"), ("rnn", "dot"), ("rnn", "general"), ("rnn", "cosine"),
          ("rnn", "additive+sparsemax"), ("rnn", "additive+entmax15"),
          ("rnn", "monotonic"), ("rnn", "mocha"), ("rnn", "location"), ("rnn", "coverage"),
@@ -129,7 +132,7 @@ def _kinds(results):
 
 
 def markdown(results):
-    from attnkit.benchmarks._report import machine
+    from benchmarks.attention._report import machine
 
     columns = _columns(results)
     budgets = sorted({r["steps"] for r in results.values()})

@@ -28,6 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:  # run as a script: the repository root for `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 BACKENDS = ("tensorflow", "jax", "torch")
 MODELS = ("keras GRU + AdditiveAttention", "attnkit Luong (same model)",
           "attnkit Bahdanau (attnkit train's)")
@@ -69,7 +72,7 @@ def worker(config):
     import keras
 
     from attnkit import training
-    from attnkit.benchmarks._harness import time_side_by_side
+    from benchmarks.attention._harness import time_side_by_side
     from attnkit.datasets import cmudict
     from attnkit.datasets.vocabulary import Vocabulary
 
@@ -134,7 +137,7 @@ def main(argv=None):
 
 
 def report(results, config):
-    from attnkit.benchmarks._report import machine
+    from benchmarks.attention._report import machine
 
     lines = [
         "# Seq2seq training throughput: attnkit against plain keras",

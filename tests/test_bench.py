@@ -1,8 +1,10 @@
-"""attnkit bench: the harness measures what it claims, the report reads the
-rows right, and the whole suite runs end to end at tiny sizes."""
+"""The attention benchmarks (benchmarks/attention, `make bench`): the
+harness measures what it claims, the report reads the rows right, and the
+whole suite runs end to end at tiny sizes."""
 
 import csv
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -10,8 +12,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from attnkit.benchmarks import _harness
-from attnkit.benchmarks import _report
+from benchmarks.attention import _harness
+from benchmarks.attention import _report
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_runner_backward_returns_the_gradients_total():
@@ -88,8 +92,8 @@ def test_quick_suite_runs_and_writes_the_report(tmp_path):
     backend = keras.backend.backend()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     run = subprocess.run(
-        [sys.executable, "-m", "attnkit.cli", "bench", "--quick", "--backends", backend,
-         "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=900)
+        [sys.executable, "-m", "benchmarks.attention", "--quick", "--backends", backend,
+         "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     with open(tmp_path / "results.csv") as f:
         rows = list(csv.DictReader(f))
@@ -105,9 +109,9 @@ def test_quick_suite_runs_and_writes_the_report(tmp_path):
     assert (tmp_path / "results.png").stat().st_size > 10_000
     # Measuring one suite again replaces its rows and keeps every other row.
     again = subprocess.run(
-        [sys.executable, "-m", "attnkit.cli", "bench", "--quick", "--backends", backend,
+        [sys.executable, "-m", "benchmarks.attention", "--quick", "--backends", backend,
          "--suites", "relative", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=900)
+        capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     with open(tmp_path / "results.csv") as f:
         merged = list(csv.DictReader(f))
@@ -123,9 +127,9 @@ def test_quick_suite_runs_and_writes_the_report(tmp_path):
     peaks = [r for r in merged if r["suite"] == "peak"]
     first = [r for r in rows if r["suite"] == "peak"]
     assert len(first) == 1 and len(peaks) == 2 and first[0] in peaks
-    bad = subprocess.run([sys.executable, "-m", "attnkit.cli", "bench", "--backends", "numpy"],
-                         capture_output=True, text=True, env=env)
-    assert bad.returncode == 2 and "attnkit: error: --backends" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "attnkit.cli", "bench", "--suites", "speed"],
-                         capture_output=True, text=True, env=env)
-    assert bad.returncode == 2 and "attnkit: error: --suites" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.attention", "--backends", "numpy"],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    assert bad.returncode == 2 and "error: --backends takes tensorflow" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.attention", "--suites", "speed"],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    assert bad.returncode == 2 and "error: --suites takes ops" in bad.stderr

@@ -1,5 +1,6 @@
-"""`attnkit bench`: attnkit measured side by side with keras and the
-frameworks' own attention kernels, on every backend.
+"""attnkit measured side by side with keras and the frameworks' own
+attention kernels, on every backend: `python -m benchmarks.attention` (from
+the repository root; `make bench`).
 
 `run(out_dir, backends, quick, suites)` starts one process per backend for
 the timed suites (competitors alternate in that process, after warm-ups;
@@ -20,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from attnkit.benchmarks import _report
+from benchmarks.attention import _report
 
 BACKENDS = ("tensorflow", "jax", "torch")
 SUITES = ("ops", "mha", "relative", "decoding", "memory")
@@ -83,7 +84,10 @@ def _worker(backend, config, log, timeout_s):
         # oneDNN keeps TensorFlow's large buffers resident from one run to
         # the next: every steady run then read 0-1 MiB, whatever it held.
         env["TF_ENABLE_ONEDNN_OPTS"] = "0"
-    command = [sys.executable, "-m", "attnkit.benchmarks._worker", json.dumps(config)]
+    # The worker imports this package: the repository root on its path.
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "benchmarks.attention._worker", json.dumps(config)]
     what = config.get("memory", {}).get("competitor", "timed suites")
     rows = []
     with tempfile.TemporaryFile("w+") as errors:

@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 import attnkit
-from attnkit.benchmarks import _harness
+from benchmarks.attention import _harness
 
 HEADS, HEAD_DIM = 8, 64
 # Competitors that hold whole (B, N, L, L) tensors are skipped past this

@@ -1,4 +1,4 @@
-"""One benchmark process: `python -m attnkit.benchmarks._worker CONFIG_JSON`.
+"""One benchmark process: `python -m benchmarks.attention._worker CONFIG_JSON`.
 
 Runs on the backend named by KERAS_BACKEND and prints one `ROW {json}` line
 per result. With a `memory` key it measures that one case (it should be the
@@ -17,8 +17,8 @@ def _emit(row):
 
 
 def main(config):
-    from attnkit.benchmarks import _cases
-    from attnkit.benchmarks import _harness
+    from benchmarks.attention import _cases
+    from benchmarks.attention import _harness
 
     if "memory" in config:
         case = config["memory"]

@@ -1,0 +1,1 @@
+"""Benchmarks of attnkit, run from the repository root (`make bench`)."""
