@@ -25,6 +25,16 @@ def is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def as_float_tensor(name, x):
+    """`x` as a floating tensor (ints are cast to float32), or a TypeError
+    naming `name`."""
+    x = as_tensor(name, x)
+    dtype = backend.standardize_dtype(x.dtype)
+    if dtype == "bool" or not backend.is_float_dtype(dtype):
+        raise TypeError(f"`{name}` must be a floating tensor. Received dtype {dtype}.")
+    return x
+
+
 def check_positive_int(name, value, allow_none=False):
     """Raises a ValueError naming `name` unless `value` is a positive int."""
     if value is None and allow_none:

@@ -43,6 +43,15 @@ def _single(layer_class, query=X[:, 0], value=M, value_mask=None, **kwargs):
     return layer_class(**kwargs)(query, value, value_mask=value_mask)
 
 
+P = g.uniform(size=(2, 5)).astype("float32")
+PREV = np.eye(5, dtype="float32")[[0, 2]]
+
+
+def _stateful(layer_class, query=X[:, 0], value=M, value_mask=None, **kwargs):
+    layer = layer_class(**kwargs)
+    return layer(query, value, layer.get_initial_state(value), value_mask=value_mask)
+
+
 # name -> (function, valid keyword arguments)
 ENTRY_POINTS = {
     "attention": (ak.attention, dict(
@@ -77,6 +86,18 @@ ENTRY_POINTS = {
                                  dropout=0.0)),
     "AdditiveAttention": (lambda **kw: _single(attnkit.layers.AdditiveAttention, **kw),
                           dict(query=X[:, 0], value=M, units=4, dropout=0.0)),
+    "monotonic_alignment": (ak.monotonic_alignment, dict(p_choose=P, previous=PREV,
+                                                         mode="parallel")),
+    "chunkwise_alignment": (ak.chunkwise_alignment, dict(monotonic=P, chunk_energies=P,
+                                                         chunk_size=2)),
+    "MonotonicAttention": (lambda **kw: _stateful(attnkit.layers.MonotonicAttention, **kw),
+                           dict(query=X[:, 0], value=M, value_mask=np.ones((2, 5), bool),
+                                units=4, chunk_size=2, noise_std=0.5, score_bias_init=-1.0)),
+    "LocationSensitiveAttention": (
+        lambda **kw: _stateful(attnkit.layers.LocationSensitiveAttention, **kw),
+        dict(query=X[:, 0], value=M, units=4, filters=3, kernel_size=3)),
+    "CoverageAttention": (lambda **kw: _stateful(attnkit.layers.CoverageAttention, **kw),
+                          dict(query=X[:, 0], value=M, units=4, fertility=2.0)),
     "ShawRelativePosition": (
         lambda clip_distance=2, query=X: attnkit.layers.MultiHeadAttention(
             2, 4, position=attnkit.layers.ShawRelativePosition(clip_distance))(query, query),

@@ -12,6 +12,7 @@ from keras import ops
 from attnkit._checks import check_positive_int
 from attnkit.layers.stateful_attention import AdditiveEnergy
 from attnkit.layers.stateful_attention import StatefulAttention
+from attnkit.layers.stateful_attention import checked_memory
 from attnkit.ops.monotonic import chunkwise_alignment
 from attnkit.ops.monotonic import monotonic_alignment
 
@@ -130,6 +131,7 @@ class MonotonicAttention(StatefulAttention):
             self._chunk.build(query_dim, key_dim, self.units)
 
     def get_initial_state(self, value, value_mask=None):
+        value = checked_memory(value)
         length = ops.shape(value)[1]
         start = ops.one_hot(ops.zeros(ops.shape(value)[:1], "int32"), length,
                             dtype=self.compute_dtype)  # (B, S)

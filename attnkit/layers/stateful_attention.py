@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 import attnkit.ops as ak
+from attnkit import _checks
 from attnkit._checks import check_positive_int
 from attnkit.layers._arguments import clone_initializer
 
@@ -70,6 +71,7 @@ class StatefulAttention(keras.layers.Layer):
 
     def get_initial_state(self, value, value_mask=None):
         """The states before the first decoder step, for this memory."""
+        value = checked_memory(value)
         zeros = ops.zeros(ops.shape(value)[:2], self.compute_dtype)
         return [zeros] * self.state_count
 
@@ -90,8 +92,19 @@ class StatefulAttention(keras.layers.Layer):
         positions `mask` (bool `(B, S)`) shows, zeros for a row with none."""
         return normalized_weights(scores, mask, normalizer)
 
+    def __call__(self, *args, **kwargs):
+        _checks.check_layer_call(args, kwargs, ("query", "value"), masks=("value_mask",))
+        given = {**kwargs, **dict(zip(("query", "value", "states"), args))}
+        states = given.get("states")
+        if not isinstance(states, (list, tuple)) or not states:
+            raise TypeError(
+                "`states` must be the list from `get_initial_state` or the previous "
+                f"call. Received: states={states!r}.")
+        return super().__call__(*args, **kwargs)
+
     def call(self, query, value, states, value_mask=None, keys=None, training=None):
         _check_shapes(query.shape, value.shape)
+        _check_mask(value_mask, value.shape)
         if keys is None:
             keys = self.project_keys(value)
         mask = None if value_mask is None else ops.cast(value_mask, "bool")
@@ -152,6 +165,15 @@ class AdditiveEnergy:
         return ops.tensordot(hidden, ops.cast(self.score_kernel, keys.dtype), 1)  # (B, S)
 
 
+def checked_memory(value):
+    """`value` as a floating `(B, S, Dv)` tensor, or an error naming it."""
+    value = _checks.as_float_tensor("value", value)
+    if len(value.shape) != 3:
+        raise ValueError(
+            f"`value` must be (B, S, Dv). Received: value.shape={tuple(value.shape)}.")
+    return value
+
+
 def normalized_weights(scores, mask, normalizer):
     """Attention weights `(B, S)` from scores `(B, S)` by the core (its
     normalizer, masking, fully hidden rows giving zeros)."""
@@ -164,6 +186,17 @@ def normalized_weights(scores, mask, normalizer):
         mask=None if mask is None else mask[:, None, None, :],  # (B, 1, 1, S)
         scale=1.0, return_weights=True, normalizer=normalizer)  # (B, 1, 1, S)
     return weights[:, 0, 0]
+
+
+def _check_mask(mask, value_shape):
+    if mask is None:
+        return
+    shape, want = tuple(mask.shape), tuple(value_shape[:2])
+    if len(shape) != 2 or any(a is not None and b is not None and a != b
+                              for a, b in zip(shape, want)):
+        raise ValueError(
+            f"`value_mask` must be (B, S) = {want}, like `value`'s first axes. Received: "
+            f"value_mask.shape={shape}.")
 
 
 def _check_shapes(query_shape, value_shape):

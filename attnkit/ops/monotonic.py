@@ -14,6 +14,8 @@ Shape legend: any leading axes (e.g. B batch), S memory length (last axis).
 
 from keras import ops
 
+from attnkit import _checks
+
 MODES = ("exact", "parallel", "recursive", "hard")
 
 # cumprod(1 - p) divides the expected alignment; clipping it at this value
@@ -83,7 +85,8 @@ def monotonic_alignment(p_choose, previous, mode="exact"):
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}.")
-    p_choose, previous = ops.convert_to_tensor(p_choose), ops.convert_to_tensor(previous)
+    p_choose = _checks.as_float_tensor("p_choose", p_choose)
+    previous = _checks.as_float_tensor("previous", previous)
     if tuple(p_choose.shape) != tuple(previous.shape) and None not in p_choose.shape:
         raise ValueError(
             "`p_choose` and `previous` must have the same shape. Received: "
@@ -160,7 +163,13 @@ def chunkwise_alignment(monotonic, chunk_energies, chunk_size, mask=None):
     if chunk_size == 1:
         return monotonic
     u = chunk_energies
-    monotonic, u = ops.convert_to_tensor(monotonic), ops.convert_to_tensor(u)
+    monotonic = _checks.as_float_tensor("monotonic", monotonic)
+    u = _checks.as_float_tensor("chunk_energies", u)
+    if tuple(u.shape) != tuple(monotonic.shape):
+        raise ValueError(
+            "`monotonic` and `chunk_energies` must have the same shape. Received: "
+            f"monotonic.shape={tuple(monotonic.shape)}, "
+            f"chunk_energies.shape={tuple(u.shape)}.")
     if mask is not None:
         mask = ops.cast(mask, "bool")
         u = ops.where(mask, u, ops.cast(-1e9, u.dtype))
