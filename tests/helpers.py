@@ -78,3 +78,19 @@ def rng(seed=0):
 
 def normal(gen, *shape, scale=1.0):
     return (gen.normal(size=shape) * scale).astype("float32")
+
+
+def central_differences(loss, args, eps=1e-6):
+    """Gradients of the scalar NumPy `loss(*args)` w.r.t. each float64 array
+    in `args`, by central differences of step `eps`."""
+    grads_ = []
+    for i, arg in enumerate(args):
+        numeric = np.zeros_like(arg)
+        for pos in np.ndindex(arg.shape):
+            plus = [a.copy() for a in args]
+            minus = [a.copy() for a in args]
+            plus[i][pos] += eps
+            minus[i][pos] -= eps
+            numeric[pos] = (loss(*plus) - loss(*minus)) / (2 * eps)
+        grads_.append(numeric)
+    return grads_

@@ -10,6 +10,7 @@ import attnkit.ops as ak
 from attnkit.testing import chunkwise_alignment_reference
 from attnkit.testing import hard_monotonic_reference
 from attnkit.testing import monotonic_alignment_reference
+from tests.helpers import central_differences
 from tests.helpers import grads
 from tests.helpers import jit
 from tests.helpers import to_numpy
@@ -97,14 +98,7 @@ def test_gradients_match_finite_differences():
         return np.sum(chunkwise_alignment_reference(alpha, u_, 3) * c)
 
     args = [p.astype("float64"), previous.astype("float64"), u]
-    for i, g in enumerate(got):
-        want = np.zeros_like(args[i])
-        for index in np.ndindex(*args[i].shape):
-            up = [a.copy() for a in args]
-            down = [a.copy() for a in args]
-            up[i][index] += 1e-6
-            down[i][index] -= 1e-6
-            want[index] = (reference_loss(*up) - reference_loss(*down)) / 2e-6
+    for g, want in zip(got, central_differences(reference_loss, args)):
         np.testing.assert_allclose(g, want, rtol=2e-3, atol=2e-4)
 
 

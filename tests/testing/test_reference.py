@@ -13,6 +13,7 @@ import numpy as np
 
 from attnkit.testing import attention_reference
 from attnkit.testing import attention_reference_grads
+from tests.helpers import central_differences
 
 
 def loop_attention(q, k, v, bias, mask, q_offset, window, causal):
@@ -70,15 +71,7 @@ def test_reference_gradients_equal_finite_differences():
         return np.sum(out * d_out)
 
     analytic = attention_reference_grads(q, k, v, d_out, bias=bias, **kwargs)
-    args = [q, k, v, bias]
-    for index, (arg, grad) in enumerate(zip(args, analytic)):
-        numeric = np.zeros_like(arg)
-        for pos in np.ndindex(arg.shape):
-            plus = [a.copy() for a in args]
-            minus = [a.copy() for a in args]
-            plus[index][pos] += 1e-6
-            minus[index][pos] -= 1e-6
-            numeric[pos] = (loss(*plus) - loss(*minus)) / 2e-6
+    for grad, numeric in zip(analytic, central_differences(loss, [q, k, v, bias])):
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-7)
 
 
