@@ -35,6 +35,16 @@ def as_float_tensor(name, x):
     return x
 
 
+def check_same_batch(**shapes):
+    """Raises a ValueError naming the tensors unless the known first axes of
+    their `shapes` (keyword: name=shape) agree."""
+    if len({shape[0] for shape in shapes.values()} - {None}) > 1:
+        names = [f"`{name}`" for name in shapes]
+        names = ", ".join(names[:-1]) + " and " + names[-1]
+        received = ", ".join(f"{name}.shape={tuple(shape)}" for name, shape in shapes.items())
+        raise ValueError(f"{names} must have the same batch size. Received: {received}.")
+
+
 def check_positive_int(name, value, allow_none=False):
     """Raises a ValueError naming `name` unless `value` is a positive int."""
     if value is None and allow_none:

@@ -114,12 +114,7 @@ def _check_shapes(query_shape, value_shape, key_shape):
                 f"`{name}` must be (B, S, features). Received: "
                 f"{name}.shape={tuple(shape)}."
             )
-    batches = {shape[0] for shape in (query_shape, value_shape, key_shape)} - {None}
-    if len(batches) > 1:
-        raise ValueError(
-            "`query`, `value` and `key` must have the same batch size. Received: "
-            f"query.shape={tuple(query_shape)}, value.shape={tuple(value_shape)}, "
-            f"key.shape={tuple(key_shape)}.")
+    _checks.check_same_batch(query=query_shape, value=value_shape, key=key_shape)
     s_key, s_value = key_shape[1], value_shape[1]
     if s_key is not None and s_value is not None and s_key != s_value:
         raise ValueError(

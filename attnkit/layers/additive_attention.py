@@ -88,10 +88,9 @@ class AdditiveAttention(SingleHeadAttention):
         dtype = query.dtype
         q = ops.matmul(query, ops.cast(self.query_kernel, dtype))  # (B, T, U)
         k = ops.matmul(key, ops.cast(self.key_kernel, dtype))  # (B, S, U)
-        hidden = ops.expand_dims(q, 2) + ops.expand_dims(k, 1)  # (B, T, S, U)
-        if self.use_bias:
-            hidden = hidden + ops.cast(self.bias, dtype)
-        scores = ops.tensordot(ops.tanh(hidden), ops.cast(self.score_kernel, dtype), 1)
+        bias = ops.cast(self.bias, dtype) if self.use_bias else None
+        hidden = additive_hidden(q, k, bias)  # (B, T, S, U)
+        scores = ops.tensordot(hidden, ops.cast(self.score_kernel, dtype), 1)  # (B, T, S)
         # The core computes softmax, masks and dropout; the scores arrive as
         # its bias, with q . k made zero by empty (H = 0) heads.
         b, t, s = ops.shape(scores)
@@ -112,3 +111,13 @@ class AdditiveAttention(SingleHeadAttention):
             "bias_constraint": keras.constraints.serialize(self.bias_constraint),
         })
         return config
+
+
+def additive_hidden(q, k, bias=None):
+    """The alignment model's hidden layer `tanh(W_q q_t + W_k k_s + b)`
+    `(B, T, S, U)` from the projected queries `(B, T, U)` and keys
+    `(B, S, U)`; the energies are its product with `v`."""
+    hidden = ops.expand_dims(q, 2) + ops.expand_dims(k, 1)  # (B, T, S, U)
+    if bias is not None:
+        hidden = hidden + bias
+    return ops.tanh(hidden)

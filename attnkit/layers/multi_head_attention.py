@@ -473,13 +473,7 @@ class MultiHeadAttention(keras.layers.Layer):
                     f"`{name}` must be (B, length, features) like the inputs this "
                     f"layer was built for. Received: {name}.shape={tuple(x.shape)}."
                 )
-        batches = {x.shape[0] for x in (query, value, key)} - {None}
-        if len(batches) > 1:
-            raise ValueError(
-                "`query`, `value` and `key` must have the same batch size. "
-                f"Received: query.shape={tuple(query.shape)}, value.shape="
-                f"{tuple(value.shape)}, key.shape={tuple(key.shape)}."
-            )
+        _checks.check_same_batch(query=query.shape, value=value.shape, key=key.shape)
         if cache is None and index is not None:
             raise ValueError(
                 "`cache_update_index` needs a `cache`. Received: "

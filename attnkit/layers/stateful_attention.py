@@ -5,12 +5,14 @@ Dk key features, Dv value features, U units.
 """
 
 import keras
+from keras import backend
 from keras import ops
 
-import attnkit.ops as ak
 from attnkit import _checks
 from attnkit._checks import check_positive_int
 from attnkit.layers._arguments import clone_initializer
+from attnkit.layers.additive_attention import additive_hidden
+from attnkit.ops import _math
 
 
 class StatefulAttention(keras.layers.Layer):
@@ -155,10 +157,10 @@ class AdditiveEnergy:
     def hidden(self, query, keys, extra=None):
         dtype = keys.dtype
         q = ops.matmul(query, ops.cast(self.query_kernel, dtype))  # (B, U)
-        hidden = ops.expand_dims(q, 1) + keys + ops.cast(self.bias, dtype)  # (B, S, U)
         if extra is not None:
-            hidden = hidden + extra
-        return ops.tanh(hidden)
+            keys = keys + extra  # (B, S, U)
+        hidden = additive_hidden(q[:, None], keys, ops.cast(self.bias, dtype))
+        return hidden[:, 0]  # (B, S, U)
 
     def __call__(self, query, keys, extra=None):
         hidden = self.hidden(query, keys, extra)
@@ -175,17 +177,12 @@ def checked_memory(value):
 
 
 def normalized_weights(scores, mask, normalizer):
-    """Attention weights `(B, S)` from scores `(B, S)` by the core (its
-    normalizer, masking, fully hidden rows giving zeros)."""
-    b, s = ops.shape(scores)[0], ops.shape(scores)[1]
-    dtype = scores.dtype
-    _, weights = ak.attention(
-        ops.zeros((b, 1, 1, 0), dtype), ops.zeros((b, s, 1, 0), dtype),
-        ops.zeros((b, s, 1, 1), dtype),
-        bias=scores[:, None, None, :],
-        mask=None if mask is None else mask[:, None, None, :],  # (B, 1, 1, S)
-        scale=1.0, return_weights=True, normalizer=normalizer)  # (B, 1, 1, S)
-    return weights[:, 0, 0]
+    """Attention weights `(B, S)` from scores `(B, S)` by the core's own
+    normalization (its normalizer, float32 for half-precision scores, exact
+    zeros for a row with no visible position)."""
+    dtype = backend.standardize_dtype(scores.dtype)
+    logits = scores if dtype == "float64" else ops.cast(scores, "float32")
+    return ops.cast(_math.normalize_weights(logits, mask, normalizer), dtype)
 
 
 def _check_mask(mask, value_shape):
@@ -208,7 +205,4 @@ def _check_shapes(query_shape, value_shape):
     if len(value_shape) != 3:
         raise ValueError(
             f"`value` must be (B, S, Dv). Received: value.shape={tuple(value_shape)}.")
-    if None not in (query_shape[0], value_shape[0]) and query_shape[0] != value_shape[0]:
-        raise ValueError(
-            "`query` and `value` must have the same batch size. Received: "
-            f"query.shape={tuple(query_shape)}, value.shape={tuple(value_shape)}.")
+    _checks.check_same_batch(query=query_shape, value=value_shape)

@@ -21,12 +21,10 @@ def math_attention(plan):
     logits, visible = _blocks.block_scores(
         plan, plan.query, plan.key, mask=plan.mask, bias=plan.bias, one_hot=one_hot
     )  # (B, N, T, S)
-    if plan.normalizer != "softmax":
-        weights = normalizers.normalize(plan.normalizer, logits, visible)
-    elif _framework_softmax(plan, logits, visible):
+    if plan.normalizer == "softmax" and _framework_softmax(plan, logits, visible):
         weights = ops.softmax(logits, axis=-1)
     else:
-        weights = _blocks.masked_softmax(logits, visible)
+        weights = normalize_weights(logits, visible, plan.normalizer)
     dropped = weights
     if plan.dropout_active:
         dropped = random.dropout(weights, plan.dropout_rate, seed=plan.seed)
@@ -34,6 +32,14 @@ def math_attention(plan):
     if one_hot is not None and plan.relative.value_table is not None:
         out = out + _blocks.relative_values(plan, _blocks.bucket_sums(dropped, one_hot))
     return ops.transpose(out, (0, 2, 1, 3)), weights
+
+
+def normalize_weights(logits, visible, normalizer):
+    """Weights over the last axis of `logits` by `normalizer`, over the keys
+    `visible` (bool, or None for all) shows; a row with none is exactly 0."""
+    if normalizer != "softmax":
+        return normalizers.normalize(normalizer, logits, visible)
+    return _blocks.masked_softmax(logits, visible)
 
 
 def _framework_softmax(plan, logits, visible):
