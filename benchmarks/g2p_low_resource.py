@@ -123,12 +123,10 @@ def _columns(results):
 
 
 def _kinds(results):
-    seen = []
-    for key in sorted(results, key=lambda k: (k.split("/")[0] != "rnn", k)):
-        kind = key.rsplit("/", 1)[0]
-        if kind not in seen:
-            seen.append(kind)
-    return seen
+    """The kinds in `results`, in `KINDS` order, then any others."""
+    order = {f"{model}/{attention}": i for i, (model, attention) in enumerate(KINDS)}
+    kinds = {key.rsplit("/", 1)[0] for key in results}
+    return sorted(kinds, key=lambda kind: (order.get(kind, len(order)), kind))
 
 
 def markdown(results):

@@ -133,3 +133,19 @@ def test_quick_suite_runs_and_writes_the_report(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "benchmarks.attention", "--suites", "speed"],
                          capture_output=True, text=True, env=env, cwd=ROOT)
     assert bad.returncode == 2 and "error: --suites takes ops" in bad.stderr
+
+
+def test_low_resource_table_lists_kinds_in_order_and_leaves_missing_cells_blank():
+    from benchmarks import g2p_low_resource as table
+
+    def cell(wer):
+        return {"wer": wer, "per": wer / 4, "steps": 20, "units": 8, "max_valid": 5,
+                "train_words": 0}
+
+    results = {"transformer/t5/1000": cell(0.9), "rnn/mocha/1000": cell(0.5),
+               "rnn/additive/1000": cell(0.75), "rnn/additive/all": cell(0.125)}
+    lines = [line for line in table.markdown(results).splitlines() if line.startswith("| ")]
+    assert lines[0] == "| attention | 1000 words | all words |"
+    assert lines[2:] == ["| rnn additive | 75.0 (18.8) | 12.5 (3.1) |",
+                         "| rnn mocha | 50.0 (12.5) |  |",
+                         "| transformer t5 | 90.0 (22.5) |  |"]
