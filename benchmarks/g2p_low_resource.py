@@ -175,11 +175,13 @@ def plot(results, path):
         words[key.rsplit("/", 1)[1]] = r["train_words"]
     columns = _columns(results)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for kind in _kinds(results):
+    colors = plt.get_cmap("tab20").colors  # 13 kinds: the default cycle repeats after 10
+    for i, kind in enumerate(_kinds(results)):
         points = [(words[c], 100 * results[f"{kind}/{c}"]["wer"]) for c in columns
                   if f"{kind}/{c}" in results]
-        ax.plot(*zip(*points), marker="o", linestyle="--" if kind.startswith("transformer")
-                else "-", label=kind.replace("/", " "))
+        transformer = kind.startswith("transformer")
+        ax.plot(*zip(*points), marker="s" if transformer else "o", color=colors[i % 20],
+                linestyle="--" if transformer else "-", label=kind.replace("/", " "))
     ax.set_xscale("log")
     ax.set_xlabel("training words")
     ax.set_ylabel("test WER % (greedy)")
