@@ -13,6 +13,7 @@ from attnkit._checks import check_positive_int
 from attnkit.layers._arguments import clone_initializer
 from attnkit.layers.additive_attention import additive_hidden
 from attnkit.ops import _math
+from attnkit.ops import _plan
 
 
 class StatefulAttention(keras.layers.Layer):
@@ -180,8 +181,8 @@ def normalized_weights(scores, mask, normalizer):
     """Attention weights `(B, S)` from scores `(B, S)` by the core's own
     normalization (its normalizer, float32 for half-precision scores, exact
     zeros for a row with no visible position)."""
+    logits = ops.cast(scores, _plan.compute_dtype_for(scores.dtype))
     dtype = backend.standardize_dtype(scores.dtype)
-    logits = scores if dtype == "float64" else ops.cast(scores, "float32")
     return ops.cast(_math.normalize_weights(logits, mask, normalizer), dtype)
 
 

@@ -104,6 +104,12 @@ class Plan:
         return self.score_mod is None or bool(getattr(self.score_mod, "additive", False))
 
 
+def compute_dtype_for(dtype):
+    """The dtype the core computes in for inputs of `dtype`: float64 stays
+    float64, every other float (half precision included) is float32."""
+    return "float64" if backend.standardize_dtype(dtype) == "float64" else "float32"
+
+
 def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
               is_causal=False, q_offset=0, sliding_window=None, score_mod=None,
               mask_mod=None, logit_soft_cap=None, dropout_rate=0.0, seed=None,
@@ -138,7 +144,7 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
             mask = ops.not_equal(mask, 0)
         mask = _rank4(mask)
     out_dtype = result_dtype(query, key, value)
-    compute_dtype = "float64" if out_dtype == "float64" else "float32"
+    compute_dtype = compute_dtype_for(out_dtype)
     if bias is not None:
         bias = _checks.as_tensor("bias", bias)
         _checks.check_bias_dtype(bias)

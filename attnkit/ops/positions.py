@@ -10,9 +10,9 @@ Shape legend: B batch, P positions, H head dim.
 import math
 import numbers
 
-from keras import backend
 from keras import ops
 
+from attnkit.ops import _plan
 from attnkit.ops.terms import t5_bucket  # noqa: F401
 
 
@@ -43,7 +43,7 @@ def apply_rotary(x, positions, max_wavelength=10000.0):
     Su et al. 2021): pair `(x[f], x[f + H/2])` turns by `pos * freq[f]`.
     Computed in float32 (float64 for float64 `x`), returned in `x`'s dtype."""
     dim = x.shape[-1]
-    dtype = "float64" if backend.standardize_dtype(x.dtype) == "float64" else "float32"
+    dtype = _plan.compute_dtype_for(x.dtype)
     cos, sin = rotary_angles(positions, dim, max_wavelength, dtype)
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # (1, P, 1, H)
     x32 = ops.cast(x, dtype)
