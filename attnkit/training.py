@@ -14,7 +14,10 @@ An output folder holds `model.keras` (the best model so far),
 import dataclasses
 import json
 import math
+import os
 import time
+import typing
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -34,15 +37,19 @@ from attnkit.models import rnn_seq2seq
 from attnkit.models import transformer_seq2seq
 
 
-def read_pairs(path):
-    """`(input, output)` pairs of a file with one `input<TAB>output` per line.
+# What a training run writes into its output folder.
+RUN_FILES = ("model.keras", "model.vocab.json", "last.keras", "state.json")
 
-    Blank lines are skipped; any other line without exactly one tab is an
-    error naming the file and line.
+
+def read_pairs(path: str | os.PathLike):
+    """`(input, output)` pairs of a UTF-8 file with one `input<TAB>output` per line.
+
+    Blank lines are skipped; any other line without exactly one tab, or
+    with bytes that are not UTF-8, is an error naming the file and line.
     """
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for number, line in enumerate(utf8_lines(f, path), 1):
             line = line.rstrip("\n").rstrip("\r")
             if not line.strip():
                 continue
@@ -56,7 +63,20 @@ def read_pairs(path):
     return pairs
 
 
-def references(pairs):
+def utf8_lines(stream: typing.BinaryIO, name: str):
+    """The lines of a binary `stream` as text; a line that is not UTF-8
+    raises a ValueError naming `name`, the line and the offending byte."""
+    for number, raw in enumerate(stream, 1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            column = len(raw[:error.start].decode("utf-8")) + 1  # what precedes is valid
+            raise ValueError(
+                f"{name}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at "
+                f"column {column}); save the file as UTF-8") from None
+
+
+def references(pairs: list[tuple[str, str]]):
     """{input: [outputs]} (an input may have several correct outputs)."""
     refs = {}
     for source, target in pairs:
@@ -132,7 +152,7 @@ class SmoothedSequenceLoss(keras.losses.Loss):
     label smoothing: the target is `1 - smoothing` on the true token and
     `smoothing` spread over the whole vocabulary."""
 
-    def __init__(self, smoothing=0.1, name="smoothed_sequence_loss", **kwargs):
+    def __init__(self, smoothing: float = 0.1, name: str = "smoothed_sequence_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         self.smoothing = float(smoothing)
 
@@ -165,8 +185,9 @@ class BucketedBatches(keras.utils.PyDataset):
     twice, for a model trained on its logits and its alignments.
     """
 
-    def __init__(self, source, target, batch_size, seed=0, rows_multiple_of=1,
-                 target_width=None, outputs=1, **kwargs):
+    def __init__(self, source: list[list[int]], target: list[list[int]], batch_size: int,
+                 seed: int | None = 0, rows_multiple_of: int = 1,
+                 target_width: int | str | None = None, outputs: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.outputs = outputs
         self.source, self.target = source, target
@@ -224,13 +245,14 @@ def _pad(seqs, extra=0, rows=1, width=None):
 class Translator:
     """A trained model with its vocabularies: texts in, texts out."""
 
-    def __init__(self, model, source_vocab, target_vocab, target_length):
+    def __init__(self, model: keras.Model, source_vocab: Vocabulary, target_vocab: Vocabulary,
+                 target_length: int):
         self.model = model
         self.source_vocab, self.target_vocab = source_vocab, target_vocab
         self.target_length = int(target_length)
 
-    def translate(self, texts, beam=1, batch_size=256, length_penalty=0.0,
-                  coverage_penalty=0.0):
+    def translate(self, texts: list[str], beam: int = 1, batch_size: int = 256,
+                  length_penalty: float = 0.0, coverage_penalty: float = 0.0):
         """Predictions for `texts` (a list), decoded greedily or with `beam`
         (ranked with GNMT's length and coverage penalties when given, see
         `attnkit.models.beam_search_decode`)."""
@@ -249,18 +271,18 @@ class Translator:
             predictions += [self.target_vocab.decode(row) for row in tokens]
         return predictions
 
-    def align(self, text):
+    def align(self, text: str):
         """(greedy prediction, alignments (steps, S)) of one input."""
         tokens, alignments = greedy_decode(
             self.model, [self.source_vocab.encode(text)], self.target_length + 1)
         return self.target_vocab.decode(tokens[0]), alignments[0]
 
-    def evaluate(self, pairs, beam=1, **penalties):
+    def evaluate(self, pairs: list[tuple[str, str]], beam: int = 1, **penalties):
         """Error rates of the predictions for the inputs of `pairs` against
         all their outputs; also returns the predictions, input by input."""
         return self.score(references(pairs), beam=beam, **penalties)
 
-    def score(self, refs, beam=1, **penalties):
+    def score(self, refs: dict[str, list[str]], beam: int = 1, **penalties):
         """`evaluate` for references already grouped: {input: [outputs]}."""
         # An input with a token the model never saw gets no prediction: wrong.
         inputs = [s for s in refs if _encodes(self.source_vocab, s)]
@@ -269,7 +291,7 @@ class Translator:
         scores = metrics.error_rates(predictions, refs, unit=self.target_vocab.unit)
         return scores, predictions
 
-    def save(self, folder):
+    def save(self, folder: str | os.PathLike):
         folder = Path(folder)
         self.model.save(folder / "model.keras")
         (folder / "model.vocab.json").write_text(json.dumps({
@@ -278,7 +300,7 @@ class Translator:
             "target_length": self.target_length}, ensure_ascii=False))
 
 
-def load(folder_or_model):
+def load(folder_or_model: str | os.PathLike):
     """The `Translator` saved in a folder (or at its `model.keras`)."""
     path = Path(folder_or_model)
     if path.is_dir():
@@ -291,7 +313,7 @@ def load(folder_or_model):
     return Translator(model, source, target, vocab.get("target_length", 10))
 
 
-def build_model(config, source_size, target_size):
+def build_model(config: TrainConfig, source_size: int, target_size: int):
     if config.model == "rnn":
         return build_rnn_seq2seq(source_size, target_size, attention=config.attention,
                                  units=config.units, normalizer=config.normalizer)
@@ -301,8 +323,9 @@ def build_model(config, source_size, target_size):
         position=config.attention, normalizer=config.normalizer)
 
 
-def train(train_pairs, valid_pairs, out, config=None, *, resume=False, verbose="auto",
-          log=print):
+def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]],
+          out: str | os.PathLike, config: TrainConfig | None = None, *, resume: bool = False,
+          verbose: int | str = "auto", log: Callable[[str], None] = print):
     """Trains on `train_pairs`, keeps the model best on `valid_pairs` in `out`.
 
     Returns a dict: the best dev scores, epochs run, seconds, why it stopped.
@@ -355,8 +378,13 @@ def train(train_pairs, valid_pairs, out, config=None, *, resume=False, verbose="
     budget = None if config.time_budget is None else 60 * config.time_budget - state["seconds"]
     evaluation = _DevEvaluation(translator, valid_refs, out, config, state, start, budget,
                                 trainer, log)
+    # The display comes last, to show the dev scores the evaluation logs.
+    callbacks = [evaluation]
+    if verbose:
+        bar = 1 if verbose == "auto" else verbose
+        callbacks.append(_Progress(len(batches), config.epochs, bar))
     trainer.fit(batches, epochs=config.epochs, initial_epoch=state["epoch"],
-                callbacks=[evaluation], verbose=verbose)
+                callbacks=callbacks, verbose=0)
     return {"best": state["best"], "epochs": state["epoch"], "stopped": evaluation.stopped,
             "seconds": state["seconds"], "steps": state.get("steps", 0)}
 
@@ -387,6 +415,30 @@ def _encodes(vocab, text):
         return True
     except ValueError:
         return False
+
+
+class _Progress(keras.callbacks.Callback):
+    """keras's progress bar (`verbose=1`) or line per epoch (`verbose=2`),
+    counting the steps that ran: an epoch cut short by the time budget or
+    `max_steps` ends at the step it reached, not at the epoch's length."""
+
+    def __init__(self, steps, epochs, verbose):
+        super().__init__()
+        self.steps, self.epochs, self.verbose = steps, epochs, verbose
+        self.bar, self.seen = None, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
+        self.bar = keras.utils.Progbar(self.steps, verbose=self.verbose, unit_name="step")
+        self.seen = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen = batch + 1
+        if self.verbose == 1:
+            self.bar.update(self.seen, list((logs or {}).items()))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.update(self.seen, list((logs or {}).items()), finalize=True)
 
 
 class _DevEvaluation(keras.callbacks.Callback):

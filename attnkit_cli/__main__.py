@@ -1,0 +1,5 @@
+import sys
+
+from attnkit_cli import main
+
+sys.exit(main())

@@ -1,0 +1,88 @@
+"""What the `attnkit` command needs to know before it imports keras.
+
+Importing keras imports its backend, and a backend that is not installed
+ends in keras's `ModuleNotFoundError` traceback; the version string needs
+no backend at all. Both are answered here from package metadata and keras's
+own configuration rules, without importing keras.
+"""
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+
+# keras's backends and the module each imports.
+BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch",
+                   "numpy": "numpy", "openvino": "openvino"}
+# The backends attnkit supports, in the order its extras name them.
+SUPPORTED = ("tensorflow", "jax", "torch")
+
+
+def installed(module):
+    """Whether `module` can be imported (found without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken installation counts as none
+        return False
+
+
+def version(distribution):
+    """The installed version of `distribution`, or None."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _keras_config_path():
+    """Where keras reads `keras.json` (its own rule: $KERAS_HOME, else
+    ~/.keras, else /tmp/.keras when the home folder is not writable)."""
+    if "KERAS_HOME" in os.environ:
+        folder = os.environ["KERAS_HOME"]
+    else:
+        home = os.path.expanduser("~")
+        folder = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    return os.path.join(folder, "keras.json")
+
+
+def configured_backend():
+    """(backend keras will use, where that choice comes from)."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"], "KERAS_BACKEND"
+    path = _keras_config_path()
+    try:
+        with open(path, encoding="utf-8") as f:
+            backend = json.load(f).get("backend")
+        if backend:
+            return backend, path
+    except (OSError, ValueError, AttributeError):
+        pass
+    return "tensorflow", "keras's default (KERAS_BACKEND is not set)"
+
+
+def backend_problem():
+    """A one-line reason keras cannot start with its configured backend, or
+    None when it can."""
+    if not installed("keras"):
+        return "keras is not installed: pip install attnkit"
+    backend, source = configured_backend()
+    module = BACKEND_MODULES.get(backend)
+    if module is None:
+        return (f"keras's backend is {backend!r} (from {source}), which keras does not "
+                f"know; set KERAS_BACKEND to one of {', '.join(SUPPORTED)}")
+    if installed(module):
+        return None
+    available = [b for b in SUPPORTED if installed(BACKEND_MODULES[b])]
+    if available:
+        advice = (f"installed: {', '.join(available)}; set KERAS_BACKEND={available[0]} "
+                  f"(or pip install 'attnkit[{backend}]')")
+    else:
+        advice = "no backend is installed: pip install 'attnkit[jax]' (or tensorflow, torch)"
+    return f"keras's backend is {backend} (from {source}), which is not installed; {advice}"
+
+
+def version_line():
+    """attnkit's, keras's and the backend's versions, without importing them."""
+    backend, _ = configured_backend()
+    keras_version = version("keras") or "not installed"
+    return f"attnkit {version('attnkit')} (keras {keras_version}, backend {backend})"

