@@ -7,6 +7,8 @@ import pytest
 from attnkit.datasets import dates
 from attnkit.datasets._date_languages import LANGUAGES
 
+pytestmark = pytest.mark.backend_independent
+
 
 def test_same_seed_same_pairs_other_seed_other_pairs():
     assert dates.generate(500, seed=4) == dates.generate(500, seed=4)

@@ -1,9 +1,6 @@
 """AttentionDecoder: step-by-step equals teacher-forced, wiring follows the
 papers, masks, fit, saving, bad input."""
 
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -12,6 +9,7 @@ import pytest
 from attnkit.layers import AdditiveAttention
 from attnkit.layers import AttentionDecoder
 from attnkit.layers import DotProductAttention
+from tests import fresh_process
 from tests.helpers import to_numpy
 
 B, T, S, E, DV, U = 2, 3, 5, 7, 11, 13
@@ -92,29 +90,21 @@ def test_implicit_memory_mask_equals_explicit_and_initial_state_is_used():
     assert not np.allclose(to_numpy(other[0]), to_numpy(implicit[0]))
 
 
-def test_fit_step_and_fresh_process_load(tmp_path):
+@fresh_process.case("attention_decoder")
+def attention_decoder_case(folder):
     x_in, m_in = keras.Input((T, E)), keras.Input((S, DV))
     outputs, alignments = make("lstm", "general", "luong", True)(x_in, m_in)
     model = keras.Model([x_in, m_in], [keras.layers.Dense(4)(outputs), alignments])
     model.compile("adam", ["mse", None])
     x, memory = data()
     history = model.fit([x, memory], [np.zeros((B, T, 4)), np.zeros((B, T, S))], verbose=0)
-    assert np.isfinite(history.history["loss"][0])
-    path = str(tmp_path / "decoder.keras")
-    model.save(path)
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "m.npy", memory)
-    script = f"""
-import numpy as np, keras, attnkit
-model = keras.saving.load_model({path!r})
-out = model.predict([np.load({str(tmp_path / 'x.npy')!r}), np.load({str(tmp_path / 'm.npy')!r})], verbose=0)
-np.save({str(tmp_path / 'out.npy')!r}, out[0])
-"""
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env={**os.environ, "KERAS_BACKEND": keras.backend.backend()})
-    assert run.returncode == 0, run.stderr[-2000:]
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model.predict([x, memory], verbose=0)[0],
-                               rtol=1e-5, atol=1e-6)
+    return model, [x, memory], [], history
+
+
+def test_fit_step_and_fresh_process_load(fresh_loads):
+    loaded = fresh_loads["attention_decoder"]
+    assert np.isfinite(loaded.build_result[3].history["loss"][0])
+    np.testing.assert_allclose(loaded.got[0], loaded.want[0], rtol=1e-5, atol=1e-6)
 
 
 def test_config_round_trip():

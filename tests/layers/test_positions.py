@@ -1,9 +1,5 @@
 """Position schemes, the decoding cache, translation invariance, saving."""
 
-import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -16,6 +12,7 @@ from attnkit.layers import PositionEmbedding
 from attnkit.layers import RelativePositionalAttention
 from attnkit.layers import SinusoidalPositionEncoding
 from attnkit.ops import positions as P
+from tests import fresh_process
 from tests.helpers import jit
 from tests.helpers import to_numpy
 from tests.layers import mha_reference as ref
@@ -195,7 +192,8 @@ def test_bad_arguments(call, message):
         call()
 
 
-def test_saved_model_loads_in_a_fresh_process(tmp_path):
+@fresh_process.case("positions")
+def positions_case(folder):
     inp = keras.Input((L, D))
     x = keras.layers.Add()([inp, SinusoidalPositionEncoding()(inp)])
     x = keras.layers.Add()([x, PositionEmbedding(L)(x)])
@@ -204,25 +202,17 @@ def test_saved_model_loads_in_a_fresh_process(tmp_path):
     outs.append(attnkit.layers.MultiHeadAttention(
         2, 4, position=attnkit.layers.ShawRelativePosition(3, per_head=True))(x, x))
     outs.append(RelativePositionalAttention(2, 4, clip_distance=3)(x, x))
-    model = keras.Model(inp, keras.layers.Concatenate()(outs))
-    x = tokens()
-    path = str(tmp_path / "positions.keras")
-    model.save(path)
-    np.save(tmp_path / "x.npy", x)
-    script = f"""
-import json, numpy as np, keras, attnkit  # registers the attnkit classes
-model = keras.saving.load_model({path!r})
-print(json.dumps(sorted({{type(l).__name__ for l in model.layers}})))
-np.save({str(tmp_path / 'out.npy')!r}, model.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0))
-"""
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env={**os.environ, "KERAS_BACKEND": keras.backend.backend()})
-    assert run.returncode == 0, run.stderr[-2000:]
-    classes = json.loads(run.stdout.strip().splitlines()[-1])
+    return keras.Model(inp, keras.layers.Concatenate()(outs)), tokens()
+
+
+def test_saved_model_loads_in_a_fresh_process(fresh_loads, tmp_path):
+    loaded = fresh_loads["positions"]
+    classes = {name for _, name in loaded.layers}
     assert {"MultiHeadAttention", "RelativePositionalAttention", "PositionEmbedding",
-            "SinusoidalPositionEncoding"} <= set(classes)
-    want = model.predict(x, verbose=0)
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, rtol=1e-6, atol=1e-6)
+            "SinusoidalPositionEncoding"} <= classes
+    np.testing.assert_allclose(loaded.got[0], loaded.want[0], rtol=1e-6, atol=1e-6)
+    model, (x,) = loaded.model, loaded.inputs
+    want = loaded.want[0]
     weights_path = str(tmp_path / "w.weights.h5")
     model.save_weights(weights_path)
     for w in model.weights:

@@ -1,10 +1,6 @@
 """DotProductAttention and AdditiveAttention against a NumPy reference, and
 the reliability checklist (saving, dtypes, masks, edge cases) for both."""
 
-import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -16,6 +12,7 @@ from attnkit.layers import AdditiveAttention
 from attnkit.layers import DotProductAttention
 from attnkit.testing import attention_reference
 from attnkit.testing import attention_reference_grads
+from tests import fresh_process
 from tests.helpers import dtype_name
 from tests.helpers import grads
 from tests.helpers import to_numpy
@@ -257,31 +254,18 @@ def test_bad_input(call, error, message):
         call()
 
 
-def test_saved_model_loads_in_a_fresh_process(tmp_path):
-    q, v, k = inputs()
+@fresh_process.case("single_head")
+def single_head_case(folder):
     q_in, v_in, k_in = keras.Input((T, D)), keras.Input((S, DV)), keras.Input((S, D))
     outs = [CONFIGS[name]()(q_in, v_in, k_in) for name in sorted(CONFIGS)]
-    model = keras.Model([q_in, v_in, k_in], keras.layers.Concatenate()(outs))
-    path = str(tmp_path / "single_head.keras")
-    model.save(path)
-    np.save(tmp_path / "inputs.npy", np.concatenate([q.reshape(-1), v.reshape(-1), k.reshape(-1)]))
-    script = f"""
-import json, numpy as np, keras, attnkit  # registers the attnkit classes
-model = keras.saving.load_model({path!r})
-flat = np.load({str(tmp_path / 'inputs.npy')!r})
-q = flat[:{q.size}].reshape({q.shape}); v = flat[{q.size}:{q.size + v.size}].reshape({v.shape})
-k = flat[{q.size + v.size}:].reshape({k.shape})
-print(json.dumps([[type(l).__module__, type(l).__name__] for l in model.layers]))
-np.save({str(tmp_path / 'out.npy')!r}, model.predict([q, v, k], verbose=0))
-"""
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env={**os.environ, "KERAS_BACKEND": keras.backend.backend()})
-    assert run.returncode == 0, run.stderr[-2000:]
-    classes = json.loads(run.stdout.strip().splitlines()[-1])
-    assert ["attnkit.layers.additive_attention", "AdditiveAttention"] in classes
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model.predict([q, v, k], verbose=0),
-                               rtol=1e-6, atol=1e-6)
+    return keras.Model([q_in, v_in, k_in], keras.layers.Concatenate()(outs)), list(inputs())
+
+
+def test_saved_model_loads_in_a_fresh_process(fresh_loads, tmp_path):
+    loaded = fresh_loads["single_head"]
+    assert ["attnkit.layers.additive_attention", "AdditiveAttention"] in loaded.layers
+    np.testing.assert_allclose(loaded.got[0], loaded.want[0], rtol=1e-6, atol=1e-6)
     weights_path = str(tmp_path / "w.weights.h5")
-    model.save_weights(weights_path)
-    model.load_weights(weights_path)
+    loaded.model.save_weights(weights_path)
+    loaded.model.load_weights(weights_path)
     assert attnkit.layers.DotProductAttention is DotProductAttention

@@ -3,9 +3,6 @@ each step against a float64 NumPy re-implementation from the papers'
 equations, in AttentionDecoder step by step equal to teacher-forced,
 masks, precision, saving, bad input."""
 
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -18,6 +15,7 @@ from attnkit.layers import MonotonicAttention
 from attnkit.testing import chunkwise_alignment_reference
 from attnkit.testing import hard_monotonic_reference
 from attnkit.testing import monotonic_alignment_reference
+from tests import fresh_process
 from tests.helpers import to_numpy
 
 B, T, S, D, DV, U = 2, 4, 7, 5, 11, 13
@@ -210,32 +208,29 @@ def test_config_round_trip():
             [w.path.split("/")[-1] for w in layer.weights]
 
 
-def test_fit_and_fresh_process_load(tmp_path):
-    queries, memory = data(5)
-    x = np.transpose(queries, (1, 0, 2))
-    paths = []
-    for kind in ("mocha", "location", "fertility"):
+def stateful_case(kind):
+    def build(folder):
+        queries, memory = data(5)
+        x = np.transpose(queries, (1, 0, 2))
         x_in, m_in = keras.Input((T, D)), keras.Input((S, DV))
         outputs, alignments = AttentionDecoder(keras.layers.LSTMCell(U), KINDS[kind]())(x_in, m_in)
         model = keras.Model([x_in, m_in], [keras.layers.Dense(3)(outputs), alignments])
         model.compile("adam", ["mse", None])
         history = model.fit([x, memory], [np.ones((B, T, 3)), np.zeros((B, T, S))], verbose=0)
-        assert np.isfinite(history.history["loss"][0])
-        paths.append(str(tmp_path / f"{kind}.keras"))
-        model.save(paths[-1])
-        np.save(paths[-1] + ".npy", model.predict([x, memory], verbose=0)[0])
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "m.npy", memory)
-    script = f"""
-import numpy as np, keras, attnkit
-x, m = np.load({str(tmp_path / 'x.npy')!r}), np.load({str(tmp_path / 'm.npy')!r})
-for path in {paths!r}:
-    out = keras.saving.load_model(path).predict([x, m], verbose=0)[0]
-    np.testing.assert_allclose(out, np.load(path + ".npy"), rtol=1e-5, atol=1e-6)
-"""
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env={**os.environ, "KERAS_BACKEND": keras.backend.backend()})
-    assert run.returncode == 0, run.stderr[-2000:]
+        return model, [x, memory], [], history
+
+    return fresh_process.case(f"stateful_{kind}")(build)
+
+
+STATEFUL_SAVED = {kind: stateful_case(kind) for kind in ("mocha", "location", "fertility")}
+
+
+@pytest.mark.parametrize("kind", sorted(STATEFUL_SAVED))
+def test_fit_and_fresh_process_load(kind, fresh_loads):
+    loaded = fresh_loads[f"stateful_{kind}"]
+    history = loaded.build_result[3]
+    assert np.isfinite(history.history["loss"][0])
+    np.testing.assert_allclose(loaded.got[0], loaded.want[0], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("call, message", [

@@ -3,10 +3,6 @@ keras serialization, models using them load in a fresh process, and an
 unregistered function is refused when the model is saved."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -14,10 +10,10 @@ import pytest
 
 import attnkit
 import attnkit.ops as ak
+from tests import fresh_process
 from tests.helpers import to_numpy
 from tests.ops import user_terms
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 B, N, T, S = 2, 4, 6, 6
 SEGMENTS = np.array([[0, 0, 0, 1, 1, 1], [0, 1, 1, 2, 2, 2]], "int32")
 
@@ -123,22 +119,12 @@ def all_terms_model():
     return keras.Model(inp, keras.layers.Concatenate()(outs))
 
 
-def test_a_model_with_every_term_loads_in_a_fresh_process(tmp_path):
-    model = all_terms_model()
+@fresh_process.case("every_term")
+def every_term_case(folder):
     x = np.random.default_rng(0).normal(size=(B, T, 16)).astype("float32")
-    path = str(tmp_path / "terms.keras")
-    model.save(path)
-    np.save(tmp_path / "x.npy", x)
-    script = f"""
-import numpy as np, keras
-import attnkit  # registers attnkit's classes
-import tests.ops.user_terms  # registers the user's score functions
-model = keras.saving.load_model({path!r})
-x = np.load({str(tmp_path / 'x.npy')!r})
-np.save({str(tmp_path / 'out.npy')!r}, model.predict(x, verbose=0))
-"""
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         cwd=ROOT, env={**os.environ, "KERAS_BACKEND": keras.backend.backend()})
-    assert run.returncode == 0, run.stderr[-3000:]
-    want = model.predict(x, verbose=0)
-    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), want)
+    return all_terms_model(), x, ["tests.ops.user_terms"]  # registers the user's terms
+
+
+def test_a_model_with_every_term_loads_in_a_fresh_process(fresh_loads):
+    loaded = fresh_loads["every_term"]
+    np.testing.assert_array_equal(loaded.got[0], loaded.want[0])

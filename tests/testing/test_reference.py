@@ -10,10 +10,13 @@ import itertools
 import math
 
 import numpy as np
+import pytest
 
 from attnkit.testing import attention_reference
 from attnkit.testing import attention_reference_grads
 from tests.helpers import central_differences
+
+pytestmark = pytest.mark.backend_independent
 
 
 def loop_attention(q, k, v, bias, mask, q_offset, window, causal):

@@ -1,21 +1,17 @@
-"""Greedy decoding, the `attnkit` command end to end, and its errors."""
-
-import os
-import subprocess
-import sys
-import time
+"""Greedy and beam-search decoding of the seq2seq models (the `attnkit`
+command is tested in tests/test_cli.py)."""
 
 import keras
 import numpy as np
 import pytest
 
-from attnkit.cli import exact_match_percent
 from attnkit.datasets import dates
 from attnkit.layers import MonotonicAttention
 from attnkit.models import beam_search_decode
 from attnkit.models import build_rnn_seq2seq
 from attnkit.models import build_transformer_seq2seq
 from attnkit.models import greedy_decode
+from tests import fresh_process
 from tests.helpers import to_numpy
 
 
@@ -51,22 +47,24 @@ def test_greedy_decoding_equals_argmax_of_the_teacher_forced_model(attention, no
     assert alignments.sum() > 0
 
 
-def tiny_models():
+def tiny_models(kinds=None):
+    """Small peaked models of each kind (or of `kinds`) and five sources."""
     keras.utils.set_random_seed(0)
     data = dates.load_data(200, 10, 10, seed=3)
     src = np.array([data.source_vocab.encode(t, length=40) for t, _ in data.train], "int32")
     v_src, v_tgt = len(data.source_vocab), len(data.target_vocab)
-    models = {
-        "rnn": build_rnn_seq2seq(v_src, v_tgt, units=8, embedding_dim=8),
-        "relative": build_transformer_seq2seq(v_src, v_tgt, units=8, num_heads=2,
-                                              num_layers=2, ff_units=16, clip_distance=4),
-        "rotary": build_transformer_seq2seq(v_src, v_tgt, units=8, num_heads=2, num_layers=1,
-                                            ff_units=16, position="rotary"),
-        "t5-entmax15": build_transformer_seq2seq(v_src, v_tgt, units=8, num_heads=2,
-                                                 num_layers=1, ff_units=16, position="t5",
-                                                 normalizer="entmax15"),
+    builders = {
+        "rnn": lambda: build_rnn_seq2seq(v_src, v_tgt, units=8, embedding_dim=8),
+        "relative": lambda: build_transformer_seq2seq(
+            v_src, v_tgt, units=8, num_heads=2, num_layers=2, ff_units=16, clip_distance=4),
+        "rotary": lambda: build_transformer_seq2seq(
+            v_src, v_tgt, units=8, num_heads=2, num_layers=1, ff_units=16, position="rotary"),
+        "t5-entmax15": lambda: build_transformer_seq2seq(
+            v_src, v_tgt, units=8, num_heads=2, num_layers=1, ff_units=16, position="t5",
+            normalizer="entmax15"),
     }
-    return {name: peaked(model) for name, model in models.items()}, src[:5]
+    return {name: peaked(build()) for name, build in builders.items()
+            if kinds is None or name in kinds}, src[:5]
 
 
 @pytest.fixture(scope="module")
@@ -171,133 +169,22 @@ def test_beam_search_penalties_follow_the_gnmt_formulas(kind, trained):
         beam_search_decode(model, src, 2, length_penalty=-1.0)
 
 
-def attnkit_cli(*args, timeout=600):
-    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "attnkit.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+def seq2seq_case(kind):
+    def build(folder):
+        models, src = tiny_models([kind])
+        fed = np.random.default_rng(1).integers(1, 8, size=(len(src), 6)).astype("int32")
+        return models[kind], [src, fed]
+
+    return fresh_process.case(f"seq2seq_{kind}")(build)
 
 
-@pytest.fixture(scope="module")
-def transformer_demo_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("transformer_demo")
-    run = attnkit_cli("demo", "--model", "transformer", "--epochs", "1", "--train", "100",
-                      "--test", "10", "--units", "8", "--out", str(out))
-    assert run.returncode == 0, run.stderr[-3000:]
-    return out, run.stdout
+SEQ2SEQ_SAVED = {kind: seq2seq_case(kind) for kind in ("rnn", "relative", "rotary", "t5-entmax15")}
 
 
-def test_transformer_demo_and_translate(transformer_demo_dir):
-    out, stdout = transformer_demo_dir
-    assert "transformer model, relative attention" in stdout
-    assert sum(line.startswith("exact match: ") for line in stdout.splitlines()) == 1
-    run = attnkit_cli("translate", "--model", str(out / "model.keras"), "1er mai 2020")
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert set(run.stdout.strip()) <= set("0123456789-")
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    run = attnkit_cli("demo", "--epochs", "1", "--train", "200", "--test", "20",
-                      "--units", "8", "--out", str(out))
-    assert run.returncode == 0, run.stderr[-3000:]
-    return out, run.stdout
-
-
-def test_demo_end_to_end_on_a_tiny_setting(demo_dir):
-    out, stdout = demo_dir
-    lines = stdout.splitlines()
-    match = [line for line in lines if line.startswith("exact match: ")]
-    assert len(match) == 1
-    percent, count = match[0][len("exact match: "):].split(" ")
-    right, total = map(int, count.strip("()").split("/"))
-    assert total == 20 and 0 <= right <= 20
-    assert percent == exact_match_percent(right, total)
-    assert any(line.startswith("input") and "expected" in line and "predicted" in line for line in lines)
-    for name in ("model.keras", "model.vocab.json", "attention.png"):
-        assert (out / name).stat().st_size > 0
-
-
-def test_exact_match_is_rounded_down():
-    assert exact_match_percent(1999, 2000) == "99.9%"
-    assert exact_match_percent(2000, 2000) == "100.0%"
-    assert exact_match_percent(1959, 2000) == "97.9%"
-
-
-def test_translate_prints_one_line_and_plots(demo_dir, tmp_path):
-    out, _ = demo_dir
-    plot = tmp_path / "one.png"
-    run = attnkit_cli("translate", "--model", str(out / "model.keras"), "--plot", str(plot),
-                      "3 de marzo de 2021")
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert len(run.stdout.strip().splitlines()) == 1
-    assert set(run.stdout.strip()) <= set("0123456789-")
-    assert plot.stat().st_size > 0
-
-
-@pytest.mark.parametrize("args, message", [
-    (["demo", "--bogus"], "unrecognized arguments: --bogus"),
-    (["demo", "--epochs", "0"], "--epochs must be positive"),
-    (["demo", "--model", "transformer", "--attention", "additive"], "does not fit --model transformer"),
-    (["translate", "--model", "/nonexistent/model.keras", "1 May 2020"], "no model file"),
-    (["translate", "--model", "{demo}/model.keras", "   "], "empty"),
-    (["translate", "--model", "{demo}/model.keras", "3 März ☃ 2021"], "outside the vocabulary"),
-    (["translate", "--model", "{corrupt}", "1 May 2020"], "not a .keras archive (a zip file)"),
-    (["translate", "--model", "{emptyzip}", "1 May 2020"], "lacks config.json, model.weights.h5"),
-])
-def test_bad_input_gives_one_error_line(args, message, demo_dir, tmp_path):
-    import zipfile
-
-    out, _ = demo_dir
-    corrupt = tmp_path / "model.keras"
-    corrupt.write_bytes(b"not a zip file")
-    (tmp_path / "model.vocab.json").write_text((out / "model.vocab.json").read_text())
-    emptyzip = tmp_path / "empty" / "model.keras"
-    emptyzip.parent.mkdir()
-    with zipfile.ZipFile(emptyzip, "w") as archive:
-        archive.writestr("metadata.json", "{}")
-    (emptyzip.parent / "model.vocab.json").write_text((out / "model.vocab.json").read_text())
-    args = [a.format(demo=out, corrupt=corrupt, emptyzip=emptyzip) for a in args]
-    run = attnkit_cli(*args)
-    assert run.returncode == 2
-    errors = [line for line in run.stderr.splitlines() if line.startswith("attnkit: error:")]
-    assert len(errors) == 1 and message in errors[0], run.stderr[-2000:]
-    assert "Traceback" not in run.stderr
-
-
-def test_the_command_offers_every_attention_kind_of_the_models():
-    from attnkit import cli
-    from attnkit.models import rnn_seq2seq
-    from attnkit.models import transformer_seq2seq
-
-    assert cli.RNN_ATTENTION == rnn_seq2seq.ATTENTION_KINDS
-    assert cli.TRANSFORMER_ATTENTION == transformer_seq2seq.POSITION_KINDS
-
-
-def test_version_names_attnkit_keras_and_the_backend():
-    import attnkit
-
-    run = attnkit_cli("--version")
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.strip() == (f"attnkit {attnkit.__version__} (keras {keras.__version__}, "
-                                  f"backend {keras.backend.backend()})")
-
-
-def test_missing_optional_dependency_is_named_before_any_work(tmp_path):
-    """Without matplotlib, `demo` stops at once and names the extra."""
-    blocker = tmp_path / "sitecustomize.py"  # hides matplotlib from this run
-    blocker.write_text(
-        "import importlib.abc, sys\n"
-        "class Hide(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'matplotlib':\n"
-        "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, Hide())\n")
-    env = {**os.environ, "KERAS_BACKEND": keras.backend.backend(), "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    start = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "attnkit.cli", "demo", "--out", str(tmp_path)],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert run.returncode == 2, run.stderr[-2000:]
-    assert "pip install 'attnkit[plot]'" in run.stderr and "Traceback" not in run.stderr
-    assert time.perf_counter() - start < 60  # no training first
+@pytest.mark.parametrize("kind", sorted(SEQ2SEQ_SAVED))
+def test_seq2seq_models_load_in_a_fresh_process(kind, fresh_loads):
+    """Logits and alignments of the loaded model equal the saved one's."""
+    loaded = fresh_loads[f"seq2seq_{kind}"]
+    assert len(loaded.got) == 2
+    for got, want in zip(loaded.got, loaded.want):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
