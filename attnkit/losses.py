@@ -31,7 +31,7 @@ class CoverageLoss(keras.losses.Loss):
         0.5
     """
 
-    def __init__(self, name="coverage_loss", **kwargs):
+    def __init__(self, name: str = "coverage_loss", **kwargs):
         super().__init__(name=name, **kwargs)
 
     def call(self, y_true, y_pred):
@@ -61,7 +61,7 @@ class GuidedAlignmentLoss(keras.losses.Loss):
         0.5
     """
 
-    def __init__(self, kind="ce", name="guided_alignment_loss", **kwargs):
+    def __init__(self, kind: str = "ce", name: str = "guided_alignment_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         if kind not in ("ce", "mse"):
             raise ValueError(f"`kind` must be 'ce' or 'mse'. Received: kind={kind!r}.")

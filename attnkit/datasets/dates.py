@@ -36,7 +36,8 @@ def _is_unambiguous_numeric(date):
     return date.day > 12 or date.day == date.month
 
 
-def render(date, language, template, *, ordinal=False, case="as is"):
+def render(date: datetime.date, language: str, template: str, *, ordinal: bool = False,
+           case: str = "as is"):
     """Writes `date` in `language` with `template` (see _date_languages)."""
     table = LANGUAGES[language]
     text = template.format(
@@ -53,7 +54,8 @@ def render(date, language, template, *, ordinal=False, case="as is"):
     return text
 
 
-def generate(num, seed=0, languages=tuple(LANGUAGES), dates=None):
+def generate(num: int, seed: int | None = 0, languages: tuple[str, ...] = tuple(LANGUAGES),
+             dates: list | None = None):
     """`num` pairs `(text, "YYYY-MM-DD")`, deterministic for a seed.
 
     Args:
@@ -96,7 +98,7 @@ class Vocabulary(vocabulary.Vocabulary):
     Built from the generator's own tables, so every text it can emit encodes.
     """
 
-    def __init__(self, characters):
+    def __init__(self, characters: str):
         super().__init__(characters, unit="char")
 
     @property
@@ -135,8 +137,8 @@ class DateData:
     target_vocab: Vocabulary
 
 
-def load_data(num_train=20000, num_val=1000, num_test=2000, seed=0,
-              languages=tuple(LANGUAGES)):
+def load_data(num_train: int = 20000, num_val: int = 1000, num_test: int = 2000,
+              seed: int | None = 0, languages: tuple[str, ...] = tuple(LANGUAGES)):
     """Generates the three splits; their calendar dates are disjoint.
 
     The days of 1900-2099 are shuffled with `seed` and cut 80/10/10, so no

@@ -13,6 +13,9 @@ Example:
     'HH AH L OW'
 """
 
+from collections.abc import Iterable
+from collections.abc import Sequence
+
 UNITS = ("char", "word")
 
 
@@ -21,7 +24,7 @@ class Vocabulary:
 
     PAD, START, END = 0, 1, 2
 
-    def __init__(self, tokens, unit="char"):
+    def __init__(self, tokens: Iterable[str], unit: str = "char"):
         if unit not in UNITS:
             raise ValueError(f"`unit` must be one of {UNITS}. Received: unit={unit!r}.")
         self.unit = unit
@@ -35,21 +38,21 @@ class Vocabulary:
         self._ids = {t: i + 3 for i, t in enumerate(self.tokens)}
 
     @classmethod
-    def from_texts(cls, texts, unit="char"):
+    def from_texts(cls, texts: Iterable[str], unit: str = "char"):
         """The vocabulary of every token in `texts`."""
         return cls({token for text in texts for token in _split(text, unit)}, unit=unit)
 
     def __len__(self):
         return len(self.tokens) + 3
 
-    def split(self, text):
+    def split(self, text: str):
         """The tokens of `text`."""
         return _split(text, self.unit)
 
-    def join(self, tokens):
+    def join(self, tokens: Sequence[str]):
         return ("" if self.unit == "char" else " ").join(tokens)
 
-    def encode(self, text, length=None, add_start_end=False):
+    def encode(self, text: str, length: int | None = None, add_start_end: bool = False):
         """ids of `text` (padded with 0 to `length`); ValueError on unknowns."""
         tokens = self.split(text)
         unknown = sorted({t for t in tokens if t not in self._ids})
@@ -66,7 +69,7 @@ class Vocabulary:
             ids = ids + [self.PAD] * (length - len(ids))
         return ids
 
-    def decode(self, ids):
+    def decode(self, ids: Sequence[int]):
         """Text of `ids`, stopping at the first end or padding id."""
         out = []
         for i in ids:

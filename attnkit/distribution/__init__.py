@@ -19,10 +19,13 @@ model = attnkit.models.build_transformer_seq2seq(...)  # created sharded
 
 import keras
 
+from attnkit.types import Tensor
+
 __all__ = ["layout_map"]
 
 
-def layout_map(mesh, model_axis="model", batch_axis="batch", shard_key_value=True):
+def layout_map(mesh: keras.distribution.DeviceMesh, model_axis: str = "model",
+               batch_axis: str = "batch", shard_key_value: bool = True):
     """A `keras.distribution.LayoutMap` for attnkit layers on `mesh`.
 
     Args:
@@ -67,7 +70,7 @@ def layout_map(mesh, model_axis="model", batch_axis="batch", shard_key_value=Tru
     return layouts
 
 
-def relayout(tensor, path):
+def relayout(tensor: Tensor, path: str):
     """`tensor` placed by the current distribution's layout for `path`, if any."""
     distribution = keras.distribution.distribution()
     if distribution is None:

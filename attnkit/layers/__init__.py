@@ -1,4 +1,4 @@
-"""attnkit.layers: attention layers computed through `attnkit.ops`."""
+"""Attention layers computed through `attnkit.ops`."""
 
 from attnkit.layers.additive_attention import AdditiveAttention
 from attnkit.layers.alibi_bias import AlibiBias

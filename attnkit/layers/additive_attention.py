@@ -10,6 +10,7 @@ from keras import ops
 from attnkit._checks import check_positive_int
 from attnkit.layers._arguments import clone_initializer
 from attnkit.layers._single_head import SingleHeadAttention
+from attnkit.types import Tensor
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -24,9 +25,12 @@ class AdditiveAttention(SingleHeadAttention):
         units: `U`, the size of the hidden layer of the alignment model.
         use_bias: add a learned bias `b` `(U,)` inside the `tanh`.
         dropout: dropout rate on the attention weights during training.
-        kernel_initializer, kernel_regularizer, kernel_constraint: for `W_q`,
-            `W_k` and `v`.
-        bias_initializer, bias_regularizer, bias_constraint: for `b`.
+        kernel_initializer: the initializer of `W_q`, `W_k` and `v`.
+        kernel_regularizer: the regularizer of `W_q`, `W_k` and `v`.
+        kernel_constraint: the constraint of `W_q`, `W_k` and `v`.
+        bias_initializer: the initializer of `b`.
+        bias_regularizer: the regularizer of `b`.
+        bias_constraint: the constraint of `b`.
         seed: seed of the dropout.
         normalizer: `"softmax"`, or `"sparsemax"` / `"entmax15"` for
             weights that are exactly zero on low scores.
@@ -48,12 +52,15 @@ class AdditiveAttention(SingleHeadAttention):
         Learning to Align and Translate", appendix A.1.2.
     """
 
-    def __init__(self, units, use_bias=True, dropout=0.0,
-                 kernel_initializer="glorot_uniform", kernel_regularizer=None,
-                 kernel_constraint=None, bias_initializer="zeros",
-                 bias_regularizer=None, bias_constraint=None, seed=None,
-                 **kwargs):
-        super().__init__(dropout=dropout, seed=seed, **kwargs)
+    def __init__(self, units: int, use_bias: bool = True, dropout: float = 0.0,
+                 kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+                 kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
+                 kernel_constraint: str | keras.constraints.Constraint | None = None,
+                 bias_initializer: str | keras.initializers.Initializer = "zeros",
+                 bias_regularizer: str | keras.regularizers.Regularizer | None = None,
+                 bias_constraint: str | keras.constraints.Constraint | None = None,
+                 seed: int | None = None, normalizer: str = "softmax", **kwargs):
+        super().__init__(dropout=dropout, seed=seed, normalizer=normalizer, **kwargs)
         check_positive_int("units", units)
         self.units = units
         self.use_bias = use_bias
@@ -113,7 +120,7 @@ class AdditiveAttention(SingleHeadAttention):
         return config
 
 
-def additive_hidden(q, k, bias=None):
+def additive_hidden(q: Tensor, k: Tensor, bias: Tensor | None = None):
     """The alignment model's hidden layer `tanh(W_q q_t + W_k k_s + b)`
     `(B, T, S, U)` from the projected queries `(B, T, U)` and keys
     `(B, S, U)`; the energies are its product with `v`."""

@@ -31,7 +31,7 @@ class AlibiBias(PositionScheme):
         Linear Biases Enables Input Length Extrapolation".
     """
 
-    def build_heads(self, num_heads, key_dim, value_dim):
+    def build_heads(self, num_heads: int, key_dim: int, value_dim: int | None):
         self._score_mod = ak.alibi(num_heads)
         super().build_heads(num_heads, key_dim, value_dim)
 

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from attnkit.layers.stateful_attention import StatefulAttention
+from attnkit.types import Tensor
 
 STYLES = ("bahdanau", "luong")
 
@@ -73,8 +74,9 @@ class AttentionDecoder(keras.layers.Layer):
         Bahdanau, Cho, Bengio 2015; Luong, Pham, Manning 2015.
     """
 
-    def __init__(self, cell, attention, style="bahdanau", input_feeding=True,
-                 attentional_units=None, **kwargs):
+    def __init__(self, cell: keras.layers.Layer, attention: keras.layers.Layer,
+                 style: str = "bahdanau", input_feeding: bool = True,
+                 attentional_units: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if style not in STYLES:
             raise ValueError(
@@ -136,7 +138,8 @@ class AttentionDecoder(keras.layers.Layer):
         if self.projection is not None and not self.projection.built:
             self.projection.build((batch, self._units + memory_dim))
 
-    def get_initial_state(self, batch_size, cell_state=None, memory=None, memory_mask=None):
+    def get_initial_state(self, batch_size: int, cell_state: list | None = None,
+                          memory: Tensor | None = None, memory_mask: Tensor | None = None):
         """The full decoder state list: cell states (+ a[t-1] for Luong
         input feeding) (+ the attention's states for a `StatefulAttention`,
         which needs `memory` and `memory_mask`). `cell_state` replaces the
@@ -156,7 +159,8 @@ class AttentionDecoder(keras.layers.Layer):
             states += list(self.attention.get_initial_state(memory, memory_mask))
         return states
 
-    def step(self, inputs, states, memory, memory_mask=None, training=None):
+    def step(self, inputs: Tensor, states: list, memory: Tensor, memory_mask: Tensor | None = None,
+             training: bool | None = None):
         """One decoder step: inputs `(B, E)` -> (output, alignment (B, S),
         new states)."""
         return self._step(inputs, states, memory, memory_mask, training, self._call_cell)

@@ -11,6 +11,7 @@ from attnkit import _checks
 from attnkit.layers.stateful_attention import AdditiveEnergy
 from attnkit.layers.stateful_attention import StatefulAttention
 from attnkit.layers.stateful_attention import normalized_weights
+from attnkit.types import Tensor
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -35,8 +36,9 @@ class CoverageAttention(StatefulAttention):
         fertility: None (the plain sum of alignments) or `N`, a positive
             number.
         normalizer: `"softmax"`, `"sparsemax"` or `"entmax15"`.
-        kernel_initializer, kernel_regularizer, kernel_constraint: for the
-            kernels.
+        kernel_initializer: the initializer of the kernels.
+        kernel_regularizer: the regularizer of the kernels.
+        kernel_constraint: the constraint of the kernels.
 
     Call arguments and returns: as `attnkit.layers.StatefulAttention`; the
     state is `[coverage]` `(B, S)`, zeros before the first step.
@@ -57,9 +59,10 @@ class CoverageAttention(StatefulAttention):
         Translation"; See, Liu, Manning 2017, "Get To The Point".
     """
 
-    def __init__(self, units, fertility=None, normalizer="softmax",
-                 kernel_initializer="glorot_uniform", kernel_regularizer=None,
-                 kernel_constraint=None, **kwargs):
+    def __init__(self, units: int, fertility: int | None = None, normalizer: str = "softmax",
+                 kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+                 kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
+                 kernel_constraint: str | keras.constraints.Constraint | None = None, **kwargs):
         super().__init__(units, kernel_initializer=kernel_initializer,
                          kernel_regularizer=kernel_regularizer,
                          kernel_constraint=kernel_constraint, **kwargs)
@@ -75,7 +78,7 @@ class CoverageAttention(StatefulAttention):
         if self.fertility is not None:
             self.fertility_kernel = self._kernel("fertility_kernel", (key_dim,))
 
-    def project_keys(self, value):
+    def project_keys(self, value: Tensor):
         keys = self._energy.keys(value)
         if self.fertility is None:
             return keys, None

@@ -34,8 +34,9 @@ class DotProductAttention(SingleHeadAttention):
         score_mode: one of `"dot"`, `"scaled"`, `"general"`, `"cosine"`.
         dropout: dropout rate on the attention weights during training.
         initial_temperature: start value of the cosine temperature.
-        kernel_initializer, kernel_regularizer, kernel_constraint: for the
-            `"general"` kernel `W`.
+        kernel_initializer: the initializer of the `"general"` kernel `W`.
+        kernel_regularizer: the regularizer of the `"general"` kernel `W`.
+        kernel_constraint: the constraint of the `"general"` kernel `W`.
         seed: seed of the dropout.
         normalizer: `"softmax"`, or `"sparsemax"` / `"entmax15"` for
             weights that are exactly zero on low scores.
@@ -72,10 +73,13 @@ class DotProductAttention(SingleHeadAttention):
         Neural Machine Translation"; Vaswani et al. 2017.
     """
 
-    def __init__(self, score_mode="scaled", dropout=0.0, initial_temperature=10.0,
-                 kernel_initializer="glorot_uniform", kernel_regularizer=None,
-                 kernel_constraint=None, seed=None, **kwargs):
-        super().__init__(dropout=dropout, seed=seed, **kwargs)
+    def __init__(self, score_mode: str = "scaled", dropout: float = 0.0,
+                 initial_temperature: float = 10.0,
+                 kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+                 kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
+                 kernel_constraint: str | keras.constraints.Constraint | None = None,
+                 seed: int | None = None, normalizer: str = "softmax", **kwargs):
+        super().__init__(dropout=dropout, seed=seed, normalizer=normalizer, **kwargs)
         if score_mode not in SCORE_MODES:
             raise ValueError(
                 f"`score_mode` must be one of {SCORE_MODES}. Received: "

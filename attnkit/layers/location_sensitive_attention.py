@@ -12,6 +12,7 @@ from attnkit._checks import check_positive_int
 from attnkit.layers.stateful_attention import AdditiveEnergy
 from attnkit.layers.stateful_attention import StatefulAttention
 from attnkit.layers.stateful_attention import normalized_weights
+from attnkit.types import Tensor
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -33,8 +34,9 @@ class LocationSensitiveAttention(StatefulAttention):
             (Tacotron 2); False gives Chorowski et al.'s previous alignment
             only.
         normalizer: `"softmax"`, `"sparsemax"` or `"entmax15"`.
-        kernel_initializer, kernel_regularizer, kernel_constraint: for the
-            energy's kernels and the convolution.
+        kernel_initializer: the initializer of the energy's kernels and the convolution.
+        kernel_regularizer: the regularizer of the energy's kernels and the convolution.
+        kernel_constraint: the constraint of the energy's kernels and the convolution.
 
     Call arguments and returns: as `attnkit.layers.StatefulAttention`; the
     state is `[previous alignment, cumulative alignment]` (the first alone
@@ -55,9 +57,11 @@ class LocationSensitiveAttention(StatefulAttention):
         Models for Speech Recognition"; Shen et al. 2018 (Tacotron 2).
     """
 
-    def __init__(self, units, filters=32, kernel_size=31, cumulative=True,
-                 normalizer="softmax", kernel_initializer="glorot_uniform",
-                 kernel_regularizer=None, kernel_constraint=None, **kwargs):
+    def __init__(self, units: int, filters: int = 32, kernel_size: int = 31,
+                 cumulative: bool = True, normalizer: str = "softmax",
+                 kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+                 kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
+                 kernel_constraint: str | keras.constraints.Constraint | None = None, **kwargs):
         super().__init__(units, kernel_initializer=kernel_initializer,
                          kernel_regularizer=kernel_regularizer,
                          kernel_constraint=kernel_constraint, **kwargs)
@@ -82,7 +86,7 @@ class LocationSensitiveAttention(StatefulAttention):
     def state_count(self):
         return 2 if self.cumulative else 1
 
-    def project_keys(self, value):
+    def project_keys(self, value: Tensor):
         return self._energy.keys(value)
 
     def _attend(self, query, keys, states, mask, training):

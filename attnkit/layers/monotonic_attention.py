@@ -15,6 +15,7 @@ from attnkit.layers.stateful_attention import StatefulAttention
 from attnkit.layers.stateful_attention import checked_memory
 from attnkit.ops.monotonic import chunkwise_alignment
 from attnkit.ops.monotonic import monotonic_alignment
+from attnkit.types import Tensor
 
 ENERGIES = ("bahdanau", "luong")
 TRAINING_MODES = ("exact", "parallel", "recursive")
@@ -59,8 +60,9 @@ class MonotonicAttention(StatefulAttention):
             `"exact"`, `"parallel"` (the paper's closed form) or
             `"recursive"`; see `attnkit.ops.monotonic_alignment`.
         inference: `"hard"` or `"soft"`, when `training` is not True.
-        kernel_initializer, kernel_regularizer, kernel_constraint: for the
-            energies' kernels.
+        kernel_initializer: the initializer of the energies' kernels.
+        kernel_regularizer: the regularizer of the energies' kernels.
+        kernel_constraint: the constraint of the energies' kernels.
         seed: seed of the noise.
 
     Call arguments and returns: as `attnkit.layers.StatefulAttention`; the
@@ -87,10 +89,13 @@ class MonotonicAttention(StatefulAttention):
         "Monotonic Chunkwise Attention".
     """
 
-    def __init__(self, units, energy="bahdanau", chunk_size=1, noise_std=1.0,
-                 score_bias_init=-4.0, mode="exact", inference="hard",
-                 kernel_initializer="glorot_uniform", kernel_regularizer=None,
-                 kernel_constraint=None, seed=None, **kwargs):
+    def __init__(self, units: int, energy: str = "bahdanau", chunk_size: int | None = 1,
+                 noise_std: float = 1.0, score_bias_init: float = -4.0, mode: str = "exact",
+                 inference: str = "hard",
+                 kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+                 kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
+                 kernel_constraint: str | keras.constraints.Constraint | None = None,
+                 seed: int | None = None, **kwargs):
         super().__init__(units, kernel_initializer=kernel_initializer,
                          kernel_regularizer=kernel_regularizer,
                          kernel_constraint=kernel_constraint, **kwargs)
@@ -130,14 +135,14 @@ class MonotonicAttention(StatefulAttention):
         if self._chunk is not None:
             self._chunk.build(query_dim, key_dim, self.units)
 
-    def get_initial_state(self, value, value_mask=None):
+    def get_initial_state(self, value: Tensor, value_mask: Tensor | None = None):
         value = checked_memory(value)
         length = ops.shape(value)[1]
         start = ops.one_hot(ops.zeros(ops.shape(value)[:1], "int32"), length,
                             dtype=self.compute_dtype)  # (B, S)
         return [start]
 
-    def project_keys(self, value):
+    def project_keys(self, value: Tensor):
         if self._additive is not None:
             keys = self._additive.keys(value)
         else:

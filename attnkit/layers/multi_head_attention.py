@@ -6,6 +6,7 @@ D query features, E output features.
 """
 
 import math
+from collections.abc import Callable
 
 import keras
 from keras import ops
@@ -55,8 +56,13 @@ class MultiHeadAttention(keras.layers.Layer):
             (`implementation="fused"`) and raises at construction if the
             layer's position, `score_mod` or soft cap cannot run there; None
             or False lets attnkit choose (`attnkit.ops.explain`).
-        kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer, activity_regularizer, kernel_constraint, bias_constraint: for
-            the projections, as in keras.
+        kernel_initializer: the initializer of the projections' kernels.
+        bias_initializer: the initializer of the projections' biases.
+        kernel_regularizer: the regularizer of the projections' kernels.
+        bias_regularizer: the regularizer of the projections' biases.
+        activity_regularizer: the regularizer of the layer's output.
+        kernel_constraint: the constraint on the projections' kernels.
+        bias_constraint: the constraint on the projections' biases.
         use_gate: gate each head's output by `sigmoid(W_g x)` (keras's
             gated attention).
         seed: seed of the dropout.
@@ -65,11 +71,13 @@ class MultiHeadAttention(keras.layers.Layer):
         position: a `PositionScheme` (`ShawRelativePosition`,
             `T5RelativeBias`, `AlibiBias`, `RotaryEmbedding`, or your own);
             its terms are computed by the core on every path.
-        score_mod, mask_mod, logit_soft_cap: as in `attnkit.ops.attention`
-            (indices absolute, the cache index included). The terms of
-            `attnkit.ops` save with the layer; a function of yours must be
-            registered with `keras.saving.register_keras_serializable`
-            (saving refuses an unregistered one, saying so).
+        score_mod: as in `attnkit.ops.attention` (indices absolute, the
+            cache index included). The terms of `attnkit.ops` save with the
+            layer; a function of yours must be registered with
+            `keras.saving.register_keras_serializable` (saving refuses an
+            unregistered one, saying so).
+        mask_mod: as in `attnkit.ops.attention`, and saved as `score_mod`.
+        logit_soft_cap: as in `attnkit.ops.attention`.
         implementation: `None`, `"math"`, `"fused"` or `"chunked"` (see
             `attnkit.ops.explain`).
         normalizer: `"softmax"`, or `"sparsemax"` / `"entmax15"` for
@@ -119,16 +127,23 @@ class MultiHeadAttention(keras.layers.Layer):
         Vaswani et al. 2017; Ainslie et al. 2023 (grouped-query attention).
     """
 
-    def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0,
-                 use_bias=True, output_shape=None, attention_axes=None,
-                 sliding_window=None, flash_attention=None,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, kernel_constraint=None,
-                 bias_constraint=None, use_gate=False, seed=None,
-                 num_key_value_heads=None, position=None, score_mod=None,
-                 mask_mod=None, logit_soft_cap=None, implementation=None,
-                 normalizer="softmax", **kwargs):
+    def __init__(self, num_heads: int, key_dim: int, value_dim: int | None = None,
+                 dropout: float = 0.0, use_bias: bool = True,
+                 output_shape: int | tuple | None = None,
+                 attention_axes: int | tuple | None = None, sliding_window: int | None = None,
+                 flash_attention: bool | None = None,
+                 kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+                 bias_initializer: str | keras.initializers.Initializer = "zeros",
+                 kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
+                 bias_regularizer: str | keras.regularizers.Regularizer | None = None,
+                 activity_regularizer: str | keras.regularizers.Regularizer | None = None,
+                 kernel_constraint: str | keras.constraints.Constraint | None = None,
+                 bias_constraint: str | keras.constraints.Constraint | None = None,
+                 use_gate: bool = False, seed: int | None = None,
+                 num_key_value_heads: int | None = None, position: PositionScheme | None = None,
+                 score_mod: Callable | None = None, mask_mod: Callable | None = None,
+                 logit_soft_cap: float | None = None, implementation: str | None = None,
+                 normalizer: str = "softmax", **kwargs):
         check_positive_int("num_heads", num_heads)
         check_positive_int("key_dim", key_dim)
         check_positive_int("value_dim", value_dim, allow_none=True)

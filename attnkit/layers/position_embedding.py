@@ -16,7 +16,8 @@ class PositionEmbedding(keras.layers.Layer):
 
     Args:
         sequence_length: the longest sequence (rows of the table).
-        initializer, regularizer: for the `(sequence_length, D)` table.
+        initializer: the initializer of the `(sequence_length, D)` table.
+        regularizer: the regularizer of the table.
 
     Call arguments:
         inputs: `(B, T, D)`; only its shape is used.
@@ -35,8 +36,9 @@ class PositionEmbedding(keras.layers.Layer):
         (2, 5, 16)
     """
 
-    def __init__(self, sequence_length, initializer="glorot_uniform",
-                 regularizer=None, **kwargs):
+    def __init__(self, sequence_length: int,
+                 initializer: str | keras.initializers.Initializer = "glorot_uniform",
+                 regularizer: str | keras.regularizers.Regularizer | None = None, **kwargs):
         super().__init__(**kwargs)
         check_positive_int("sequence_length", sequence_length)
         self.sequence_length = sequence_length

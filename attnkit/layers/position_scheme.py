@@ -6,6 +6,8 @@ Hv value head dim, R relative buckets.
 
 import keras
 
+from attnkit.types import Tensor
+
 
 @keras.saving.register_keras_serializable(package="attnkit")
 class PositionScheme(keras.layers.Layer):
@@ -45,12 +47,12 @@ class PositionScheme(keras.layers.Layer):
     (1, 5, 16)
     """
 
-    def build_heads(self, num_heads, key_dim, value_dim):
+    def build_heads(self, num_heads: int, key_dim: int, value_dim: int | None):
         """Creates the scheme's weights for the attention layer's heads."""
         self.num_heads = num_heads
         self.built = True
 
-    def rotate(self, x, positions):
+    def rotate(self, x: Tensor, positions: Tensor):
         """`x` `(B, P, heads, H)` at int positions `(P,)`, rotated."""
         return x
 

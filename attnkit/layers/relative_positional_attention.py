@@ -41,9 +41,9 @@ class RelativePositionalAttention(MultiHeadAttention):
         Representations".
     """
 
-    def __init__(self, num_heads, key_dim, clip_distance=None,
-                 use_relative_values=True, per_head=False, max_relative_position=None,
-                 **kwargs):
+    def __init__(self, num_heads: int, key_dim: int, clip_distance: int | None = None,
+                 use_relative_values: bool = True, per_head: bool = False,
+                 max_relative_position: int | None = None, **kwargs):
         clip_distance = _checks.renamed_argument(
             "clip_distance", clip_distance, "max_relative_position", max_relative_position)
         clip_distance = 16 if clip_distance is None else clip_distance

@@ -5,6 +5,7 @@ import keras
 
 from attnkit.layers.position_scheme import PositionScheme
 from attnkit.ops import positions as P
+from attnkit.types import Tensor
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -33,12 +34,12 @@ class RotaryEmbedding(PositionScheme):
         Embedding".
     """
 
-    def __init__(self, max_wavelength=10000, **kwargs):
+    def __init__(self, max_wavelength: float = 10000, **kwargs):
         super().__init__(**kwargs)
         P.check_max_wavelength(max_wavelength)
         self.max_wavelength = max_wavelength
 
-    def build_heads(self, num_heads, key_dim, value_dim):
+    def build_heads(self, num_heads: int, key_dim: int, value_dim: int | None):
         if key_dim % 2:
             raise ValueError(
                 "RotaryEmbedding rotates pairs of features and needs an even "
@@ -46,7 +47,7 @@ class RotaryEmbedding(PositionScheme):
             )
         super().build_heads(num_heads, key_dim, value_dim)
 
-    def rotate(self, x, positions):
+    def rotate(self, x: Tensor, positions: Tensor):
         return P.apply_rotary(x, positions, self.max_wavelength)
 
     def get_config(self):

@@ -33,7 +33,8 @@ class ShawRelativePosition(PositionScheme):
         use_values: also learn the value table `a^V` (equation 3).
         per_head: one table per head instead of one shared by all heads
             (the paper shares them).
-        embeddings_initializer, embeddings_regularizer: for both tables.
+        embeddings_initializer: the initializer of both tables.
+        embeddings_regularizer: the regularizer of both tables.
         max_relative_position: deprecated name of `clip_distance`.
 
     Example:
@@ -50,9 +51,11 @@ class ShawRelativePosition(PositionScheme):
         Representations".
     """
 
-    def __init__(self, clip_distance=None, use_values=True, per_head=False,
-                 embeddings_initializer="glorot_uniform",
-                 embeddings_regularizer=None, max_relative_position=None, **kwargs):
+    def __init__(self, clip_distance: int | None = None, use_values: bool = True,
+                 per_head: bool = False,
+                 embeddings_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+                 embeddings_regularizer: str | keras.regularizers.Regularizer | None = None,
+                 max_relative_position: int | None = None, **kwargs):
         super().__init__(**kwargs)
         clip_distance = _checks.renamed_argument(
             "clip_distance", clip_distance, "max_relative_position", max_relative_position)
@@ -64,7 +67,7 @@ class ShawRelativePosition(PositionScheme):
         self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
         self.buckets = ak.ClippedBuckets(clip_distance)
 
-    def build_heads(self, num_heads, key_dim, value_dim):
+    def build_heads(self, num_heads: int, key_dim: int, value_dim: int | None):
         rows = self.buckets.num_buckets
         heads = (num_heads,) if self.per_head else ()
         self.key_embeddings = self._table("key_embeddings", (rows,) + heads + (key_dim,))

@@ -36,7 +36,7 @@ class SinusoidalPositionEncoding(keras.layers.Layer):
         (2, 5, 16)
     """
 
-    def __init__(self, max_wavelength=10000, **kwargs):
+    def __init__(self, max_wavelength: float = 10000, **kwargs):
         super().__init__(**kwargs)
         P.check_max_wavelength(max_wavelength)
         self.max_wavelength = max_wavelength

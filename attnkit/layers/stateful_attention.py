@@ -14,6 +14,7 @@ from attnkit.layers._arguments import clone_initializer
 from attnkit.layers.additive_attention import additive_hidden
 from attnkit.ops import _math
 from attnkit.ops import _plan
+from attnkit.types import Tensor
 
 
 class StatefulAttention(keras.layers.Layer):
@@ -47,8 +48,10 @@ class StatefulAttention(keras.layers.Layer):
         `(context (B, Dv), alignment (B, S), new states)`.
     """
 
-    def __init__(self, units, kernel_initializer="glorot_uniform", kernel_regularizer=None,
-                 kernel_constraint=None, **kwargs):
+    def __init__(self, units: int,
+                 kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+                 kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
+                 kernel_constraint: str | keras.constraints.Constraint | None = None, **kwargs):
         super().__init__(**kwargs)
         check_positive_int("units", units)
         self.units = units
@@ -72,24 +75,24 @@ class StatefulAttention(keras.layers.Layer):
 
     state_count = 1
 
-    def get_initial_state(self, value, value_mask=None):
+    def get_initial_state(self, value: Tensor, value_mask: Tensor | None = None):
         """The states before the first decoder step, for this memory."""
         value = checked_memory(value)
         zeros = ops.zeros(ops.shape(value)[:2], self.compute_dtype)
         return [zeros] * self.state_count
 
-    def initial_state_spec(self, value):
+    def initial_state_spec(self, value: Tensor):
         """`get_initial_state`'s shapes and dtypes for a symbolic `value`."""
         shape = tuple(value.shape[:2])
         return [keras.KerasTensor(shape, dtype=self.compute_dtype)
                 for _ in range(self.state_count)]
 
-    def project_keys(self, value):
+    def project_keys(self, value: Tensor):
         """The part of the energies that depends on the memory alone."""
         return value
 
     @staticmethod
-    def normalize_scores(scores, mask=None, normalizer="softmax"):
+    def normalize_scores(scores: Tensor, mask: Tensor | None = None, normalizer: str = "softmax"):
         """Weights `(B, S)` from scores `(B, S)` by attnkit's core: the
         normalizer (`"softmax"`, `"sparsemax"`, `"entmax15"`) over the
         positions `mask` (bool `(B, S)`) shows, zeros for a row with none."""
@@ -142,7 +145,7 @@ class AdditiveEnergy:
     weights on a `StatefulAttention` layer; `extra` `(B, S, U)` is a
     subclass's location or coverage term."""
 
-    def __init__(self, layer, prefix=""):
+    def __init__(self, layer: keras.layers.Layer, prefix: str = ""):
         self.layer, self.prefix = layer, prefix
 
     def build(self, query_dim, key_dim, units):
@@ -152,10 +155,10 @@ class AdditiveEnergy:
         self.bias = layer._kernel(f"{p}bias", (units,), keras.initializers.Zeros())
         self.score_kernel = layer._kernel(f"{p}score_kernel", (units,))
 
-    def keys(self, value):
+    def keys(self, value: Tensor):
         return ops.matmul(value, ops.cast(self.key_kernel, value.dtype))  # (B, S, U)
 
-    def hidden(self, query, keys, extra=None):
+    def hidden(self, query: Tensor, keys: Tensor, extra: Tensor | None = None):
         dtype = keys.dtype
         q = ops.matmul(query, ops.cast(self.query_kernel, dtype))  # (B, U)
         if extra is not None:
@@ -168,7 +171,7 @@ class AdditiveEnergy:
         return ops.tensordot(hidden, ops.cast(self.score_kernel, keys.dtype), 1)  # (B, S)
 
 
-def checked_memory(value):
+def checked_memory(value: Tensor):
     """`value` as a floating `(B, S, Dv)` tensor, or an error naming it."""
     value = _checks.as_float_tensor("value", value)
     if len(value.shape) != 3:
@@ -177,7 +180,7 @@ def checked_memory(value):
     return value
 
 
-def normalized_weights(scores, mask, normalizer):
+def normalized_weights(scores: Tensor, mask: Tensor | None, normalizer: str):
     """Attention weights `(B, S)` from scores `(B, S)` by the core's own
     normalization (its normalizer, float32 for half-precision scores, exact
     zeros for a row with no visible position)."""

@@ -41,8 +41,9 @@ class T5RelativeBias(PositionScheme):
         Unified Text-to-Text Transformer".
     """
 
-    def __init__(self, num_buckets=32, max_distance=128, bidirectional=True,
-                 embeddings_initializer="random_normal", **kwargs):
+    def __init__(self, num_buckets: int = 32, max_distance: int = 128, bidirectional: bool = True,
+                 embeddings_initializer: str | keras.initializers.Initializer = "random_normal",
+                 **kwargs):
         super().__init__(**kwargs)
         self.buckets = ak.T5Buckets(num_buckets, max_distance, bidirectional)
         self.num_buckets = num_buckets
@@ -50,7 +51,7 @@ class T5RelativeBias(PositionScheme):
         self.bidirectional = bool(bidirectional)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
-    def build_heads(self, num_heads, key_dim, value_dim):
+    def build_heads(self, num_heads: int, key_dim: int, value_dim: int | None):
         self.embeddings = self.add_weight(
             name="embeddings", shape=(self.num_buckets, num_heads),
             initializer=clone_initializer(self.embeddings_initializer))

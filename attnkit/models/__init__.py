@@ -1,4 +1,4 @@
-"""attnkit.models: encoder-decoder models built from attnkit layers."""
+"""Encoder-decoder models built from attnkit layers."""
 
 from attnkit.models.decoding import beam_search_decode
 from attnkit.models.decoding import gnmt_score

@@ -10,8 +10,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from attnkit.types import Tensor
 
-def greedy_decode(model, source_ids, steps, start_id=1):
+
+def greedy_decode(model: keras.Model, source_ids: Tensor, steps: int, start_id: int = 1):
     """Greedy decoding of `steps` tokens with a model from
     `build_rnn_seq2seq` or `build_transformer_seq2seq` (the Transformer
     decodes with its self-attention caches).
@@ -32,8 +34,9 @@ def greedy_decode(model, source_ids, steps, start_id=1):
     return np.stack(tokens, 1), np.stack(alignments, 1)
 
 
-def beam_search_decode(model, source_ids, steps, beam_width=4, start_id=1, end_id=2,
-                       pad_id=0, length_penalty=0.0, coverage_penalty=0.0):
+def beam_search_decode(model: keras.Model, source_ids: Tensor, steps: int, beam_width: int = 4,
+                       start_id: int = 1, end_id: int = 2, pad_id: int = 0,
+                       length_penalty: float = 0.0, coverage_penalty: float = 0.0):
     """Beam search over `steps` tokens; a finished beam (it emitted
     `end_id`) continues with `pad_id` at no cost.
 
@@ -46,6 +49,13 @@ def beam_search_decode(model, source_ids, steps, beam_width=4, start_id=1, end_i
     alignment output). `alpha = beta = 0` ranks by log-probability alone.
 
     Args:
+        model: a model from `build_rnn_seq2seq` or `build_transformer_seq2seq`.
+        source_ids: int `(B, S)`, 0 for padding.
+        steps: tokens to decode.
+        beam_width: `W`, hypotheses kept per input; 1 is greedy decoding.
+        start_id: the token fed first.
+        end_id: the token that ends a hypothesis.
+        pad_id: what a finished hypothesis emits from then on.
         length_penalty: `alpha` (GNMT used 0.6-0.7): larger favours longer
             outputs.
         coverage_penalty: `beta` (GNMT used 0.2): penalises outputs that
@@ -101,8 +111,9 @@ def beam_search_decode(model, source_ids, steps, beam_width=4, start_id=1, end_i
     return history[:, 0], log_probs[:, 0]
 
 
-def gnmt_score(log_probs, lengths, coverage=None, source_mask=None, length_penalty=0.0,
-               coverage_penalty=0.0):
+def gnmt_score(log_probs: np.ndarray, lengths: np.ndarray, coverage: np.ndarray | None = None,
+               source_mask: np.ndarray | None = None, length_penalty: float = 0.0,
+               coverage_penalty: float = 0.0):
     """GNMT's beam score (Wu et al. 2016, eq. 14), with NumPy broadcasting:
     `log_probs / ((5 + lengths) / 6) ** length_penalty + coverage_penalty *
     sum_i log(min(coverage_i, 1))`, the sum over the last axis of

@@ -45,9 +45,9 @@ def _attention(kind, units, normalizer):
     return DotProductAttention(kind, normalizer=normalizer, name="attention")
 
 
-def build_rnn_seq2seq(source_vocab_size, target_vocab_size, *,
-                      attention="additive", style="bahdanau", units=128,
-                      embedding_dim=64, normalizer="softmax"):
+def build_rnn_seq2seq(source_vocab_size: int, target_vocab_size: int, *,
+                      attention: str = "additive", style: str = "bahdanau", units: int = 128,
+                      embedding_dim: int = 64, normalizer: str = "softmax"):
     """A bidirectional-GRU encoder and an attention GRU decoder.
 
     Inputs `[source_ids (B, S), decoder_input_ids (B, T)]` (ids, 0 =

@@ -88,7 +88,7 @@ class TransformerEncoderBlock(_Block):
     """Relative self-attention and a feed-forward, each with a residual and
     layer norm. `call(inputs (B, S, D), mask=None) -> (B, S, D)`."""
 
-    def __init__(self, units, num_heads, ff_units, **kwargs):
+    def __init__(self, units: int, num_heads: int, ff_units: int, **kwargs):
         super().__init__(units, num_heads, ff_units, **kwargs)
         self.norm1 = layers.LayerNormalization(name="norm1")
         self.norm2 = layers.LayerNormalization(name="norm2")
@@ -117,7 +117,7 @@ class TransformerDecoderBlock(_Block):
     `(B, 2, T_max, N, D/N)` when one is given.
     """
 
-    def __init__(self, units, num_heads, ff_units, **kwargs):
+    def __init__(self, units: int, num_heads: int, ff_units: int, **kwargs):
         super().__init__(units, num_heads, ff_units, **kwargs)
         self.cross_attention = MultiHeadAttention(
             num_heads, units // num_heads, dropout=self.dropout, normalizer=self.normalizer,
@@ -165,11 +165,11 @@ class TransformerDecoderBlock(_Block):
         return None
 
 
-def build_transformer_seq2seq(source_vocab_size, target_vocab_size, *, units=64,
-                              num_heads=4, num_layers=2, ff_units=128,
-                              clip_distance=None, dropout=0.1,
-                              position="relative", max_relative_position=None,
-                              normalizer="softmax"):
+def build_transformer_seq2seq(source_vocab_size: int, target_vocab_size: int, *, units: int = 64,
+                              num_heads: int = 4, num_layers: int = 2, ff_units: int = 128,
+                              clip_distance: int | None = None, dropout: float = 0.1,
+                              position: str = "relative", max_relative_position: int | None = None,
+                              normalizer: str = "softmax"):
     """A Transformer encoder-decoder with relative positions.
 
     No absolute positions anywhere: encoder and decoder self-attention are

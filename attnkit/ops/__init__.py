@@ -1,4 +1,4 @@
-"""attnkit.ops: the functional attention core, on `keras.ops` only."""
+"""The functional attention core, on `keras.ops` only."""
 
 from attnkit.ops._attention import Explanation
 from attnkit.ops._attention import attention

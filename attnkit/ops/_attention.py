@@ -5,6 +5,7 @@ K key/value heads, H head dim, Hv value head dim.
 """
 
 import typing
+from collections.abc import Callable
 
 import keras
 from keras import ops
@@ -15,6 +16,7 @@ from attnkit.ops import _fused
 from attnkit.ops import _math
 from attnkit.ops import _plan
 from attnkit.ops import terms
+from attnkit.types import Tensor
 
 
 class Explanation(typing.NamedTuple):
@@ -32,11 +34,13 @@ class Explanation(typing.NamedTuple):
     ineligible: dict
 
 
-def attention(query, key, value, *, bias=None, mask=None, scale=None,
-              is_causal=False, q_offset=0, sliding_window=None,
-              score_mod=None, mask_mod=None, logit_soft_cap=None,
-              dropout_rate=0.0, seed=None, training=False,
-              return_weights=False, implementation=None, normalizer="softmax"):
+def attention(query: Tensor, key: Tensor, value: Tensor, *, bias: Tensor | None = None,
+              mask: Tensor | None = None, scale: float | None = None, is_causal: bool = False,
+              q_offset: int | Tensor = 0, sliding_window: int | None = None,
+              score_mod: Callable | None = None, mask_mod: Callable | None = None,
+              logit_soft_cap: float | None = None, dropout_rate: float = 0.0,
+              seed: int | None = None, training: bool = False, return_weights: bool = False,
+              implementation: str | None = None, normalizer: str = "softmax"):
     """Scaled dot-product attention with masks, biases and score functions.
 
     Computes `softmax(visible, scale * q . k + bias -> score_mod -> cap) . v`
@@ -113,9 +117,11 @@ def attention(query, key, value, *, bias=None, mask=None, scale=None,
     return _dispatch(dict(query=query, key=key, value=value, mask=mask, bias=bias), options)
 
 
-def relative_attention(query, key, value, key_table=None, value_table=None, *,
-                       buckets=None, bias_table=None, clip_distance=None,
-                       max_distance=None, **kwargs):
+def relative_attention(query: Tensor, key: Tensor, value: Tensor, key_table: Tensor | None = None,
+                       value_table: Tensor | None = None, *,
+                       buckets: terms.RelativeBuckets | None = None,
+                       bias_table: Tensor | None = None, clip_distance: int | None = None,
+                       max_distance: int | None = None, **kwargs):
     """Attention with a bucketed relative-position term.
 
     Query `i` (at absolute position `q_offset + i`) and key `j` fall in
@@ -131,7 +137,9 @@ def relative_attention(query, key, value, key_table=None, value_table=None, *,
     and backward, and the backward recomputes the blocks.
 
     Args:
-        query, key, value: as in `attnkit.ops.attention`.
+        query: as in `attnkit.ops.attention`.
+        key: as in `attnkit.ops.attention`.
+        value: as in `attnkit.ops.attention`.
         key_table: `(R, H)` shared by all heads, or `(R, N, H)`, or None.
         value_table: `(R, Hv)`, `(R, N, Hv)` or None.
         buckets: an `attnkit.ops.RelativeBuckets` (`ClippedBuckets`,
@@ -230,7 +238,7 @@ class Attention(keras.Operation):
     save time).
     """
 
-    def __init__(self, name=None, **options):
+    def __init__(self, name: str | None = None, **options):
         super().__init__(name=name)
         options = {k: terms.deserialize_term(v) if k in _TERM_OPTIONS else v
                    for k, v in options.items()}
@@ -294,7 +302,7 @@ def _run(plan):
     return out
 
 
-def explain(query, key, value, **kwargs):
+def explain(query: Tensor, key: Tensor, value: Tensor, **kwargs):
     """Says which implementation a call would take, and why.
 
     Takes exactly the arguments of `attnkit.ops.attention`, or those of

@@ -19,12 +19,13 @@ from attnkit.ops import _backends
 from attnkit.ops import _blocks
 from attnkit.ops import _plan
 from attnkit.ops import _thresholds
+from attnkit.types import Tensor
 
 _BLOCKS = {"query": None, "key": None}  # set by `block_sizes`
 
 
 @contextlib.contextmanager
-def block_sizes(query=None, key=None):
+def block_sizes(query: Tensor | None = None, key: Tensor | None = None):
     """Temporarily set the chunked path's block sizes.
 
     Args:
@@ -101,7 +102,7 @@ def _key_blocks(plan, s_total):
     return s_block, num_blocks, num_blocks * s_block - s_total
 
 
-def chunked_attention(plan):
+def chunked_attention(plan: _plan.Plan):
     """Returns the output (B, T, N, Hv).
 
     Without a bias tensor or a score_mod other than an additive one of the

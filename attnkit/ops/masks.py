@@ -10,9 +10,12 @@ turn one into a dense tensor with `materialize_mask`.
 Shape legend: B batch, T query length, S key length, N query heads.
 """
 
+from collections.abc import Callable
+
 from keras import ops
 
 from attnkit.ops import terms
+from attnkit.types import Tensor
 
 
 def causal_mask():
@@ -20,12 +23,12 @@ def causal_mask():
     return terms.CausalMask()
 
 
-def sliding_window_mask(window, causal=False):
+def sliding_window_mask(window: int, causal: bool = False):
     """Keys with `|q - kv| < window`; with `causal`, `q - window < kv <= q`."""
     return terms.SlidingWindowMask(window, causal)
 
 
-def padding_mask(mask=None, lengths=None):
+def padding_mask(mask: Tensor | None = None, lengths: Tensor | None = None):
     """Hides padded keys, from a keras mask `(B, S)` or `lengths` `(B,)`.
 
     Give exactly one of them. `mask` is what `Embedding(mask_zero=True)`
@@ -34,13 +37,13 @@ def padding_mask(mask=None, lengths=None):
     return terms.PaddingMask(mask, lengths)
 
 
-def prefix_lm_mask(prefix_length):
+def prefix_lm_mask(prefix_length: int | Tensor):
     """Prefix-LM: every query sees the first `prefix_length` keys, and the
     rest causally. `prefix_length` is an int or an int tensor `(B,)`."""
     return terms.PrefixLMMask(prefix_length)
 
 
-def document_mask(segment_ids, kv_segment_ids=None):
+def document_mask(segment_ids: Tensor, kv_segment_ids: Tensor | None = None):
     """Queries see only keys of the same document (packed sequences).
 
     `segment_ids` `(B, L)` gives the document of each absolute query position;
@@ -60,7 +63,8 @@ def or_masks(*mask_mods):
     return terms.OrMasks(*mask_mods)
 
 
-def materialize_mask(mask_mod, batch, num_heads, q_len, kv_len, q_offset=0):
+def materialize_mask(mask_mod: Callable | None, batch: int, num_heads: int, q_len: int,
+                     kv_len: int, q_offset: int | Tensor = 0):
     """Evaluates `mask_mod` into a dense bool tensor `(B, N, T, S)`."""
     b = ops.reshape(ops.arange(batch, dtype="int32"), (-1, 1, 1, 1))
     h = ops.reshape(ops.arange(num_heads, dtype="int32"), (1, -1, 1, 1))

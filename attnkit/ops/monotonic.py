@@ -15,6 +15,7 @@ Shape legend: any leading axes (e.g. B batch), S memory length (last axis).
 from keras import ops
 
 from attnkit import _checks
+from attnkit.types import Tensor
 
 MODES = ("exact", "parallel", "recursive", "hard")
 
@@ -27,7 +28,7 @@ _CUMPROD_FLOOR = 1e-10
 _LOG_FLOOR = 1e-30
 
 
-def safe_cumprod(x, axis=-1, exclusive=False):
+def safe_cumprod(x: Tensor, axis: int = -1, exclusive: bool = False):
     """Cumulative product of `x` in `[0, 1]` as `exp(cumsum(log(x)))`.
 
     `x` is clipped to `[1e-10, 1]` first, so a product of many small
@@ -41,7 +42,7 @@ def safe_cumprod(x, axis=-1, exclusive=False):
     return ops.exp(total)
 
 
-def monotonic_alignment(p_choose, previous, mode="exact"):
+def monotonic_alignment(p_choose: Tensor, previous: Tensor, mode: str = "exact"):
     """The monotonic alignment of one output step.
 
     `alpha[j] = p[j] * q[j]` with `q[j] = (1 - p[j-1]) q[j-1] + previous[j]`
@@ -139,7 +140,8 @@ def _recursive(p_choose, previous):
     return ops.stack(alphas, axis=-1)
 
 
-def chunkwise_alignment(monotonic, chunk_energies, chunk_size, mask=None):
+def chunkwise_alignment(monotonic: Tensor, chunk_energies: Tensor, chunk_size: int | None,
+                        mask: Tensor | None = None):
     """MoChA's attention: each monotonic stop spread over the `chunk_size`
     positions ending there, by a softmax of `chunk_energies`.
 

@@ -14,6 +14,8 @@ Shape legend: any leading axes, D the normalized axis.
 
 from keras import ops
 
+from attnkit.types import Tensor
+
 # After shifting by the row maximum, both maps give zero weight below -1
 # (sparsemax: tau >= max - 1; 1.5-entmax on z / 2: tau >= max / 2 - 1), so
 # hidden and very low scores are clipped to this finite value, with a margin:
@@ -21,7 +23,7 @@ from keras import ops
 _FLOOR = -3.0
 
 
-def sparsemax(logits, axis=-1, mask=None):
+def sparsemax(logits: Tensor, axis: int = -1, mask: Tensor | None = None):
     """Sparsemax: `argmin_p ||p - z||^2` over the probability simplex.
 
     `p_i = max(z_i - tau, 0)` with `tau` such that the weights sum to 1.
@@ -45,7 +47,7 @@ def sparsemax(logits, axis=-1, mask=None):
     return _normalize(logits, axis, mask, _sparsemax_rows)
 
 
-def entmax15(logits, axis=-1, mask=None):
+def entmax15(logits: Tensor, axis: int = -1, mask: Tensor | None = None):
     """1.5-entmax: `p_i = max(z_i / 2 - tau, 0) ** 2`, summing to 1.
 
     Sparse like sparsemax but smoother (its weights are differentiable in
@@ -61,7 +63,7 @@ def entmax15(logits, axis=-1, mask=None):
     return _normalize(logits, axis, mask, _entmax15_rows)
 
 
-def normalize(name, logits, visible=None):
+def normalize(name: str, logits: Tensor, visible: Tensor | None = None):
     """Weights over the last axis by the sparse normalizer `name`
     (`"sparsemax"` or `"entmax15"`), `visible` a boolean mask or None."""
     if name == "sparsemax":

@@ -14,9 +14,10 @@ from keras import ops
 
 from attnkit.ops import _plan
 from attnkit.ops.terms import t5_bucket  # noqa: F401
+from attnkit.types import Tensor
 
 
-def check_max_wavelength(max_wavelength):
+def check_max_wavelength(max_wavelength: float):
     if (isinstance(max_wavelength, bool) or not isinstance(max_wavelength, numbers.Real)
             or not max_wavelength > 1 or max_wavelength == float("inf")):
         raise ValueError(
@@ -25,7 +26,8 @@ def check_max_wavelength(max_wavelength):
         )
 
 
-def rotary_angles(positions, dim, max_wavelength=10000.0, dtype="float32"):
+def rotary_angles(positions: Tensor, dim: int, max_wavelength: float = 10000.0,
+                  dtype: str = "float32"):
     """`(cos, sin)` of RoPE's angles, float32 `(P, dim)` for int positions
     `(P,)`: frequency `f` is `max_wavelength ** (-2f / dim)`, repeated for
     the two halves of the head (the half-split pairing of GPT-NeoX, Llama
@@ -38,7 +40,7 @@ def rotary_angles(positions, dim, max_wavelength=10000.0, dtype="float32"):
     return ops.cos(angles), ops.sin(angles)
 
 
-def apply_rotary(x, positions, max_wavelength=10000.0):
+def apply_rotary(x: Tensor, positions: Tensor, max_wavelength: float = 10000.0):
     """Rotates `x` `(B, P, heads, H)` to its int positions `(P,)` (RoPE,
     Su et al. 2021): pair `(x[f], x[f + H/2])` turns by `pos * freq[f]`.
     Computed in float32 (float64 for float64 `x`), returned in `x`'s dtype."""

@@ -9,12 +9,12 @@ from attnkit.ops import terms
 from attnkit.ops.terms import alibi_slopes  # noqa: F401  (public here too)
 
 
-def soft_cap(cap):
+def soft_cap(cap: float):
     """`cap * tanh(scores / cap)` (Gemma 2, Grok). Same as `logit_soft_cap`."""
     return terms.SoftCap(cap)
 
 
-def alibi(num_heads):
+def alibi(num_heads: int):
     """ALiBi: subtracts `slope[h] * |q_idx - kv_idx|` from the scores.
 
     For causal attention this is the paper's `-slope * (i - j)`; for

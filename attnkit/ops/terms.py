@@ -16,6 +16,7 @@ L the length of a per-position table, R relative buckets.
 """
 
 import math
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -23,6 +24,7 @@ from keras import backend
 from keras import ops
 
 from attnkit import _checks
+from attnkit.types import Tensor
 
 
 def _register(cls):
@@ -60,7 +62,7 @@ class MaskMod(_Term):
     def __call__(self, b, h, q_idx, kv_idx):
         raise NotImplementedError(f"{type(self).__name__} must implement __call__.")
 
-    def check_lengths(self, batch, q_end, kv_len):
+    def check_lengths(self, batch: int, q_end: int | None, kv_len: int):
         """Refuses a call it cannot serve: `batch` rows, queries up to
         absolute position `q_end`, `kv_len` keys (each None when unknown)."""
 
@@ -76,7 +78,7 @@ class ScoreMod(_Term):
     `check_heads(num_heads)` may refuse a head count it cannot serve.
     """
 
-    def bias(self, b, h, q_idx, kv_idx):
+    def bias(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor):
         raise NotImplementedError(
             f"{type(self).__name__} must implement __call__ or bias.")
 
@@ -88,7 +90,7 @@ class ScoreMod(_Term):
         """True when the modifier is `scores + bias(indices)`."""
         return type(self).__call__ is ScoreMod.__call__
 
-    def check_heads(self, num_heads):
+    def check_heads(self, num_heads: int):
         """Raises a ValueError if this modifier cannot serve `num_heads`."""
 
 
@@ -104,7 +106,7 @@ class CausalMask(MaskMod):
 class SlidingWindowMask(MaskMod):
     """Keys with `|q - kv| < window`; with `causal`, `q - window < kv <= q`."""
 
-    def __init__(self, window, causal=False):
+    def __init__(self, window: int, causal: bool = False):
         _checks.check_positive_int("window", window)
         self.window = int(window)
         self.causal = bool(causal)
@@ -127,7 +129,7 @@ class PaddingMask(MaskMod):
     (True = real token); `lengths[b]` keys of row `b` are real.
     """
 
-    def __init__(self, mask=None, lengths=None):
+    def __init__(self, mask: Tensor | None = None, lengths: Tensor | None = None):
         if (mask is None) == (lengths is None):
             raise ValueError(
                 "padding_mask takes exactly one of `mask` (B, S) or `lengths` "
@@ -143,7 +145,7 @@ class PaddingMask(MaskMod):
             return kv_idx < ops.take(self.lengths, b)
         return self._lookup(b, kv_idx)
 
-    def check_lengths(self, batch, q_end, kv_len):
+    def check_lengths(self, batch: int, q_end: int | None, kv_len: int):
         if self.lengths is not None:
             _check_rows("lengths", self.lengths, batch, exactly=True)
             return
@@ -164,7 +166,7 @@ class PrefixLMMask(MaskMod):
     `prefix_length` is an int or an int tensor `(B,)`.
     """
 
-    def __init__(self, prefix_length):
+    def __init__(self, prefix_length: int | Tensor):
         if _checks.is_int(prefix_length):
             if prefix_length < 0:
                 raise ValueError(
@@ -179,7 +181,7 @@ class PrefixLMMask(MaskMod):
             prefix = ops.take(prefix, b)
         return ops.logical_or(kv_idx < prefix, q_idx >= kv_idx)
 
-    def check_lengths(self, batch, q_end, kv_len):
+    def check_lengths(self, batch: int, q_end: int | None, kv_len: int):
         if not isinstance(self.prefix_length, int):
             _check_rows("prefix_length", self.prefix_length, batch, exactly=True)
 
@@ -200,7 +202,7 @@ class DocumentMask(MaskMod):
     time); a call with a traced query offset hides positions past the end.
     """
 
-    def __init__(self, segment_ids, kv_segment_ids=None):
+    def __init__(self, segment_ids: Tensor, kv_segment_ids: Tensor | None = None):
         self.segment_ids = _int_table("segment_ids", segment_ids, 2)
         self.kv_segment_ids = None
         if kv_segment_ids is not None:
@@ -216,7 +218,7 @@ class DocumentMask(MaskMod):
         same = ops.equal(q_doc, kv_doc)
         return ops.logical_and(same, ops.logical_and(q_in, kv_in))
 
-    def check_lengths(self, batch, q_end, kv_len):
+    def check_lengths(self, batch: int, q_end: int | None, kv_len: int):
         kv_name = "segment_ids" if self.kv_segment_ids is None else "kv_segment_ids"
         kv_table = self.segment_ids if self.kv_segment_ids is None else self.kv_segment_ids
         for name, table, needed, what in (
@@ -290,7 +292,7 @@ class SoftCap(ScoreMod):
     derivative the chunked backward knows.
     """
 
-    def __init__(self, cap):
+    def __init__(self, cap: float):
         _checks.check_positive_number("cap", cap)
         self.cap = float(cap)
 
@@ -320,7 +322,7 @@ class ChainedScoreMods(ScoreMod):
     def additive(self):
         return all(getattr(m, "additive", False) for m in self.score_mods)
 
-    def bias(self, b, h, q_idx, kv_idx):
+    def bias(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor):
         total = self.score_mods[0].bias(b, h, q_idx, kv_idx)
         for other in self.score_mods[1:]:
             total = total + other.bias(b, h, q_idx, kv_idx)
@@ -331,7 +333,7 @@ class ChainedScoreMods(ScoreMod):
             scores = score_mod(scores, b, h, q_idx, kv_idx)
         return scores
 
-    def check_heads(self, num_heads):
+    def check_heads(self, num_heads: int):
         for score_mod in self.score_mods:
             if hasattr(score_mod, "check_heads"):
                 score_mod.check_heads(num_heads)
@@ -353,7 +355,7 @@ def chain_score_mods(*score_mods):
     return ChainedScoreMods(*score_mods)
 
 
-def alibi_slopes(num_heads):
+def alibi_slopes(num_heads: int):
     """ALiBi's per-head slopes (Press et al. 2022) as a float64 NumPy array.
 
     For a power of two `n`, the geometric sequence starting at and with ratio
@@ -383,16 +385,16 @@ class Alibi(ScoreMod):
     query heads.
     """
 
-    def __init__(self, num_heads):
+    def __init__(self, num_heads: int):
         _checks.check_positive_int("num_heads", num_heads)
         self.num_heads = int(num_heads)
         self._slopes = ops.convert_to_tensor(alibi_slopes(num_heads), "float32")
 
-    def bias(self, b, h, q_idx, kv_idx):
+    def bias(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor):
         slope = ops.take(self._slopes, h)  # (1, N, 1, 1)
         return -slope * ops.cast(ops.abs(q_idx - kv_idx), "float32")
 
-    def check_heads(self, num_heads):
+    def check_heads(self, num_heads: int):
         if num_heads is not None and num_heads != self.num_heads:
             raise ValueError(
                 f"alibi({self.num_heads}) has one slope per head and needs "
@@ -435,7 +437,7 @@ class ClippedBuckets(RelativeBuckets):
     `2k + 1` buckets.
     """
 
-    def __init__(self, clip_distance):
+    def __init__(self, clip_distance: int | None):
         _checks.check_positive_int("clip_distance", clip_distance)
         self.clip_distance = int(clip_distance)
         self.num_buckets = 2 * self.clip_distance + 1
@@ -462,7 +464,7 @@ class T5Buckets(RelativeBuckets):
     T5.
     """
 
-    def __init__(self, num_buckets=32, max_distance=128, bidirectional=True):
+    def __init__(self, num_buckets: int = 32, max_distance: int = 128, bidirectional: bool = True):
         self.bidirectional = bool(bidirectional)
         minimum = 4 if self.bidirectional else 2
         for name, value in (("num_buckets", num_buckets), ("max_distance", max_distance)):
@@ -493,7 +495,8 @@ class T5Buckets(RelativeBuckets):
                 "bidirectional": self.bidirectional}
 
 
-def t5_bucket(relative_position, num_buckets=32, max_distance=128, bidirectional=True):
+def t5_bucket(relative_position: Tensor, num_buckets: int = 32, max_distance: int = 128,
+              bidirectional: bool = True):
     """T5's bucket of `relative_position = key - query` (int32, any shape)."""
     rel = ops.cast(relative_position, "int32")
     bucket = ops.zeros_like(rel)
@@ -512,7 +515,7 @@ def t5_bucket(relative_position, num_buckets=32, max_distance=128, bidirectional
     return bucket + ops.where(ops.less(distance, max_exact), distance, large)
 
 
-def serialize_term(term, name="term"):
+def serialize_term(term: Callable | None, name: str = "term"):
     """A term's keras config, or a ValueError saying how to make it savable.
 
     Objects of registered classes and registered functions serialize; an
@@ -534,7 +537,7 @@ def serialize_term(term, name="term"):
     return keras.saving.serialize_keras_object(term)
 
 
-def deserialize_term(config):
+def deserialize_term(config: dict | Callable | None):
     """The inverse of `serialize_term`; passes callables and None through."""
     if config is None or callable(config):
         return config

@@ -11,7 +11,11 @@ Shape legend: B batch, T query length, S key length, N query heads,
 K key/value heads, H head dim, Hv value head dim.
 """
 
+from collections.abc import Callable
+
 import numpy as np
+
+from attnkit.types import Tensor
 
 
 def _grids(b, n, t, s, q_offset):
@@ -23,8 +27,9 @@ def _grids(b, n, t, s, q_offset):
     )
 
 
-def visibility_reference(shape, *, mask=None, is_causal=False, q_offset=0,
-                         sliding_window=None, mask_mod=None):
+def visibility_reference(shape: tuple[int, int, int, int], *, mask: Tensor | None = None,
+                         is_causal: bool = False, q_offset: int | Tensor = 0,
+                         sliding_window: int | None = None, mask_mod: Callable | None = None):
     """Boolean (B, N, T, S): which key each query may attend to."""
     b, n, t, s = shape
     bi, hi, qi, ki = _grids(b, n, t, s, q_offset)
@@ -62,7 +67,7 @@ def _forward(query, key, value, bias, scale, q_offset, score_mod,
     return q, k, v, logits, weights, groups, scale
 
 
-def sparsemax_reference(z):
+def sparsemax_reference(z: Tensor):
     """Sparsemax of a 1-D array (Martins & Astudillo 2016, Algorithm 1)."""
     z = np.asarray(z, dtype=np.float64)
     z_sorted = np.sort(z)[::-1]
@@ -73,7 +78,7 @@ def sparsemax_reference(z):
     return np.maximum(z - tau, 0.0)
 
 
-def entmax15_reference(z, iterations=200):
+def entmax15_reference(z: Tensor, iterations: int = 200):
     """1.5-entmax of a 1-D array: `max(z / 2 - tau, 0) ** 2` summing to 1,
     `tau` found by bisection (Peters et al. 2019, eq. 9) on
     `[max(z) / 2 - 1, max(z) / 2]`."""
@@ -125,11 +130,13 @@ def _normalizer_backward(w, d_w, normalizer):
     return w * (d_w - np.sum(d_w * w, axis=-1, keepdims=True))
 
 
-def attention_reference(query, key, value, *, bias=None, mask=None,
-                        scale=None, is_causal=False, q_offset=0,
-                        sliding_window=None, score_mod=None, mask_mod=None,
-                        logit_soft_cap=None, dropout_keep=None,
-                        dropout_rate=0.0, normalizer="softmax"):
+def attention_reference(query: Tensor, key: Tensor, value: Tensor, *, bias: Tensor | None = None,
+                        mask: Tensor | None = None, scale: float | None = None,
+                        is_causal: bool = False, q_offset: int | Tensor = 0,
+                        sliding_window: int | None = None, score_mod: Callable | None = None,
+                        mask_mod: Callable | None = None, logit_soft_cap: float | None = None,
+                        dropout_keep: np.ndarray | None = None, dropout_rate: float = 0.0,
+                        normalizer: str = "softmax"):
     """Returns (output (B, T, N, Hv), weights (B, N, T, S)), float64.
 
     `dropout_keep`, a 0/1 array (B, N, T, S), applies inverted dropout with
@@ -147,10 +154,11 @@ def attention_reference(query, key, value, *, bias=None, mask=None,
     return np.einsum("bnts,bsnh->btnh", used, v), weights
 
 
-def attention_reference_grads(query, key, value, d_out, *, bias=None,
-                              mask=None, scale=None, is_causal=False,
-                              q_offset=0, sliding_window=None,
-                              logit_soft_cap=None, normalizer="softmax"):
+def attention_reference_grads(query: Tensor, key: Tensor, value: Tensor, d_out: Tensor, *,
+                              bias: Tensor | None = None, mask: Tensor | None = None,
+                              scale: float | None = None, is_causal: bool = False,
+                              q_offset: int | Tensor = 0, sliding_window: int | None = None,
+                              logit_soft_cap: float | None = None, normalizer: str = "softmax"):
     """Gradients of `sum(output * d_out)` w.r.t. query, key, value, bias.
 
     The bias gradient has the full (B, N, T, S) shape; sum it over the axes
@@ -211,10 +219,13 @@ def _relative_forward(query, key, value, buckets, key_table, value_table,
                 weights=weights, out=out, scale=scale, groups=groups)
 
 
-def relative_attention_reference(query, key, value, buckets, *, key_table=None,
-                                 value_table=None, bias_table=None, scale=None,
-                                 mask=None, is_causal=False, q_offset=0,
-                                 sliding_window=None, logit_soft_cap=None):
+def relative_attention_reference(query: Tensor, key: Tensor, value: Tensor, buckets: Callable, *,
+                                 key_table: Tensor | None = None,
+                                 value_table: Tensor | None = None,
+                                 bias_table: Tensor | None = None, scale: float | None = None,
+                                 mask: Tensor | None = None, is_causal: bool = False,
+                                 q_offset: int | Tensor = 0, sliding_window: int | None = None,
+                                 logit_soft_cap: float | None = None):
     """Relative attention with explicit per-pair tables, float64.
 
     `buckets` is an int array `(T, S)`: the bucket of each (query, key) pair,
@@ -234,11 +245,15 @@ def relative_attention_reference(query, key, value, buckets, *, key_table=None,
     return f["out"], f["weights"]
 
 
-def relative_attention_reference_grads(query, key, value, buckets, d_out, *,
-                                       key_table=None, value_table=None,
-                                       bias_table=None, scale=None, mask=None,
-                                       is_causal=False, q_offset=0,
-                                       sliding_window=None, logit_soft_cap=None):
+def relative_attention_reference_grads(query: Tensor, key: Tensor, value: Tensor,
+                                       buckets: Callable, d_out: Tensor, *,
+                                       key_table: Tensor | None = None,
+                                       value_table: Tensor | None = None,
+                                       bias_table: Tensor | None = None,
+                                       scale: float | None = None, mask: Tensor | None = None,
+                                       is_causal: bool = False, q_offset: int | Tensor = 0,
+                                       sliding_window: int | None = None,
+                                       logit_soft_cap: float | None = None):
     """Gradients of `sum(output * d_out)` by the chain rule, float64.
 
     Returns a dict with `query`, `key`, `value` and each table given
@@ -287,7 +302,7 @@ def relative_attention_reference_grads(query, key, value, buckets, d_out, *,
     return grads
 
 
-def monotonic_alignment_reference(p_choose, previous):
+def monotonic_alignment_reference(p_choose: Tensor, previous: Tensor):
     """Expected monotonic alignment of one output step, from the recursive
     definition (Raffel et al. 2017, eq. 10-11) as a loop over the memory:
     `q[j] = (1 - p[j-1]) q[j-1] + previous[j]`, `alpha[j] = p[j] q[j]`.
@@ -302,7 +317,7 @@ def monotonic_alignment_reference(p_choose, previous):
     return alpha
 
 
-def hard_monotonic_reference(p_choose, previous):
+def hard_monotonic_reference(p_choose: Tensor, previous: Tensor):
     """Test-time monotonic attention as a scan (Raffel et al. 2017,
     Algorithm 1): from the previous stop, the first position with
     `p > 0.5`; all zeros when none does or when the previous step had
@@ -320,7 +335,8 @@ def hard_monotonic_reference(p_choose, previous):
     return out
 
 
-def chunkwise_alignment_reference(monotonic, chunk_energies, chunk_size, mask=None):
+def chunkwise_alignment_reference(monotonic: Tensor, chunk_energies: Tensor,
+                                  chunk_size: int | None, mask: Tensor | None = None):
     """MoChA's expected attention from its definition (Chiu & Raffel 2018,
     eq. 20): the mass `alpha[k]` of each stop `k` spread over positions
     `k - w + 1 .. k` (real ones only) by a softmax of `u`. Arrays `(B, S)`."""

@@ -259,32 +259,37 @@ def markdown(rows, quick=False, seconds=None):
 
 
 def plot(rows, path):
+    """GFLOP/s against L, one panel per backend stacked (readable at a page's
+    width), one colour per competitor, solid forward and dashed forward +
+    backward."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     backends = [b for b in BACKENDS if _find(rows, backend=b, suite="ops")]
-    fig, axes = plt.subplots(1, max(1, len(backends)), figsize=(5 * max(1, len(backends)), 4),
-                             squeeze=False)
-    for ax, b in zip(axes[0], backends):
+    names = sorted({r["competitor"] for r in _find(rows, suite="ops")})
+    colors = {name: plt.get_cmap("tab10" if len(names) <= 10 else "tab20")(i)
+              for i, name in enumerate(names)}
+    fig, axes = plt.subplots(max(1, len(backends)), 1,
+                             figsize=(7.5, 3.2 * max(1, len(backends))), squeeze=False)
+    for ax, b in zip(axes[:, 0], backends):
         peak = _one(rows, "gflops", backend=b, suite="peak")
-        names = sorted({r["competitor"] for r in _find(rows, backend=b, suite="ops")})
         for name in names:
             for passes, style in (("fwd", "-"), ("fwd+bwd", "--")):
                 pts = sorted((r["length"], r["gflops"]) for r in _find(
                     rows, backend=b, suite="ops", competitor=name, passes=passes)
                     if r.get("gflops") is not None)
                 if pts:
-                    ax.plot(*zip(*pts), style, marker="o", markersize=3,
+                    ax.plot(*zip(*pts), style, marker="o", markersize=3, color=colors[name],
                             label=f"{name} {passes}")
         if peak:
             ax.axhline(peak, color="grey", linewidth=0.8)
         ax.set_xscale("log", base=2)
-        ax.set_title(f"{b} (grey: matmul peak)")
-        ax.set_xlabel("sequence length L (B*L = 8192, 8 heads of 64)")
+        ax.set_title(f"{b} (grey: matmul peak)", fontsize=10)
         ax.set_ylabel("GFLOP/s")
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    axes[-1, 0].set_xlabel("sequence length L (B*L = 8192, 8 heads of 64)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
