@@ -8,6 +8,9 @@ Shape legend: B batch, T query length, S key length, N query heads,
 K key/value heads, H head dim, Hv value head dim.
 """
 
+import collections
+
+import numpy as np
 from keras import backend
 from keras import ops
 
@@ -29,6 +32,35 @@ def custom_gradient_traceable():
     return not torch.compiler.is_compiling()
 
 
+def is_concrete(x):
+    """Whether `x` has a value now: a NumPy array or Python number, or a
+    tensor outside any trace (not a JAX tracer, a TensorFlow graph tensor or
+    a tensor under `torch.compile`)."""
+    if isinstance(x, (np.ndarray, np.generic, bool, int, float)):
+        return True
+    name = backend.backend()
+    if name == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly() and not isinstance(x, tf.__internal__.SymbolicTensor)
+    if name == "torch":
+        import torch
+
+        return not torch.compiler.is_compiling()
+    return True
+
+
+def to_numpy(x):
+    """A concrete tensor's value as a NumPy array."""
+    if backend.backend() == "torch" and hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(ops.convert_to_numpy(x))
+
+
 def fit_fixes_batch_shapes():
     """Whether keras's `fit` on a `PyDataset` turns the shapes of its first
     batches into one signature for every batch (TensorFlow's tf.data):
@@ -45,20 +77,81 @@ def branches_in_loops():
     return backend.backend() != "torch"
 
 
-def as_graph(fn, tensors):
-    """`fn(*tensors)`, run as one graph where the backend would run it op by op.
+# Compiled graphs of the chunked path by plan signature (see `as_graph`),
+# least recently used first, with the plans they were traced from (which
+# keep the terms their keys name by identity alive).
+_GRAPHS = collections.OrderedDict()
+_MAX_GRAPHS = 64
 
-    Eager TensorFlow (a `GradientTape` outside `tf.function`) runs the
+
+def as_graph(key, fn, tensors, owner=None):
+    """`fn(*tensors)`, run as one compiled graph per `key`.
+
+    Eager TensorFlow (a `GradientTape` outside `tf.function`) would run the
     chunked loops in Python, one op at a time, keeping a copy of every
-    accumulator per block; as a `tf.function` the same loops take half the
-    time and a third of the memory. Everywhere else `fn` runs as it is.
+    accumulator per block; eager JAX would trace every loop again at every
+    call. So where the call is eager, `fn` becomes a `tf.function` or
+    `jax.jit` traced once per `key` (the plan's signature: shapes, dtypes
+    and options; `fn` must take every tensor it reads from `tensors`) and
+    reused by later calls. Inside a trace, and on PyTorch, `fn` runs as it is.
     """
-    if backend.backend() == "tensorflow":
+    name = backend.backend()
+    if name == "tensorflow":
         import tensorflow as tf
 
-        if tf.executing_eagerly():
-            return tf.function(fn, autograph=False)(*tensors)
-    return fn(*tensors)
+        if not tf.executing_eagerly():
+            return fn(*tensors)
+        def compile_(f):
+            return tf.function(f, autograph=False)
+    elif name == "jax" and all(is_concrete(x) for x in tensors):
+        import jax
+
+        compile_ = jax.jit
+    else:
+        return fn(*tensors)
+    entry = _GRAPHS.get(key)
+    if entry is None:
+        entry = _GRAPHS[key] = (compile_(fn), owner)
+        if len(_GRAPHS) > _MAX_GRAPHS:
+            _GRAPHS.popitem(last=False)
+    else:
+        _GRAPHS.move_to_end(key)
+    return entry[0](*tensors)
+
+
+def dynamic_loops():
+    """Whether loops whose trip counts are tensors can run: not while
+    TorchDynamo compiles (its graph cannot depend on a tensor's value)."""
+    if backend.backend() != "torch":
+        return True
+    import torch
+
+    return not torch.compiler.is_compiling()
+
+
+def python_traced():
+    """Whether TorchDynamo is tracing (it interprets the Python it meets)."""
+    if backend.backend() != "torch":
+        return False
+    import torch
+
+    return torch.compiler.is_compiling()
+
+
+def constant_result(fn):
+    """`fn`, run as plain Python even while TorchDynamo traces: its result
+    (Python constants) becomes a constant of the compiled graph."""
+    if backend.backend() != "torch":
+        return fn
+    import torch
+
+    return torch._dynamo.assume_constant_result(fn)
+
+
+def python_loops():
+    """Whether the chunked loops run as Python loops over known blocks:
+    PyTorch runs op by op, and a Python int indexes a block for free."""
+    return backend.backend() == "torch"
 
 
 def native_kernel_refuses(plan):

@@ -203,12 +203,14 @@ def block_visibility(plan, batch, q_start, t, kv_start, s, *, mask=None,
 
 
 def block_scores(plan, q, k, *, q_start=0, kv_start=0, mask=None, bias=None,
-                 kv_limit=None, one_hot=None, rows=None):
+                 kv_limit=None, one_hot=None, rows=None, masked=True):
     """Logits (B, N, t, s) in the compute dtype and visibility (bool or None).
 
     `mask` and `bias` are the plan's tensors already cut to this block;
     `one_hot` is this block's relative buckets (see `with_block_buckets`),
     `rows` the query block's `relative_rows` where the caller has them.
+    `masked=False` is for a block the block mask calls full: every pair is
+    visible, so no visibility is computed.
     """
     logits = block_logits(plan, q, k)
     batch, _, t, s = dims(logits)
@@ -224,6 +226,8 @@ def block_scores(plan, q, k, *, q_start=0, kv_start=0, mask=None, bias=None,
     if plan.logit_soft_cap is not None:
         cap = float(plan.logit_soft_cap)
         logits = cap * ops.tanh(logits / cap)
+    if not masked:
+        return logits, None
     visible = block_visibility(
         plan, batch, q_start, t, kv_start, s, mask=mask, kv_limit=kv_limit
     )

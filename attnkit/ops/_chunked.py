@@ -1,31 +1,37 @@
-"""Memory-lean attention: an online softmax over blocks of keys and queries.
+"""Memory-lean attention: an online softmax over the blocks a mask leaves.
 
 Shape legend: B batch, T query length, S key length, N query heads,
 K key/value heads, H head dim, Hv value head dim; t and s are block sizes.
 
-Queries are cut into static blocks of at most `query_block`; for each, a loop
-(`keras.ops.fori_loop`) walks the keys in blocks of `key_block`, keeping a
-running maximum `m`, normaliser `l` and output `acc` (Milakov & Gimelshein
-2018; Rabe & Staats 2021). The scores held at once are (B, N, t, s), so memory
-grows with T * block rather than T * S.
+Queries are cut into blocks of at most `query_block`, keys into blocks of
+`key_block`. The block mask (`_blockmask`) says which (query block, key
+block) pairs are empty (never computed), full (computed without the
+elementwise mask) or partial. For each query block a loop walks its full
+key blocks, then its partial ones, keeping a running maximum `m`,
+normaliser `l` and output `acc` (Milakov & Gimelshein 2018; Rabe & Staats
+2021); the backward walks, for each key block, the query blocks that see it
+(FlashAttention-2). The scores held at once are (B, N, t, s).
 """
 
 import contextlib
 import dataclasses
+from typing import Any
 
+import numpy as np
 from keras import ops
 
 from attnkit.ops import _backends
+from attnkit.ops import _blockmask
 from attnkit.ops import _blocks
 from attnkit.ops import _plan
 from attnkit.ops import _thresholds
-from attnkit.types import Tensor
+from attnkit.ops import terms
 
 _BLOCKS = {"query": None, "key": None}  # set by `block_sizes`
 
 
 @contextlib.contextmanager
-def block_sizes(query: Tensor | None = None, key: Tensor | None = None):
+def block_sizes(query: int | None = None, key: int | None = None):
     """Temporarily set the chunked path's block sizes.
 
     Args:
@@ -54,6 +60,14 @@ def block_sizes(query: Tensor | None = None, key: Tensor | None = None):
         _BLOCKS.update(saved)
 
 
+def sizes(plan):
+    """(query block, key block) for `plan`: `block_sizes`, else the defaults."""
+    blocks = _thresholds.DEFAULT_BLOCKS if plan.relative is None else _thresholds.RELATIVE_BLOCKS
+    t = _BLOCKS["query"] or blocks["query"]
+    s = _BLOCKS["key"] or blocks["key"]
+    return min(t, plan.query.shape[1]), min(s, plan.key.shape[1])
+
+
 def _cut(x, axis, start, size):
     """Slice `size` entries from `start` on `axis` unless that axis is 1."""
     if x is None or x.shape[axis] == 1:  # a broadcast axis: nothing to cut
@@ -72,6 +86,165 @@ def _first(x, axis, size):
     return _cut(x, axis, 0, size)
 
 
+@dataclasses.dataclass
+class Lists:
+    """For each of `n` blocks on one side, the blocks of the other side to
+    visit: `full` ones (no elementwise mask) and `partial` ones. Counts
+    `(n,)` and indices `(n, m)` (valid entries first): arrays (or, for
+    Python's loops, lists) when the mask is known now, else tensors."""
+
+    full_count: Any
+    full_index: Any
+    partial_count: Any
+    partial_index: Any
+
+    @property
+    def static(self):
+        return isinstance(self.full_count, (np.ndarray, list))
+
+
+def _lists(states):
+    """`Lists` along the last axis of `states` (EMPTY, PARTIAL or FULL)."""
+    if isinstance(states, tuple):  # Python's own: nested tuples of states
+        out = []
+        for kind in (_blockmask.FULL, _blockmask.PARTIAL):
+            rows = [[j for j, state in enumerate(row) if state == kind] for row in states]
+            out += [[len(r) for r in rows], rows]
+        return Lists(*out)
+    n = states.shape[-1]
+    if isinstance(states, np.ndarray):
+        order = np.arange(n)
+        out = []
+        for kind in (_blockmask.FULL, _blockmask.PARTIAL):
+            hit = states == kind
+            # stable: the visited blocks first, in order, then the rest
+            index = np.argsort(np.where(hit, order, n + order), axis=-1, kind="stable")
+            out += [hit.sum(-1), index.astype("int32")]
+        return Lists(*out)
+    order = ops.arange(n, dtype="int32")
+    out = []
+    for kind in (_blockmask.FULL, _blockmask.PARTIAL):
+        hit = ops.equal(states, kind)
+        index = ops.argsort(ops.where(hit, order, n + order), axis=-1)
+        out += [ops.sum(ops.cast(hit, "int32"), axis=-1), ops.cast(index, "int32")]
+    return Lists(*out)
+
+
+@dataclasses.dataclass
+class Schedule:
+    """The block grid of a call and which blocks each loop visits."""
+
+    t_block: int
+    s_block: int
+    nq: int
+    nkv: int
+    states: Any  # (nq, nkv): an array, nested tuples or a tensor
+    by_query: Lists  # per query block: its key blocks
+    by_key: Lists  # per key block: its query blocks
+
+    @property
+    def computed_fraction(self):
+        """The fraction of blocks computed (None when known only at run time)."""
+        if not isinstance(self.states, (np.ndarray, tuple)):
+            return None
+        return float(np.mean(np.asarray(self.states) != _blockmask.EMPTY))
+
+
+def schedule(plan, dense=False):
+    """The plan's block grid and visit lists. `dense` visits every block
+    not known empty before the data: for autodiff through the loops, whose
+    trip counts must be known then."""
+    t_block, s_block = sizes(plan)
+    t_total, s_total = plan.query.shape[1], plan.key.shape[1]
+    nq, nkv = -(-t_total // t_block), -(-s_total // s_block)
+    if _backends.python_traced():
+        # TorchDynamo would trace the NumPy of the block mask: it runs
+        # once, now, and its answer is a constant of the compiled graph.
+        states = _STATES_KNOWN_NOW(
+            t_total, s_total, t_block, s_block,
+            plan.q_offset if isinstance(plan.q_offset, int) else None,
+            plan.is_causal, plan.sliding_window, plan.mask is not None,
+            plan.mask_mod if terms.cache_key(plan.mask_mod) is None or
+            terms.cache_key(plan.mask_mod)[0] != "id" else False)
+    else:
+        geometry = _blockmask.Geometry(t_total, s_total, t_block, s_block, plan.q_offset,
+                                       plan.query.shape[0], plan.num_heads)
+        states = _blockmask.combined(visibilities(plan, geometry), geometry)
+        if not isinstance(states, np.ndarray) and (dense or not _backends.dynamic_loops()):
+            states = np.full((nq, nkv), _blockmask.PARTIAL, "int8")
+        if isinstance(states, np.ndarray) and _backends.python_loops():
+            states = tuple(tuple(int(x) for x in row) for row in states)
+    if isinstance(states, tuple):
+        transposed = tuple(zip(*states))
+    else:
+        transposed = states.T if isinstance(states, np.ndarray) else ops.transpose(states)
+    return Schedule(t_block, s_block, nq, nkv, states, _lists(states), _lists(transposed))
+
+
+def _states_known_now(t_total, s_total, t_block, s_block, q_offset, is_causal, window,
+                      has_mask, mask_mod):
+    """Block states from what is known before the data, as nested tuples:
+    a query offset of None, a dense mask or a mask function that holds
+    tensors (`mask_mod=False`) leave blocks partial."""
+    nq, nkv = -(-t_total // t_block), -(-s_total // s_block)
+    if q_offset is None:
+        return ((_blockmask.PARTIAL,) * nkv,) * nq
+    geometry = _blockmask.Geometry(t_total, s_total, t_block, s_block, q_offset, None, 1)
+    parts = [_blockmask.key_padding(geometry)]
+    if is_causal:
+        parts.append(_blockmask.causal(geometry))
+    if window is not None:
+        parts.append(_blockmask.window(geometry, window, is_causal))
+    if mask_mod:
+        parts.append(mask_mod.block_visibility(geometry))
+    if has_mask or mask_mod is False or (mask_mod and parts[-1] is None):
+        parts.append(_blockmask.Visibility(np.ones((1, 1), bool), np.zeros((1, 1), bool)))
+    states = _blockmask.combined(parts, geometry)
+    return tuple(tuple(int(x) for x in row) for row in states)
+
+
+# Wrapped once, here: TorchDynamo refuses to wrap a function while tracing.
+_STATES_KNOWN_NOW = _backends.constant_result(_states_known_now)
+
+
+def visibilities(plan, geometry):
+    """The block visibility of every mask of the plan."""
+    parts = [_blockmask.key_padding(geometry)]
+    if plan.is_causal:
+        parts.append(_blockmask.causal(geometry))
+    if plan.sliding_window is not None:
+        parts.append(_blockmask.window(geometry, plan.sliding_window, plan.is_causal))
+    if plan.mask is not None:
+        parts.append(_blockmask.dense_mask(geometry, plan.mask))
+    if plan.mask_mod is not None:
+        parts.append(_blockmask.of_mask_mod(geometry, plan.mask_mod))
+    return parts
+
+
+def _visit(lists, i, carry, body):
+    """`body(j, masked, carry)` over the full, then the partial blocks of
+    row `i` of `lists`."""
+    for kind, (counts, index) in (("full", (lists.full_count, lists.full_index)),
+                                  ("partial", (lists.partial_count, lists.partial_index))):
+        masked = kind == "partial"
+        if lists.static and isinstance(i, int):
+            count, row = int(counts[i]), index[i]
+            if count == 0:
+                continue
+            if _backends.python_loops() or count == 1:
+                for j in row[:count]:
+                    carry = body(int(j), masked, carry)
+                continue
+            row = ops.convert_to_tensor(np.asarray(row), "int32")
+        else:
+            counts = ops.convert_to_tensor(counts, "int32")
+            index = ops.convert_to_tensor(index, "int32")
+            count, row = ops.take(counts, i), ops.take(index, i, axis=0)
+        carry = ops.fori_loop(0, count, lambda k, c, row=row, masked=masked: body(
+            ops.take(row, k), masked, c), carry)
+    return carry
+
+
 def _pad_keys(key, value, mask, bias, pad):
     """Pad keys/values (and the S axis of mask/bias) with `pad` hidden keys."""
     if not pad:
@@ -87,30 +260,16 @@ def _pad_keys(key, value, mask, bias, pad):
     return key, value, mask, bias
 
 
-def _block(plan, which):
-    """The `"query"` or `"key"` block size for `plan`."""
-    if _BLOCKS[which] is not None:
-        return _BLOCKS[which]
-    blocks = _thresholds.DEFAULT_BLOCKS if plan.relative is None else _thresholds.RELATIVE_BLOCKS
-    return blocks[which]
-
-
-def _key_blocks(plan, s_total):
-    """(block size, number of blocks, padding) for S keys."""
-    s_block = min(_block(plan, "key"), s_total)
-    num_blocks = -(-s_total // s_block)
-    return s_block, num_blocks, num_blocks * s_block - s_total
-
-
 def chunked_attention(plan: _plan.Plan):
     """Returns the output (B, T, N, Hv).
 
-    Without a bias tensor or a score_mod other than an additive one of the
-    indices (nothing the backward would have to differentiate but q, k, v
-    and the relative terms; see `_plan.recomputes`), the gradient
-    recomputes the scores block by block from the saved log-sum-exp
-    (FlashAttention-2's backward), so training holds no more than the
-    forward does. Otherwise autodiff runs through the loops.
+    Without a bias tensor, a score_mod other than an additive one of the
+    indices, or a term that reads trainable weights (nothing the backward
+    would have to differentiate but q, k, v and the relative terms; see
+    `_plan.recomputes`), the gradient recomputes the scores block by block
+    from the saved log-sum-exp (FlashAttention-2's backward), so training
+    holds no more than the forward does. Otherwise autodiff runs through
+    the loops, which then visit blocks known before the data.
     """
     t_total = plan.query.shape[1]
     s_total = plan.key.shape[1]
@@ -120,8 +279,50 @@ def chunked_attention(plan: _plan.Plan):
             f"Received T={t_total}, S={s_total}."
         )
     if _plan.recomputes(plan):
-        return _recomputing(plan)(*_differentiable(plan))
-    return _forward(plan)[0]
+        inputs = _inputs(plan)
+        key = ("recomputing",) + _plan.signature(plan, inputs)
+        return _backends.as_graph(
+            key, lambda *xs: _recomputing(_with_inputs(plan, xs))(*_differentiable_of(xs)),
+            inputs, plan)
+    return _forward(plan, schedule(plan, dense=True))[0]
+
+
+def _inputs(plan):
+    """Every tensor a plan computes from, in a fixed order: q, k, v, the
+    relative tables, then the mask and the query offset when they are
+    tensors."""
+    inputs = [plan.query, plan.key, plan.value]
+    if plan.relative is not None:
+        inputs += plan.relative.tensors()
+    if plan.mask is not None:
+        inputs.append(plan.mask)
+    if not isinstance(plan.q_offset, int):
+        inputs.append(ops.convert_to_tensor(plan.q_offset, "int32"))
+    return inputs
+
+
+def _with_inputs(plan, inputs):
+    """`plan` reading every tensor of `_inputs` from `inputs`."""
+    query, key, value, *rest = inputs
+    relative = plan.relative
+    if relative is not None:
+        count = len(relative.tensors())
+        relative, rest = relative.with_tensors(rest[:count]), rest[count:]
+    mask = plan.mask
+    if mask is not None:
+        mask, rest = rest[0], rest[1:]
+    q_offset = plan.q_offset if isinstance(plan.q_offset, int) else rest[0]
+    return dataclasses.replace(plan, query=query, key=key, value=value, relative=relative,
+                               mask=mask, q_offset=q_offset)
+
+
+def _differentiable_of(inputs):
+    """The inputs gradients flow to: all but the mask and the query offset."""
+    return [x for x in inputs if _is_float(x)]
+
+
+def _is_float(x):
+    return "float" in str(getattr(x, "dtype", ""))
 
 
 def _differentiable(plan):
@@ -132,7 +333,7 @@ def _differentiable(plan):
     return inputs
 
 
-def _with_inputs(plan, inputs):
+def _with_differentiable(plan, inputs):
     """`plan` reading its differentiable tensors from `inputs`."""
     query, key, value, *rest = inputs
     relative = plan.relative
@@ -142,41 +343,41 @@ def _with_inputs(plan, inputs):
 
 
 def _recomputing(plan):
+    plan_schedule = schedule(plan)
+
     @ops.custom_gradient
     def attention(*inputs):
         # The gradient below is the whole backward: a recording tape (eager
         # TensorFlow's `GradientTape`) must not also keep every block of the
         # forward alive for a gradient nobody takes.
         inputs = [ops.stop_gradient(x) for x in inputs]
-        out, lse = _backends.as_graph(lambda *xs: _forward(_with_inputs(plan, xs)), inputs)
+        out, lse = _forward(_with_differentiable(plan, inputs), plan_schedule)
 
         def grad(*args, upstream=None):
             if upstream is None:  # TensorFlow and JAX pass it by position
                 (upstream,) = args
-            return _backends.as_graph(
-                lambda *xs: _backward(_with_inputs(plan, xs[:-3]), *xs[-3:]),
-                [*inputs, out, lse, upstream])
+            return _backward(_with_differentiable(plan, inputs), plan_schedule, out, lse,
+                             upstream)
 
         return out, grad
 
     return attention
 
 
-def _forward(plan):
+def _forward(plan, plan_schedule):
     """(output (B, T, N, Hv), log-sum-exp of the logits (B, N, T, 1)).
 
-    Key blocks are a `fori_loop` inside each query block. When the
-    backward recomputes, the query blocks are a `fori_loop` too, so no two
-    blocks are ever live at once (TensorFlow's graph executor would run
-    independent blocks side by side); under autodiff they are Python-static
-    (TensorFlow cannot differentiate a dynamic slice update).
+    When the backward recomputes, the query blocks are a `fori_loop`, so
+    no two blocks are ever live at once (TensorFlow's graph executor would
+    run independent blocks side by side); under autodiff they are
+    Python-static (TensorFlow cannot differentiate a dynamic slice update).
     """
     query = plan.query
     t_total, s_total = query.shape[1], plan.key.shape[1]
-    s_block, num_kv_blocks, pad = _key_blocks(plan, s_total)
+    t_block, s_block = plan_schedule.t_block, plan_schedule.s_block
+    num_q_blocks, num_kv_blocks = plan_schedule.nq, plan_schedule.nkv
+    pad = num_kv_blocks * s_block - s_total
     key, value, mask, bias = _pad_keys(plan.key, plan.value, plan.mask, plan.bias, pad)
-    t_block = min(_block(plan, "query"), t_total)
-    num_q_blocks = -(-t_total // t_block)
     q_pad = num_q_blocks * t_block - t_total
     if q_pad:  # extra queries see the real keys; their rows are dropped
         query = ops.pad(query, [(0, 0), (0, q_pad), (0, 0), (0, 0)])
@@ -187,30 +388,25 @@ def _forward(plan):
             bias = ops.pad(bias, cols)
     b, t_padded, n, _ = _blocks.dims(query)
     dtype = plan.compute_dtype
+    lists = plan_schedule.by_query
 
     def block(i, carry):
         out, lse = carry
         start = (i if out is None else _backends.sequential(i, out)) * t_block
         out_blk, lse_blk = _query_block(
-            plan, _cut(query, 1, start, t_block), key, value,
-            mask=_cut(mask, 2, start, t_block),
-            bias=_cut(bias, 2, start, t_block),
-            q_start=start, s_block=s_block, num_kv_blocks=num_kv_blocks,
-            kv_limit=s_total if pad else None,
+            plan, _cut(query, 1, start, t_block), key, value, lists, i,
+            mask=_cut(mask, 2, start, t_block), bias=_cut(bias, 2, start, t_block),
+            q_start=start, s_block=s_block, kv_limit=s_total if pad else None,
         )
         if out is None:
             return out_blk, lse_blk
         return (_backends.write(out, [0, 0, start, 0], out_blk),
                 _backends.write(lse, [0, 0, start, 0], lse_blk))
 
-    if num_q_blocks == 1:
-        out, lse = _query_block(
-            plan, query, key, value, mask=mask, bias=bias, q_start=0, s_block=s_block,
-            num_kv_blocks=num_kv_blocks, kv_limit=s_total if pad else None)
-    elif not _plan.recomputes(plan):
-        # Autodiff runs through this loop; TensorFlow cannot differentiate a
-        # dynamic slice update, so the query blocks are Python-static here.
-        blocks = [block(start // t_block, (None, None)) for start in range(0, t_padded, t_block)]
+    if num_q_blocks == 1 or not _plan.recomputes(plan) or _backends.python_loops():
+        # Autodiff runs through this loop (TensorFlow cannot differentiate a
+        # dynamic slice update), or Python runs the loops anyway.
+        blocks = [block(i, (None, None)) for i in range(num_q_blocks)]
         out = _first(ops.concatenate([o for o, _ in blocks], axis=2), 2, t_total)
         lse = _first(ops.concatenate([l for _, l in blocks], axis=2), 2, t_total)
     else:
@@ -221,12 +417,10 @@ def _forward(plan):
     return ops.transpose(out, (0, 2, 1, 3)), lse
 
 
-def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
-                 num_kv_blocks, kv_limit):
-    """Online softmax of one query block q (B, t, N, H).
-
-    Returns the output (B, N, t, Hv) and the log-sum-exp (B, N, t, 1).
-    """
+def _query_block(plan, q, key, value, lists, i, *, mask, bias, q_start, s_block, kv_limit):
+    """Online softmax of query block `i`, q (B, t, N, H), over the key blocks
+    `lists` gives it. Returns the output (B, N, t, Hv) and the log-sum-exp
+    (B, N, t, 1)."""
     b, t, n, _ = _blocks.dims(q)
     hv = value.shape[-1]
     dtype = plan.compute_dtype
@@ -235,22 +429,21 @@ def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
     if plan.relative is not None and plan.relative.has_rows:
         rows = _blocks.relative_rows(plan, q)  # (B, N, t, R), once per query block
 
-    def step(i, carry):
-        start = _backends.sequential(i, carry[2]) * s_block
+    def step(j, masked, carry):
+        start = _backends.sequential(j, carry[2]) * s_block
         return _blocks.with_block_buckets(
             plan, q_start, t, start, s_block,
-            lambda one_hot: update(start, carry, one_hot))
+            lambda one_hot: update(start, masked, carry, one_hot))
 
-    def update(start, carry, one_hot):
+    def update(start, masked, carry, one_hot):
         # (B, N, t, 1), (B, N, t, 1), (B, N, t, Hv) (, (B, N, t, R))
         m, l, acc, *bucket_w = carry
         k_blk = _cut(key, 1, start, s_block)
         v_blk = _cut(value, 1, start, s_block)
         logits, visible = _blocks.block_scores(
             plan, q, k_blk, q_start=q_start, kv_start=start,
-            mask=_cut(mask, 3, start, s_block),
-            bias=_cut(bias, 3, start, s_block),
-            kv_limit=kv_limit, one_hot=one_hot, rows=rows,
+            mask=_cut(mask, 3, start, s_block), bias=_cut(bias, 3, start, s_block),
+            kv_limit=kv_limit, one_hot=one_hot, rows=rows, masked=masked,
         )  # (B, N, t, s)
         if visible is not None:
             logits = ops.where(visible, logits, _blocks.NEG)
@@ -267,17 +460,14 @@ def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
             bucket_w = [bucket_w[0] * correction + _blocks.bucket_sums(p, one_hot)]
         return (m_new, l, acc, *bucket_w)
 
-    init = (
+    carry = (
         ops.full((b, n, t, 1), _blocks.NEG, dtype=dtype),
         ops.zeros((b, n, t, 1), dtype=dtype),
         ops.zeros((b, n, t, hv), dtype=dtype),
     )
     if relative_values:
-        init += (ops.zeros((b, n, t, plan.relative.num_buckets), dtype=dtype),)
-    if num_kv_blocks == 1:
-        m, l, acc, *bucket_w = step(0, init)
-    else:
-        m, l, acc, *bucket_w = ops.fori_loop(0, num_kv_blocks, step, init)
+        carry += (ops.zeros((b, n, t, plan.relative.num_buckets), dtype=dtype),)
+    m, l, acc, *bucket_w = _visit(lists, i, carry, step)
     if relative_values:
         acc = acc + _blocks.relative_values(plan, bucket_w[0])
     seen = l > 0  # False only for a query that sees no key at all
@@ -285,21 +475,21 @@ def _query_block(plan, q, key, value, *, mask, bias, q_start, s_block,
     return acc / ops.where(seen, l, 1.0), lse
 
 
-def _backward(plan, out, lse, d_out):
+def _backward(plan, plan_schedule, out, lse, d_out):
     """Gradients of `_differentiable(plan)` from the output's gradient.
 
     The outer loop walks key blocks, writing their dk and dv in place; the
-    inner loop walks query blocks, recomputing p = exp(logits - lse) and
-    adding each block's dq in place. The relative tables' gradients are
-    sums over blocks, carried as they are (each is the size of its table):
-    nothing of size (B, N, T, R) is formed.
+    inner loops walk the query blocks that see the key block, recomputing
+    p = exp(logits - lse) and adding each block's dq in place. The
+    relative tables' gradients are sums over blocks, carried as they are
+    (each is the size of its table): nothing of size (B, N, T, R) is formed.
     """
     query, rel = plan.query, plan.relative
     t_total, s_total = query.shape[1], plan.key.shape[1]
-    s_block, num_kv_blocks, pad = _key_blocks(plan, s_total)
+    t_block, s_block = plan_schedule.t_block, plan_schedule.s_block
+    num_q_blocks, num_kv_blocks = plan_schedule.nq, plan_schedule.nkv
+    pad = num_kv_blocks * s_block - s_total
     key, value, mask, _ = _pad_keys(plan.key, plan.value, plan.mask, None, pad)
-    t_block = min(_block(plan, "query"), t_total)
-    num_q_blocks = -(-t_total // t_block)
     q_pad = num_q_blocks * t_block - t_total
     dtype = plan.compute_dtype
     d_out = ops.cast(d_out, dtype)
@@ -315,6 +505,7 @@ def _backward(plan, out, lse, d_out):
     cap = plan.logit_soft_cap
     tables = [] if rel is None else rel.tensors()
     d_tables = [ops.zeros(ops.shape(x), dtype=dtype) for x in tables]
+    lists = plan_schedule.by_key
 
     def key_block(j, carry):
         d_key, d_value, d_query, *d_tables = carry
@@ -323,20 +514,20 @@ def _backward(plan, out, lse, d_out):
         v_blk = _cut(value, 1, kv_start, s_block)
         mask_col = _cut(mask, 3, kv_start, s_block)
 
-        def step(i, carry):
+        def step(i, masked, carry):
             start = _backends.sequential(i, carry[2]) * t_block
             return _blocks.with_block_buckets(
                 plan, start, t_block, kv_start, s_block,
-                lambda one_hot: update(start, carry, one_hot))
+                lambda one_hot: update(start, masked, carry, one_hot))
 
-        def update(start, carry, one_hot):
+        def update(start, masked, carry, one_hot):
             d_k, d_v, d_query, *d_tables = carry
             q_blk = _cut(query, 1, start, t_block)
             do_blk = _cut(d_out, 1, start, t_block)
             logits, visible = _blocks.block_scores(
                 plan, q_blk, k_blk, q_start=start, kv_start=kv_start,
                 mask=_cut(mask_col, 2, start, t_block),
-                kv_limit=s_total if pad else None, one_hot=one_hot,
+                kv_limit=s_total if pad else None, one_hot=one_hot, masked=masked,
             )  # (B, N, t, s)
             # Each (B, N, t, s) temporary is dropped as soon as it is used:
             # eager execution (TensorFlow's tape, PyTorch) frees it then.
@@ -374,10 +565,7 @@ def _backward(plan, out, lse, d_out):
 
         init = (ops.zeros(ops.shape(k_blk), dtype=dtype),
                 ops.zeros(ops.shape(v_blk), dtype=dtype), d_query, *d_tables)
-        if num_q_blocks == 1:
-            d_k, d_v, d_query, *d_tables = step(0, init)
-        else:
-            d_k, d_v, d_query, *d_tables = ops.fori_loop(0, num_q_blocks, step, init)
+        d_k, d_v, d_query, *d_tables = _visit(lists, j, init, step)
         return (_backends.write(d_key, [0, kv_start, 0, 0], d_k),
                 _backends.write(d_value, [0, kv_start, 0, 0], d_v), d_query, *d_tables)
 
@@ -385,8 +573,11 @@ def _backward(plan, out, lse, d_out):
     # TensorFlow kept every block's copy of the accumulators alive.
     init = (ops.zeros(ops.shape(key), dtype=dtype), ops.zeros(ops.shape(value), dtype=dtype),
             ops.zeros(ops.shape(query), dtype=dtype), *d_tables)
-    if num_kv_blocks == 1:
-        d_key, d_value, d_query, *d_tables = key_block(0, init)
+    if num_kv_blocks == 1 or _backends.python_loops():
+        carry = init
+        for j in range(num_kv_blocks):
+            carry = key_block(j, carry)
+        d_key, d_value, d_query, *d_tables = carry
     else:
         d_key, d_value, d_query, *d_tables = ops.fori_loop(0, num_kv_blocks, key_block, init)
     return (_first(d_query, 1, t_total), _first(d_key, 1, s_total),

@@ -10,8 +10,10 @@ K key/value heads, H head dim, Hv value head dim, R relative buckets.
 
 import dataclasses
 import math
+import weakref
 from typing import Any
 
+import keras
 from keras import backend
 from keras import ops
 
@@ -228,14 +230,72 @@ def score_elements(plan):
 def recomputes(plan):
     """Whether the chunked backward recomputes blocks instead of autodiff.
 
-    It differentiates q, k, v and the relative tables; a
-    `bias` tensor or a non-additive `score_mod` would need autodiff through
-    every block. Not while `torch.compile` traces the call: keras's custom
-    gradient on PyTorch is a torch.autograd.Function that TorchDynamo
-    cannot compile.
+    It differentiates q, k, v and the relative tables; a `bias` tensor, a
+    non-additive `score_mod` or one that reads trainable weights (a
+    learned slope, say) would need autodiff through every block. Not
+    while `torch.compile` traces the call: keras's custom gradient on
+    PyTorch is a torch.autograd.Function that TorchDynamo cannot compile.
     """
     return (plan.bias is None and plan.additive_score_mod
+            and not reads_weights(plan.score_mod, plan.num_heads)
             and _backends.custom_gradient_traceable())
+
+
+class _ReadRecorder(keras.StatelessScope):
+    """A stateless scope that records every variable read inside it and
+    answers with the enclosing scope's value (a jitted train step maps
+    the variables to its own tensors)."""
+
+    def __init__(self):
+        super().__init__(initialize_variables=False)
+        self.read = []
+
+    def get_current_value(self, variable):
+        self.read.append(variable)
+        outer = self.original_scope
+        return None if outer is None else outer.get_current_value(variable)
+
+
+_READS_WEIGHTS = weakref.WeakKeyDictionary()  # term -> whether it reads trainable weights
+
+
+def reads_weights(term, num_heads):
+    """Whether `term` (a score function) reads a trainable keras variable:
+    called once on one score per head, with its reads recorded."""
+    if term is None:
+        return False
+    try:
+        return _READS_WEIGHTS[term]
+    except (KeyError, TypeError):
+        pass
+    index = ops.zeros((1, 1, 1, 1), "int32")
+    heads = ops.reshape(ops.arange(num_heads, dtype="int32"), (1, -1, 1, 1))
+    with _ReadRecorder() as recorder:
+        term(ops.zeros((1, num_heads, 1, 1), "float32"), index, heads, index, index)
+    found = any(getattr(v, "trainable", False) for v in recorder.read)
+    try:
+        _READS_WEIGHTS[term] = found
+    except TypeError:  # not weakly referable: asked again next time
+        pass
+    return found
+
+
+def signature(plan, inputs, *extra):
+    """A hashable key of what a compiled graph of `plan` depends on besides
+    the values of `inputs` (their shapes and dtypes, every option, the
+    terms by `terms.cache_key`), and `extra`."""
+    specs = tuple((tuple(x.shape), backend.standardize_dtype(x.dtype)) for x in inputs)
+    relative = None
+    if plan.relative is not None:
+        relative = (terms.cache_key(plan.relative.buckets),
+                    tuple(getattr(plan.relative, name) is not None
+                          for name in RelativeTerms.TENSORS))
+    offset = plan.q_offset if isinstance(plan.q_offset, int) else "tensor"
+    return specs + (
+        plan.scale, plan.is_causal, offset, plan.sliding_window,
+        terms.cache_key(plan.score_mod), terms.cache_key(plan.mask_mod), plan.logit_soft_cap,
+        plan.compute_dtype, plan.out_dtype, plan.num_heads, plan.num_kv_heads,
+        plan.mask is not None, relative, backend.backend()) + extra
 
 
 def choose(plan):

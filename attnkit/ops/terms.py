@@ -15,6 +15,7 @@ Shape legend: B batch, N query heads, t / s a block of queries / keys,
 L the length of a per-position table, R relative buckets.
 """
 
+import json
 import math
 from collections.abc import Callable
 
@@ -24,6 +25,7 @@ from keras import backend
 from keras import ops
 
 from attnkit import _checks
+from attnkit.ops import _blockmask
 from attnkit.types import Tensor
 
 
@@ -34,8 +36,19 @@ def _register(cls):
 class _Term:
     """Config plumbing shared by the term base classes."""
 
+    # True where the config says everything the term computes (no tensors
+    # of its own): compiled graphs are then shared by equal terms.
+    _keyed_by_config = False
+
     def get_config(self):
         return {}
+
+    def cache_key(self):
+        """A hashable stand-in for this term in a compiled graph's key, or
+        None: its class and config when those say everything it computes."""
+        if not self._keyed_by_config:
+            return None
+        return (type(self).__qualname__, json.dumps(self.get_config(), sort_keys=True))
 
     @classmethod
     def from_config(cls, config):
@@ -98,6 +111,8 @@ class ScoreMod(_Term):
 class CausalMask(MaskMod):
     """Query `q` sees keys `kv <= q`."""
 
+    _keyed_by_config = True
+
     def __call__(self, b, h, q_idx, kv_idx):
         return q_idx >= kv_idx
 
@@ -105,6 +120,8 @@ class CausalMask(MaskMod):
 @_register
 class SlidingWindowMask(MaskMod):
     """Keys with `|q - kv| < window`; with `causal`, `q - window < kv <= q`."""
+
+    _keyed_by_config = True
 
     def __init__(self, window: int, causal: bool = False):
         _checks.check_positive_int("window", window)
@@ -116,6 +133,12 @@ class SlidingWindowMask(MaskMod):
         if self.causal:
             return ops.logical_and(distance >= 0, distance < self.window)
         return ops.abs(distance) < self.window
+
+    def block_visibility(self, geometry):
+        near = _blockmask.window(geometry, self.window, self.causal)
+        if not self.causal:
+            return near
+        return _blockmask.and_all([near, _blockmask.causal(geometry)], geometry.xp)
 
     def get_config(self):
         return {"window": self.window, "causal": self.causal}
@@ -253,11 +276,19 @@ class _Combined(MaskMod):
             if hasattr(mask_mod, "check_lengths"):
                 mask_mod.check_lengths(batch, q_end, kv_len)
 
+    def cache_key(self):
+        parts = tuple(cache_key(m) for m in self.mask_mods)
+        return (type(self).__qualname__,) + parts
+
     def __call__(self, b, h, q_idx, kv_idx):
         result = ops.cast(self.mask_mods[0](b, h, q_idx, kv_idx), "bool")
         for other in self.mask_mods[1:]:
             result = type(self)._op(result, ops.cast(other(b, h, q_idx, kv_idx), "bool"))
         return result
+
+    def block_visibility(self, geometry):
+        parts = [_blockmask.of_mask_mod(geometry, m) for m in self.mask_mods]
+        return type(self)._combine(parts, _blockmask.namespace_of(parts))
 
     def get_config(self):
         return {"mask_mods": [serialize_term(m, "mask_mods") for m in self.mask_mods]}
@@ -272,6 +303,7 @@ class AndMasks(_Combined):
     """Visible where every one of `mask_mods` says visible."""
 
     _op = staticmethod(ops.logical_and)
+    _combine = staticmethod(_blockmask.and_all)
 
 
 @_register
@@ -279,6 +311,7 @@ class OrMasks(_Combined):
     """Visible where any one of `mask_mods` says visible."""
 
     _op = staticmethod(ops.logical_or)
+    _combine = staticmethod(_blockmask.or_all)
 
 
 _NAMES = {"AndMasks": "and_masks", "OrMasks": "or_masks"}
@@ -291,6 +324,8 @@ class SoftCap(ScoreMod):
     Given alone as `score_mod`, the core runs it as `logit_soft_cap`, whose
     derivative the chunked backward knows.
     """
+
+    _keyed_by_config = True
 
     def __init__(self, cap: float):
         _checks.check_positive_number("cap", cap)
@@ -338,6 +373,9 @@ class ChainedScoreMods(ScoreMod):
             if hasattr(score_mod, "check_heads"):
                 score_mod.check_heads(num_heads)
 
+    def cache_key(self):
+        return (type(self).__qualname__,) + tuple(cache_key(m) for m in self.score_mods)
+
     def get_config(self):
         return {"score_mods": [serialize_term(m, "score_mods") for m in self.score_mods]}
 
@@ -384,6 +422,8 @@ class Alibi(ScoreMod):
     of `alibi_slopes(num_heads)`; the attention must have `num_heads`
     query heads.
     """
+
+    _keyed_by_config = True
 
     def __init__(self, num_heads: int):
         _checks.check_positive_int("num_heads", num_heads)
@@ -437,6 +477,8 @@ class ClippedBuckets(RelativeBuckets):
     `2k + 1` buckets.
     """
 
+    _keyed_by_config = True
+
     def __init__(self, clip_distance: int | None):
         _checks.check_positive_int("clip_distance", clip_distance)
         self.clip_distance = int(clip_distance)
@@ -463,6 +505,8 @@ class T5Buckets(RelativeBuckets):
     `num_buckets` for keys after the query. The logarithm is float32, as in
     T5.
     """
+
+    _keyed_by_config = True
 
     def __init__(self, num_buckets: int = 32, max_distance: int = 128, bidirectional: bool = True):
         self.bidirectional = bool(bidirectional)
@@ -535,6 +579,17 @@ def serialize_term(term: Callable | None, name: str = "term"):
             "(a closure cannot be registered: write a class with __call__ and "
             "get_config, or use an attnkit.ops term such as attnkit.ops.alibi).")
     return keras.saving.serialize_keras_object(term)
+
+
+def cache_key(term):
+    """A hashable stand-in for `term` (a term object or function) in a
+    compiled graph's key: its own `cache_key()`, else its identity (the
+    cache keeps the term alive, so the identity is not reused)."""
+    if term is None:
+        return None
+    own = getattr(term, "cache_key", None)
+    key = own() if callable(own) else None
+    return key if key is not None else ("id", getattr(term, "__qualname__", ""), id(term))
 
 
 def deserialize_term(config: dict | Callable | None):

@@ -13,8 +13,24 @@ PROMISED = (
 )
 
 
+def _unannotated(signature):
+    return signature.replace(
+        parameters=[p.replace(annotation=inspect.Parameter.empty)
+                    for p in signature.parameters.values()],
+        return_annotation=inspect.Signature.empty)
+
+
 def test_attention_signature_is_the_promised_one():
-    assert str(inspect.signature(ak.attention)) == PROMISED
+    """The promised parameters, in order, with their kinds and defaults
+    (type hints aside); anything added since is keyword-only with a default."""
+    signature = _unannotated(inspect.signature(ak.attention))
+    promised = len([p for p in PROMISED.strip("()").split(", ") if p != "*"])
+    parameters = list(signature.parameters.values())
+    head = signature.replace(parameters=parameters[:promised])
+    assert str(head) == PROMISED
+    for added in parameters[promised:]:
+        assert added.kind is inspect.Parameter.KEYWORD_ONLY, added
+        assert added.default is not inspect.Parameter.empty, added
     assert attnkit.ops.attention is ak.attention
 
 
