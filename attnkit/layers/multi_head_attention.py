@@ -103,6 +103,12 @@ class MultiHeadAttention(keras.layers.Layer):
         cache_update_index: where this call's keys and values are written
             (an int or scalar tensor; works under jit and `while_loop`). With
             `cache` but no index, the cache is read as it is.
+        segment_ids: int `(B, L)`, the document of each position (packed
+            sequences): a query attends only to keys of its own document.
+            A model input like any other, so saved models keep it; on the
+            chunked path blocks between documents are never computed.
+        block_mask: an `attnkit.ops.BlockMask` made once per batch and
+            given to every layer (`attnkit.ops.create_block_mask`).
 
     Returns:
         `(B, T, E)`; with `return_attention_scores`, `(output, scores)`; with
@@ -306,19 +312,27 @@ class MultiHeadAttention(keras.layers.Layer):
     def call(self, query, value, key=None, query_mask=None, value_mask=None,
              key_mask=None, attention_mask=None, return_attention_scores=False,
              training=None, use_causal_mask=False, attention_bias=None,
-             cache=None, cache_update_index=None):
+             cache=None, cache_update_index=None, segment_ids=None, block_mask=None):
         if return_attention_scores and self._flash_attention:
             raise ValueError(_FLASH_SCORES)
         key = value if key is None else key
+        documents = {} if segment_ids is None and block_mask is None else dict(
+            segment_ids=None if segment_ids is None else ops.cast(segment_ids, "int32"),
+            block_mask=block_mask)
         with masks_hidden(query, value, key):
             return self._call(query, value, key, query_mask, value_mask, key_mask,
                               attention_mask, return_attention_scores, training,
-                              use_causal_mask, attention_bias, cache, cache_update_index)
+                              use_causal_mask, attention_bias, cache, cache_update_index,
+                              documents)
 
     def _call(self, query, value, key, query_mask, value_mask, key_mask,
               attention_mask, return_attention_scores, training, use_causal_mask,
-              attention_bias, cache, cache_update_index):
+              attention_bias, cache, cache_update_index, documents):
         if not self._single_axis:
+            if documents:
+                raise ValueError(
+                    "`segment_ids` and `block_mask` need attention over one sequence "
+                    f"axis; this layer attends over axes {self._attention_axes}.")
             return self._call_axes(query, value, key, query_mask, value_mask, key_mask,
                                    attention_mask, attention_bias, return_attention_scores,
                                    training, use_causal_mask, cache)
@@ -353,7 +367,7 @@ class MultiHeadAttention(keras.layers.Layer):
         else:
             out, scores = self._attend(
                 q, k, v, bias, mask, training, return_attention_scores,
-                is_causal=use_causal_mask, q_offset=offset)
+                is_causal=use_causal_mask, q_offset=offset, **documents)
         out = self._finish(out, gate)
         result = (out, scores) if return_attention_scores else (out,)
         if cache is not None:
@@ -386,7 +400,7 @@ class MultiHeadAttention(keras.layers.Layer):
         return M.layer_mask("attention_bias", attention_bias, target)
 
     def _attend(self, q, k, v, bias, mask, training, return_scores, is_causal=False,
-                q_offset=0):
+                q_offset=0, segment_ids=None, block_mask=None):
         """Attention of projected `q` `(B, T, N, H)`, `k`, `v` `(B, S, K, H*)`:
         `(out (B, T, N, Hv), weights (B, N, T, S) or None)`. The core computes
         every term and chooses the path."""
@@ -402,6 +416,10 @@ class MultiHeadAttention(keras.layers.Layer):
             dropout_rate=self._dropout, seed=self.seed_generator, training=bool(training),
             return_weights=return_scores, implementation=implementation,
             normalizer=self.normalizer)
+        if segment_ids is not None:  # the queries' (and keys') documents
+            options["segment_ids"] = segment_ids
+        if block_mask is not None:
+            options["block_mask"] = block_mask
         if terms:
             result = ak.relative_attention(q, k, v, **terms, **options)
         else:
@@ -509,7 +527,7 @@ class MultiHeadAttention(keras.layers.Layer):
                             value_mask=None, key_mask=None, attention_mask=None,
                             return_attention_scores=False, training=None,
                             use_causal_mask=False, attention_bias=None, cache=None,
-                            cache_update_index=None):
+                            cache_update_index=None, segment_ids=None, block_mask=None):
         key_shape = None if key is None else key.shape
         out = keras.KerasTensor(
             self.compute_output_shape(query.shape, value.shape, key_shape),

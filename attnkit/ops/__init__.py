@@ -4,6 +4,9 @@ from attnkit.ops._attention import Explanation
 from attnkit.ops._attention import attention
 from attnkit.ops._attention import explain
 from attnkit.ops._attention import relative_attention
+from attnkit.ops._blockmask import BlockMask
+from attnkit.ops._blockmask import Visibility
+from attnkit.ops._blockmask import create_block_mask
 from attnkit.ops._chunked import block_sizes
 from attnkit.ops.masks import and_masks
 from attnkit.ops.masks import causal_mask
@@ -43,6 +46,7 @@ from attnkit.ops.terms import serialize_term
 __all__ = [
     "Alibi",
     "AndMasks",
+    "BlockMask",
     "CausalMask",
     "ChainedScoreMods",
     "ClippedBuckets",
@@ -57,6 +61,7 @@ __all__ = [
     "SlidingWindowMask",
     "SoftCap",
     "T5Buckets",
+    "Visibility",
     "alibi",
     "alibi_slopes",
     "and_masks",
@@ -65,6 +70,7 @@ __all__ = [
     "causal_mask",
     "chain_score_mods",
     "chunkwise_alignment",
+    "create_block_mask",
     "deserialize_term",
     "document_mask",
     "entmax15",

@@ -12,6 +12,7 @@ from keras import ops
 
 from attnkit import _checks
 from attnkit.ops import _chunked
+from attnkit.ops._blockmask import BlockMask
 from attnkit.ops import _fused
 from attnkit.ops import _math
 from attnkit.ops import _plan
@@ -27,11 +28,16 @@ class Explanation(typing.NamedTuple):
         reason: one sentence saying why that path was chosen.
         ineligible: maps each path that could not run this call to the
             reason; paths that could are absent.
+        computed_blocks: on the chunked path, the fraction of (query
+            block, key block) pairs it computes (the rest see nothing);
+            None on the other paths, or where the masks are known only
+            when the data arrive.
     """
 
     implementation: str
     reason: str
     ineligible: dict
+    computed_blocks: float | None = None
 
 
 def attention(query: Tensor, key: Tensor, value: Tensor, *, bias: Tensor | None = None,
@@ -40,7 +46,9 @@ def attention(query: Tensor, key: Tensor, value: Tensor, *, bias: Tensor | None 
               score_mod: Callable | None = None, mask_mod: Callable | None = None,
               logit_soft_cap: float | None = None, dropout_rate: float = 0.0,
               seed: int | None = None, training: bool = False, return_weights: bool = False,
-              implementation: str | None = None, normalizer: str = "softmax"):
+              implementation: str | None = None, normalizer: str = "softmax",
+              segment_ids: Tensor | None = None, kv_segment_ids: Tensor | None = None,
+              block_mask: BlockMask | None = None):
     """Scaled dot-product attention with masks, biases and score functions.
 
     Computes `softmax(visible, scale * q . k + bias -> score_mod -> cap) . v`
@@ -92,6 +100,22 @@ def attention(query: Tensor, key: Tensor, value: Tensor, *, bias: Tensor | None 
             that are exactly zero for low scores. The sparse maps need whole
             rows of scores, so they run on the math path only (the fused
             kernels compute softmax, the chunked path an online softmax).
+        segment_ids: int `(B, L)`, the document of each absolute position
+            (packed sequences): a query sees only keys of its own
+            document (`attnkit.ops.document_mask` given at call time, so
+            it can be a model input). Queries read it at `q_offset + i`,
+            keys at `j`, unless `kv_segment_ids` is given.
+        kv_segment_ids: int `(B, S)`, the keys' documents where they are
+            another sequence than the queries (cross-attention).
+        block_mask: an `attnkit.ops.BlockMask` made for this call's
+            lengths (`attnkit.ops.create_block_mask`): its mask function
+            applies too, and the chunked path takes its block structure
+            instead of working it out again.
+
+    On the chunked path, a pair of query and key blocks in which every
+    mask hides everything is never computed, and one in which every pair is
+    visible skips the elementwise mask: causal and sliding-window
+    attention, documents and prefix-LM masks cost what they let be seen.
 
     Returns:
         `(B, T, N, Hv)` in the inputs' dtype, or `(output, weights)` with
@@ -112,9 +136,11 @@ def attention(query: Tensor, key: Tensor, value: Tensor, *, bias: Tensor | None 
         sliding_window=sliding_window, score_mod=score_mod, mask_mod=mask_mod,
         logit_soft_cap=logit_soft_cap, dropout_rate=dropout_rate, seed=seed,
         training=training, return_weights=return_weights,
-        implementation=implementation, normalizer=normalizer,
+        implementation=implementation, normalizer=normalizer, block_mask=block_mask,
     )
-    return _dispatch(dict(query=query, key=key, value=value, mask=mask, bias=bias), options)
+    tensors = dict(query=query, key=key, value=value, mask=mask, bias=bias,
+                   segment_ids=segment_ids, kv_segment_ids=kv_segment_ids)
+    return _dispatch(tensors, options)
 
 
 def relative_attention(query: Tensor, key: Tensor, value: Tensor, key_table: Tensor | None = None,
@@ -220,11 +246,11 @@ def _build(tensors, options):
 
 
 _TABLES = ("key_table", "value_table", "bias_table")
-_TENSORS = ("mask", "bias") + _TABLES
+_TENSORS = ("mask", "bias", "segment_ids", "kv_segment_ids") + _TABLES
 _OPTIONS = {
     "scale", "is_causal", "q_offset", "sliding_window", "score_mod", "mask_mod",
     "logit_soft_cap", "dropout_rate", "seed", "training", "return_weights",
-    "implementation", "buckets", "normalizer",
+    "implementation", "buckets", "normalizer", "block_mask",
 }
 
 
@@ -247,20 +273,27 @@ class Attention(keras.Operation):
             raise ValueError(
                 "On symbolic inputs give `seed` as an int (a SeedGenerator "
                 "cannot be saved with the model).")
+        if options.get("block_mask") is not None:
+            raise ValueError(
+                "A `block_mask` holds one batch's block structure and cannot be "
+                "part of a saved model; on symbolic inputs give `segment_ids` "
+                "(a model input) and the chunked path finds the blocks itself.")
         self.options = options
 
     def call(self, query, key, value, mask=None, bias=None, key_table=None,
-             value_table=None, bias_table=None, q_offset=None):
+             value_table=None, bias_table=None, q_offset=None, segment_ids=None,
+             kv_segment_ids=None):
         tensors = dict(query=query, key=key, value=value, mask=mask, bias=bias,
                        key_table=key_table, value_table=value_table,
-                       bias_table=bias_table)
+                       bias_table=bias_table, segment_ids=segment_ids,
+                       kv_segment_ids=kv_segment_ids)
         if q_offset is not None:
             tensors["q_offset"] = q_offset
         return _run(_build(tensors, self.options))
 
     def compute_output_spec(self, query, key, value, mask=None, bias=None,
                             key_table=None, value_table=None, bias_table=None,
-                            q_offset=None):
+                            q_offset=None, segment_ids=None, kv_segment_ids=None):
         _checks.check_qkv(query, key, value)
         b, t, n, _ = query.shape
         dtype = _plan.result_dtype(query, key, value)
@@ -324,4 +357,9 @@ def explain(query: Tensor, key: Tensor, value: Tensor, **kwargs):
         kwargs["buckets"] = _buckets(relative.get("buckets"), relative.get("clip_distance"),
                                      relative.get("max_distance"))
     tensors, options = _split(dict(query=query, key=key, value=value), kwargs)
-    return Explanation(*_plan.choose(_build(tensors, options)))
+    plan = _build(tensors, options)
+    choice = _plan.choose(plan)
+    fraction = None
+    if choice[0] == "chunked":
+        fraction = _chunked.schedule(plan).computed_fraction
+    return Explanation(*choice, computed_blocks=fraction)

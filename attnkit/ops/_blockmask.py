@@ -270,3 +270,129 @@ def _batch_reduced(x, xp, reduce):
 def _numpy(x):
     return np.asarray(_backends.to_numpy(x)) if not isinstance(x, (np.ndarray, bool)) else \
         np.asarray(x)
+
+
+def of_states(states):
+    """The visibility a block mask's states `(nq, nkv)` say."""
+    if isinstance(states, np.ndarray):
+        return Visibility(states != EMPTY, states == FULL)
+    return Visibility(ops.not_equal(states, EMPTY), ops.equal(states, FULL))
+
+
+class BlockMask:
+    """The block structure of a mask, computed once and shared by calls.
+
+    Which pairs of (query block, key block) may see something, and which
+    see everything, for one query length, key length and block grid: the
+    chunked path computes only the former and skips the elementwise mask
+    on the latter. Give it to every attention call (and every layer) of a
+    batch as `block_mask=`, so the mask is not evaluated again by each;
+    the calls apply its `mask_mod` elementwise inside partial blocks,
+    together with their own masks. Build it with
+    `attnkit.ops.create_block_mask`.
+
+    Attributes:
+        states: int `(nq, nkv)`: 0 empty, 1 partial, 2 full.
+        mask_mod: the mask function it was made from.
+        query_block: `t`, queries per block.
+        key_block: `s`, keys per block.
+        q_len: `T`, the query length it serves.
+        kv_len: `S`, the key length it serves.
+        q_offset: the absolute position of the first query.
+    """
+
+    def __init__(self, states, mask_mod, query_block, key_block, q_len, kv_len, q_offset=0):
+        self.states = states
+        self.mask_mod = mask_mod
+        self.query_block, self.key_block = int(query_block), int(key_block)
+        self.q_len, self.kv_len = int(q_len), int(kv_len)
+        self.q_offset = q_offset
+
+    def static_states(self):
+        """The states as nested tuples, or None when known only at run time."""
+        if not _backends.is_concrete(self.states):
+            return None
+        return tuple(tuple(int(x) for x in row) for row in _numpy(self.states))
+
+    def computed_fraction(self):
+        """The fraction of block pairs computed (not empty)."""
+        return float(np.mean(_numpy(self.states) != EMPTY))
+
+    def explain(self):
+        """A summary, and for small grids a map (`#` full, `+` partial,
+        `.` empty; a row per query block)."""
+        states = _numpy(self.states)
+        nq, nkv = states.shape
+        computed = int(np.sum(states != EMPTY))
+        partial = int(np.sum(states == PARTIAL))
+        lines = [f"BlockMask: T={self.q_len}, S={self.kv_len}, blocks of "
+                 f"{self.query_block} x {self.key_block}: {computed} of {nq * nkv} block "
+                 f"pairs computed ({100 * computed / (nq * nkv):.1f}%), {partial} of them "
+                 "with the elementwise mask"]
+        if nq <= 64 and nkv <= 64:
+            lines += ["".join(".+#"[s] for s in row) for row in states]
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return self.explain().splitlines()[0]
+
+
+def create_block_mask(mask_mod, batch: int | None, num_heads: int, q_len: int, kv_len: int,
+                      *, q_offset: int = 0, query_block: int | None = None,
+                      key_block: int | None = None):
+    """The `BlockMask` of `mask_mod` for calls of this shape.
+
+    Computed from the mask's own `block_visibility` where it has one (every
+    mask of `attnkit.ops` does: a few operations per block), else by
+    evaluating it block row by block row; never as a `(T, S)` tensor at once.
+
+    Args:
+        mask_mod: a mask function (`attnkit.ops.causal_mask()`,
+            `document_mask(ids)`, an `and_masks` of them, or your own).
+        batch: `B`, the batch rows the mask's tables cover (None: any).
+        num_heads: `N`, query heads.
+        q_len: `T`, queries per call.
+        kv_len: `S`, keys per call.
+        q_offset: the absolute position of the first query.
+        query_block: queries per block (default: the chunked path's).
+        key_block: keys per block (default: the chunked path's).
+
+    Returns:
+        A `BlockMask`; pass it as `block_mask=` to `attnkit.ops.attention`
+        or `attnkit.layers.MultiHeadAttention`.
+
+    Example:
+
+        >>> ids = np.repeat(np.arange(4), 256)[None]  # 4 documents of 256
+        >>> mask = attnkit.ops.and_masks(attnkit.ops.causal_mask(),
+        ...                              attnkit.ops.document_mask(ids))
+        >>> block_mask = attnkit.ops.create_block_mask(mask, 1, 8, 1024, 1024)
+        >>> block_mask.computed_fraction()  # 4 of 8 blocks of 512 x 256
+        0.5
+    """
+    from attnkit.ops import _thresholds  # the defaults of the chunked path
+
+    for name, value in (("num_heads", num_heads), ("q_len", q_len), ("kv_len", kv_len)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}.")
+    if not callable(mask_mod):
+        raise TypeError(f"`mask_mod` must be a mask function. Received: {mask_mod!r}.")
+    t_block = min(query_block or _thresholds.DEFAULT_BLOCKS["query"], q_len)
+    s_block = min(key_block or _thresholds.DEFAULT_BLOCKS["key"], kv_len)
+    geometry = Geometry(q_len, kv_len, t_block, s_block, q_offset, batch, num_heads)
+    states = combined([key_padding(geometry), of_mask_mod(geometry, mask_mod)], geometry)
+    return BlockMask(states, mask_mod, t_block, s_block, q_len, kv_len, q_offset)
+
+
+def check_block_mask(block_mask, q_len, kv_len, q_offset):
+    """Refuses a block mask made for calls of another shape."""
+    if not isinstance(block_mask, BlockMask):
+        raise TypeError("`block_mask` must be an attnkit.ops.BlockMask (from "
+                        f"attnkit.ops.create_block_mask). Received: {block_mask!r}.")
+    same_offset = not isinstance(q_offset, (int, np.integer)) or \
+        not isinstance(block_mask.q_offset, (int, np.integer)) or q_offset == block_mask.q_offset
+    if (q_len, kv_len) != (block_mask.q_len, block_mask.kv_len) or not same_offset:
+        raise ValueError(
+            f"`block_mask` was made for T={block_mask.q_len}, S={block_mask.kv_len}, "
+            f"q_offset={block_mask.q_offset}; this call has T={q_len}, S={kv_len}, "
+            f"q_offset={q_offset}. Make one with attnkit.ops.create_block_mask for it.")

@@ -192,8 +192,8 @@ def block_visibility(plan, batch, q_start, t, kv_start, s, *, mask=None,
         if not plan.is_causal:
             distance = ops.abs(distance)
         parts.append(distance < plan.sliding_window)
-    if plan.mask_mod is not None:
-        parts.append(ops.cast(plan.mask_mod(b_idx, h_idx, q_idx, kv_idx), "bool"))
+    for mask_mod in plan.mask_mods:
+        parts.append(ops.cast(mask_mod(b_idx, h_idx, q_idx, kv_idx), "bool"))
     if kv_limit is not None:
         parts.append(kv_idx < kv_limit)
     visible = None

@@ -61,7 +61,10 @@ def block_sizes(query: int | None = None, key: int | None = None):
 
 
 def sizes(plan):
-    """(query block, key block) for `plan`: `block_sizes`, else the defaults."""
+    """(query block, key block) for `plan`: its block mask's, `block_sizes`,
+    else the defaults."""
+    if plan.block_mask is not None:
+        return plan.block_mask.query_block, plan.block_mask.key_block
     blocks = _thresholds.DEFAULT_BLOCKS if plan.relative is None else _thresholds.RELATIVE_BLOCKS
     t = _BLOCKS["query"] or blocks["query"]
     s = _BLOCKS["key"] or blocks["key"]
@@ -160,12 +163,14 @@ def schedule(plan, dense=False):
     if _backends.python_traced():
         # TorchDynamo would trace the NumPy of the block mask: it runs
         # once, now, and its answer is a constant of the compiled graph.
+        keyed = terms.cache_key(plan.mask_mod)
         states = _STATES_KNOWN_NOW(
             t_total, s_total, t_block, s_block,
             plan.q_offset if isinstance(plan.q_offset, int) else None,
-            plan.is_causal, plan.sliding_window, plan.mask is not None,
-            plan.mask_mod if terms.cache_key(plan.mask_mod) is None or
-            terms.cache_key(plan.mask_mod)[0] != "id" else False)
+            plan.is_causal, plan.sliding_window,
+            plan.mask is not None or plan.documents is not None,
+            plan.mask_mod if keyed is None or keyed[0] != "id" else False,
+            None if plan.block_mask is None else plan.block_mask.static_states())
     else:
         geometry = _blockmask.Geometry(t_total, s_total, t_block, s_block, plan.q_offset,
                                        plan.query.shape[0], plan.num_heads)
@@ -182,10 +187,11 @@ def schedule(plan, dense=False):
 
 
 def _states_known_now(t_total, s_total, t_block, s_block, q_offset, is_causal, window,
-                      has_mask, mask_mod):
+                      has_mask, mask_mod, given):
     """Block states from what is known before the data, as nested tuples:
     a query offset of None, a dense mask or a mask function that holds
-    tensors (`mask_mod=False`) leave blocks partial."""
+    tensors (`mask_mod=False`) leave blocks partial; `given` are the states
+    of a block mask (nested tuples) or None."""
     nq, nkv = -(-t_total // t_block), -(-s_total // s_block)
     if q_offset is None:
         return ((_blockmask.PARTIAL,) * nkv,) * nq
@@ -199,6 +205,8 @@ def _states_known_now(t_total, s_total, t_block, s_block, q_offset, is_causal, w
         parts.append(mask_mod.block_visibility(geometry))
     if has_mask or mask_mod is False or (mask_mod and parts[-1] is None):
         parts.append(_blockmask.Visibility(np.ones((1, 1), bool), np.zeros((1, 1), bool)))
+    if given is not None:
+        parts.append(_blockmask.of_states(np.asarray(given)))
     states = _blockmask.combined(parts, geometry)
     return tuple(tuple(int(x) for x in row) for row in states)
 
@@ -218,6 +226,10 @@ def visibilities(plan, geometry):
         parts.append(_blockmask.dense_mask(geometry, plan.mask))
     if plan.mask_mod is not None:
         parts.append(_blockmask.of_mask_mod(geometry, plan.mask_mod))
+    if plan.documents is not None:
+        parts.append(plan.documents.block_visibility(geometry))
+    if plan.block_mask is not None:  # its own mask function is already in its states
+        parts.append(_blockmask.of_states(plan.block_mask.states))
     return parts
 
 
@@ -278,6 +290,8 @@ def chunked_attention(plan: _plan.Plan):
             "The chunked implementation needs static query and key lengths. "
             f"Received T={t_total}, S={s_total}."
         )
+    if _native_rows_serve(plan):
+        return _native_rows(plan, schedule(plan))
     if _plan.recomputes(plan):
         inputs = _inputs(plan)
         key = ("recomputing",) + _plan.signature(plan, inputs)
@@ -285,6 +299,63 @@ def chunked_attention(plan: _plan.Plan):
             key, lambda *xs: _recomputing(_with_inputs(plan, xs))(*_differentiable_of(xs)),
             inputs, plan)
     return _forward(plan, schedule(plan, dense=True))[0]
+
+
+def _native_rows_serve(plan):
+    """Whether the backend's kernel computes each query block over its
+    visible keys (see `_native_rows`): where the kernel is a
+    memory-lean flash kernel with its own backward (PyTorch's SDPA on CPU)
+    and the plan holds nothing but masks."""
+    return (_backends.python_loops() and plan.relative is None and plan.score_mod is None
+            and plan.logit_soft_cap is None and plan.bias is None
+            and _backends.native_kernel_refuses(plan) is None)
+
+
+def _native_rows(plan, plan_schedule):
+    """Each query block through the native kernel, over the keys of the
+    blocks it may see (a slice where they are consecutive), with the
+    elementwise mask only where a partial block lies among them. The
+    kernel's own backward differentiates it: it keeps no scores."""
+    query, key, value = plan.query, plan.key, plan.value
+    t_total, s_total = query.shape[1], key.shape[1]
+    t_block, s_block = plan_schedule.t_block, plan_schedule.s_block
+    lists = plan_schedule.by_query
+    b, _, n, _ = _blocks.dims(query)
+    outs = []
+    for i in range(plan_schedule.nq):
+        start, stop = i * t_block, min((i + 1) * t_block, t_total)
+        full = lists.full_index[i][:lists.full_count[i]]
+        partial = lists.partial_index[i][:lists.partial_count[i]]
+        visible = sorted(full + partial)
+        if not visible:
+            # Sees nothing: the first block, all hidden, gives exact zeros
+            # that autograd still connects to the inputs.
+            visible = partial = [0]
+        first, last = visible[0] * s_block, min((visible[-1] + 1) * s_block, s_total)
+        columns = None
+        if len(visible) != visible[-1] - visible[0] + 1:  # gaps: gather the blocks
+            columns = np.concatenate([np.arange(j * s_block, min((j + 1) * s_block, s_total))
+                                      for j in visible]) - first
+        k_row, v_row = _cut(key, 1, first, last - first), _cut(value, 1, first, last - first)
+        mask, has_key = None, None
+        if partial:
+            mask = _blocks.block_visibility(
+                plan, b, start, stop - start, first, last - first,
+                mask=_cut(_cut(plan.mask, 2, start, stop - start), 3, first, last - first))
+        if columns is not None:
+            k_row, v_row = (ops.take(x, columns, axis=1) for x in (k_row, v_row))
+            mask = None if mask is None else ops.take(mask, columns, axis=3)
+        if mask is not None:
+            # The kernel gives a uniform row where no key is visible.
+            has_key = ops.any(mask, axis=-1, keepdims=True)  # (B?, N?, t, 1)
+            mask = ops.logical_or(mask, ops.logical_not(has_key))
+        out = _backends.native_attention(
+            _cut(query, 1, start, stop - start), k_row, v_row, bias=None, mask=mask,
+            scale=plan.scale, is_causal=False, grouped=plan.groups > 1)  # (B, t, N, Hv)
+        if has_key is not None:
+            out = ops.where(ops.transpose(has_key, (0, 2, 1, 3)), out, 0.0)
+        outs.append(out)
+    return outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=1)
 
 
 def _inputs(plan):
@@ -296,6 +367,8 @@ def _inputs(plan):
         inputs += plan.relative.tensors()
     if plan.mask is not None:
         inputs.append(plan.mask)
+    if plan.documents is not None:
+        inputs += plan.documents.tables()
     if not isinstance(plan.q_offset, int):
         inputs.append(ops.convert_to_tensor(plan.q_offset, "int32"))
     return inputs
@@ -311,9 +384,13 @@ def _with_inputs(plan, inputs):
     mask = plan.mask
     if mask is not None:
         mask, rest = rest[0], rest[1:]
+    documents = plan.documents
+    if documents is not None:
+        count = len(documents.tables())
+        documents, rest = terms.DocumentMask(*rest[:count]), rest[count:]
     q_offset = plan.q_offset if isinstance(plan.q_offset, int) else rest[0]
     return dataclasses.replace(plan, query=query, key=key, value=value, relative=relative,
-                               mask=mask, q_offset=q_offset)
+                               mask=mask, documents=documents, q_offset=q_offset)
 
 
 def _differentiable_of(inputs):

@@ -63,7 +63,7 @@ def _is_plain_causal(plan):
         and not materializes(plan)
         and plan.mask is None
         and plan.sliding_window is None
-        and plan.mask_mod is None
+        and not plan.mask_mods
     )
 
 

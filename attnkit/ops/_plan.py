@@ -19,6 +19,7 @@ from keras import ops
 
 from attnkit import _checks
 from attnkit.ops import _backends
+from attnkit.ops import _blockmask
 from attnkit.ops import _fused
 from attnkit.ops import _thresholds
 from attnkit.ops import terms
@@ -91,6 +92,16 @@ class Plan:
     implementation: Any = None
     relative: Any = None  # RelativeTerms or None
     normalizer: str = "softmax"  # or "sparsemax", "entmax15"
+    documents: Any = None  # terms.DocumentMask of call-time segment ids, or None
+    block_mask: Any = None  # a BlockMask given by the caller, or None
+
+    @property
+    def mask_mods(self):
+        """Every mask function of the call: its own, the documents of its
+        segment ids, the block mask's."""
+        found = [self.mask_mod, self.documents,
+                 None if self.block_mask is None else self.block_mask.mask_mod]
+        return [m for m in found if m is not None]
 
     @property
     def groups(self):
@@ -116,7 +127,7 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
               is_causal=False, q_offset=0, sliding_window=None, score_mod=None,
               mask_mod=None, logit_soft_cap=None, dropout_rate=0.0, seed=None,
               training=False, return_weights=False, implementation=None,
-              normalizer="softmax"):
+              normalizer="softmax", segment_ids=None, kv_segment_ids=None, block_mask=None):
     for name, x in (("query", query), ("key", key), ("value", value)):
         if x is None:
             raise TypeError(f"`{name}` must be a tensor. Received: {name}=None.")
@@ -131,9 +142,13 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
     b, t, n, h = _checks.static_shape(query)
     if hasattr(score_mod, "check_heads"):
         score_mod.check_heads(n)
-    if hasattr(mask_mod, "check_lengths"):
-        q_end = q_offset + t if _checks.is_int(q_offset) and t is not None else None
-        mask_mod.check_lengths(b, q_end, key.shape[1])
+    documents = _documents(segment_ids, kv_segment_ids)
+    q_end = q_offset + t if _checks.is_int(q_offset) and t is not None else None
+    for term in (mask_mod, documents):
+        if hasattr(term, "check_lengths"):
+            term.check_lengths(b, q_end, key.shape[1])
+    if block_mask is not None:
+        _blockmask.check_block_mask(block_mask, t, key.shape[1], q_offset)
     if isinstance(score_mod, terms.SoftCap) and logit_soft_cap is None:
         # The same function, run where the chunked backward knows its derivative.
         score_mod, logit_soft_cap = None, score_mod.cap
@@ -164,8 +179,19 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
         seed=seed, training=bool(training), return_weights=return_weights,
         out_dtype=out_dtype, compute_dtype=compute_dtype,
         num_heads=n, num_kv_heads=key.shape[2], implementation=implementation,
-        normalizer=normalizer,
+        normalizer=normalizer, documents=documents, block_mask=block_mask,
     )
+
+
+def _documents(segment_ids, kv_segment_ids):
+    """The DocumentMask of call-time segment ids, or None."""
+    if segment_ids is None:
+        if kv_segment_ids is not None:
+            raise ValueError(
+                "`kv_segment_ids` gives the keys' documents beside the queries' "
+                "`segment_ids`; give `segment_ids` too. Received: segment_ids=None.")
+        return None
+    return terms.DocumentMask(segment_ids, kv_segment_ids)
 
 
 def relative_terms(plan, buckets, key_table, value_table, bias_table):
@@ -295,7 +321,9 @@ def signature(plan, inputs, *extra):
         plan.scale, plan.is_causal, offset, plan.sliding_window,
         terms.cache_key(plan.score_mod), terms.cache_key(plan.mask_mod), plan.logit_soft_cap,
         plan.compute_dtype, plan.out_dtype, plan.num_heads, plan.num_kv_heads,
-        plan.mask is not None, relative, backend.backend()) + extra
+        plan.mask is not None, relative, plan.documents is not None,
+        None if plan.block_mask is None else ("id", id(plan.block_mask)),
+        backend.backend()) + extra
 
 
 def choose(plan):
@@ -338,4 +366,11 @@ def choose(plan):
             f"{size} score elements (from {threshold}): blocks keep "
             "memory at T * block, not T * S"
         ), ineligible
+    sparse = plan.sliding_window is not None or plan.documents is not None or \
+        plan.block_mask is not None
+    if sparse and "chunked" not in ineligible and keys is not None and \
+            keys >= _thresholds.SPARSE_CHUNK_FROM_KEYS:
+        return "chunked", (
+            f"a window, documents or a block mask over {keys} keys: the blocks "
+            "skip what no query sees"), ineligible
     return "math", "scores fit in memory and the math path is fastest here", ineligible

@@ -5,17 +5,21 @@ side by side in one run; the documentation's Benchmarks page has the tables.
 """
 
 # When `implementation=None` goes chunked, per backend: from this many keys
-# on, or above this many score elements (B * N * T * S). On JAX the blocks
-# win from 1024 keys (XLA:CPU maps fresh pages for every large buffer). On
-# TensorFlow the math path (with TensorFlow's fused softmax) is fastest up
-# to 4096 keys and faster than keras there (MultiHeadAttention, L = 4096,
-# B = 2: 1.06x keras forward+backward; the blocks would take 1.5x keras's
-# time for 60 instead of ~1500 MiB), so the blocks start past it, or past
-# 2^28 elements. PyTorch takes its SDPA kernel whenever it can, and blocks
-# past 2^24 elements when it cannot. `implementation="chunked"` asks for
-# the blocks at any size.
+# on, or wherever the dense path would hold a (B, N, T, S) float32 tensor of
+# more than 64 MiB (2^24 elements): past that the blocks' memory (T * block)
+# matters more than the last few percent of speed. On JAX the blocks win
+# from 1024 keys (XLA:CPU maps fresh pages for every large buffer).
+# PyTorch takes its SDPA kernel whenever it can (it holds no (T, S) scores
+# for plain and causal attention), and the blocks past 2^24 elements when it
+# cannot. `implementation="chunked"` asks for the blocks at any size.
 CHUNK_FROM_KEYS = {"tensorflow": 8192, "jax": 1024, "torch": 4096}
-CHUNK_THRESHOLD = {"tensorflow": 1 << 28, "jax": 1 << 26, "torch": 1 << 24}
+CHUNK_THRESHOLD = {"tensorflow": 1 << 24, "jax": 1 << 24, "torch": 1 << 24}
+
+# A sliding window, documents (segment ids) or a block mask leave most
+# blocks empty at length: the chunked path skips them and wins over every
+# dense path from this many keys, whatever the size (window 256, L = 2048:
+# see the Benchmarks page's mask tables).
+SPARSE_CHUNK_FROM_KEYS = 2048
 
 # Where every key is visible and every logit finite, the framework's softmax
 # replaces the masked one on the math path: one fused kernel on TensorFlow

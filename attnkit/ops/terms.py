@@ -15,7 +15,6 @@ Shape legend: B batch, N query heads, t / s a block of queries / keys,
 L the length of a per-position table, R relative buckets.
 """
 
-import json
 import math
 from collections.abc import Callable
 
@@ -48,7 +47,7 @@ class _Term:
         None: its class and config when those say everything it computes."""
         if not self._keyed_by_config:
             return None
-        return (type(self).__qualname__, json.dumps(self.get_config(), sort_keys=True))
+        return (type(self).__qualname__, _frozen(self.get_config()))
 
     @classmethod
     def from_config(cls, config):
@@ -78,6 +77,24 @@ class MaskMod(_Term):
     def check_lengths(self, batch: int, q_end: int | None, kv_len: int):
         """Refuses a call it cannot serve: `batch` rows, queries up to
         absolute position `q_end`, `kv_len` keys (each None when unknown)."""
+
+    def block_visibility(self, geometry):
+        """Which blocks of a call this mask leaves empty or full, or None to
+        have the chunked path evaluate the function itself block row by
+        block row (exact, `(B, N, t, S)` at a time).
+
+        Override it to make a mask of your own cheap to skip over:
+        `geometry` has the first and last absolute query position of each
+        query block (`q_lo`, `q_hi`, `(nq, 1)`), the first and last key of
+        each key block (`kv_lo`, `kv_hi`, `(1, nkv)`) and `xp`, the array
+        namespace to compute with (NumPy where the positions are known, else
+        `keras.ops`); return an `attnkit.ops.Visibility(any, all)` of bool
+        arrays broadcastable to `(nq, nkv)` (or `(B, nq, nkv)`): whether
+        some pair of the block may attend (True is always safe) and whether
+        every pair may (False is always safe). An answer in the safe
+        direction only costs time.
+        """
+        return None
 
 
 @_register
@@ -115,6 +132,9 @@ class CausalMask(MaskMod):
 
     def __call__(self, b, h, q_idx, kv_idx):
         return q_idx >= kv_idx
+
+    def block_visibility(self, geometry):
+        return _blockmask.causal(geometry)
 
 
 @_register
@@ -168,6 +188,14 @@ class PaddingMask(MaskMod):
             return kv_idx < ops.take(self.lengths, b)
         return self._lookup(b, kv_idx)
 
+    def block_visibility(self, geometry):
+        g = geometry
+        if self.lengths is not None:
+            lengths = ops.reshape(self.lengths, (-1, 1, 1))  # (B, 1, 1)
+            return _blockmask.Visibility(ops.less(g.kv_lo, lengths),
+                                         ops.less(g.kv_hi, lengths))
+        return _blockmask.dense_mask(geometry, ops.cast(self.mask, "bool")[:, None, None, :])
+
     def check_lengths(self, batch: int, q_end: int | None, kv_len: int):
         if self.lengths is not None:
             _check_rows("lengths", self.lengths, batch, exactly=True)
@@ -203,6 +231,16 @@ class PrefixLMMask(MaskMod):
         if not isinstance(prefix, int):
             prefix = ops.take(prefix, b)
         return ops.logical_or(kv_idx < prefix, q_idx >= kv_idx)
+
+    def block_visibility(self, geometry):
+        g, xp = geometry, geometry.xp
+        prefix = self.prefix_length
+        if not isinstance(prefix, int):
+            prefix, xp = ops.reshape(prefix, (-1, 1, 1)), ops  # (B, 1, 1)
+        causal = _blockmask.causal(geometry)
+        return _blockmask.Visibility(
+            xp.logical_or(xp.less(g.kv_lo, prefix), causal.any),
+            xp.logical_or(xp.less(g.kv_hi, prefix), causal.all))
 
     def check_lengths(self, batch: int, q_end: int | None, kv_len: int):
         if not isinstance(self.prefix_length, int):
@@ -240,6 +278,14 @@ class DocumentMask(MaskMod):
         kv_doc, kv_in = self._kv_lookup(b, kv_idx, with_range=True)
         same = ops.equal(q_doc, kv_doc)
         return ops.logical_and(same, ops.logical_and(q_in, kv_in))
+
+    def block_visibility(self, geometry):
+        kv_table = self.segment_ids if self.kv_segment_ids is None else self.kv_segment_ids
+        return _blockmask.documents(geometry, self.segment_ids, kv_table)
+
+    def tables(self):
+        """Its tensors: the queries' ids (and the keys' where given)."""
+        return [t for t in (self.segment_ids, self.kv_segment_ids) if t is not None]
 
     def check_lengths(self, batch: int, q_end: int | None, kv_len: int):
         kv_name = "segment_ids" if self.kv_segment_ids is None else "kv_segment_ids"
@@ -579,6 +625,16 @@ def serialize_term(term: Callable | None, name: str = "term"):
             "(a closure cannot be registered: write a class with __call__ and "
             "get_config, or use an attnkit.ops term such as attnkit.ops.alibi).")
     return keras.saving.serialize_keras_object(term)
+
+
+def _frozen(value):
+    """A config as nested tuples (hashable; plain Python, so TorchDynamo
+    traces it where it would not trace `json`)."""
+    if isinstance(value, dict):
+        return tuple((k, _frozen(value[k])) for k in sorted(value))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def cache_key(term):

@@ -9,6 +9,7 @@ from keras import ops
 import attnkit
 from keras.src.backend.common.masking import get_keras_mask
 from attnkit.layers import MultiHeadAttention
+from tests import fresh_process
 from tests.helpers import dtype_name
 from tests.helpers import grads
 from tests.helpers import to_numpy
@@ -435,3 +436,35 @@ def test_weight_gradients_match_finite_differences_of_the_reference():
                 f.append(np.sum(out * d_out))
             want[idx] = (f[0] - f[1]) / 2e-6
         np.testing.assert_allclose(got[index], want, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def _packed(seed=0, length=12):
+    """Two rows of packed documents: tokens (B, L, D) and ids (B, L)."""
+    ids = np.array([[0] * 5 + [1] * 4 + [2] * 3, [0] * 2 + [1] * 10], "int32")[:, :length]
+    return inputs(seed, t=length)[0], ids
+
+
+@fresh_process.case("mha_segment_ids")
+def segment_ids_case(folder):
+    x_in = keras.Input((None, D))
+    ids_in = keras.Input((None,), dtype="int32")
+    layer = MultiHeadAttention(2, 4, name="packed")
+    out = layer(x_in, x_in, segment_ids=ids_in, use_causal_mask=True)
+    return keras.Model([x_in, ids_in], out), list(_packed())
+
+
+@pytest.mark.parametrize("implementation", [None, "math", "chunked"])
+def test_segment_ids_equal_the_dense_attention_mask(fresh_loads, implementation):
+    loaded = fresh_loads["mha_segment_ids"]
+    np.testing.assert_allclose(loaded.got[0], loaded.want[0], rtol=1e-6, atol=1e-6)
+    layer = loaded.model.get_layer("packed")
+    x, ids = loaded.inputs
+    dense = (ids[:, :, None] == ids[:, None, :]) & np.tril(np.ones((12, 12), bool))
+    want = to_numpy(layer(x, x, attention_mask=dense))
+    np.testing.assert_allclose(loaded.want[0], want, rtol=1e-5, atol=1e-5)
+    same = MultiHeadAttention(2, 4, implementation=implementation)
+    same(x, x)
+    same.set_weights(layer.get_weights())
+    with attnkit.ops.block_sizes(query=3, key=4):  # several blocks per document
+        out = to_numpy(same(x, x, segment_ids=ids, use_causal_mask=True))
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
