@@ -20,6 +20,7 @@ never values.
 """
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -292,13 +293,13 @@ class BlockMask:
     `attnkit.ops.create_block_mask`.
 
     Attributes:
-        states: int `(nq, nkv)`: 0 empty, 1 partial, 2 full.
-        mask_mod: the mask function it was made from.
-        query_block: `t`, queries per block.
-        key_block: `s`, keys per block.
-        q_len: `T`, the query length it serves.
-        kv_len: `S`, the key length it serves.
-        q_offset: the absolute position of the first query.
+        states (Tensor): int `(nq, nkv)`: 0 empty, 1 partial, 2 full.
+        mask_mod (Callable | None): the mask function it was made from.
+        query_block (int): `t`, queries per block.
+        key_block (int): `s`, keys per block.
+        q_len (int): `T`, the query length it serves.
+        kv_len (int): `S`, the key length it serves.
+        q_offset (int | Tensor): the absolute position of the first query.
     """
 
     def __init__(self, states, mask_mod, query_block, key_block, q_len, kv_len, q_offset=0):
@@ -337,9 +338,9 @@ class BlockMask:
         return self.explain().splitlines()[0]
 
 
-def create_block_mask(mask_mod, batch: int | None, num_heads: int, q_len: int, kv_len: int,
-                      *, q_offset: int = 0, query_block: int | None = None,
-                      key_block: int | None = None):
+def create_block_mask(mask_mod: Callable, batch: int | None, num_heads: int, q_len: int,
+                      kv_len: int, *, q_offset: int = 0, query_block: int | None = None,
+                      key_block: int | None = None) -> "BlockMask":
     """The `BlockMask` of `mask_mod` for calls of this shape.
 
     Computed from the mask's own `block_visibility` where it has one (every

@@ -354,18 +354,9 @@ def choose(plan):
                 "(T, S) scores, forward or backward"), ineligible
         return "math", "relative positions, and the chunked path cannot run this call", ineligible
     name = _backends.name()
-    if name == "torch" and "fused" not in ineligible and not _fused.materializes(plan):
-        return "fused", "PyTorch's SDPA kernel is the fastest and leanest", ineligible
     size = score_elements(plan)
     keys = _checks.static_shape(plan.key)[1]
     threshold, from_keys = _thresholds.CHUNK_THRESHOLD[name], _thresholds.CHUNK_FROM_KEYS[name]
-    if size is not None and "chunked" not in ineligible and (
-            size > threshold or keys >= from_keys):
-        return "chunked", (
-            f"{keys} keys (chunked from {from_keys} on {name}) and "
-            f"{size} score elements (from {threshold}): blocks keep "
-            "memory at T * block, not T * S"
-        ), ineligible
     sparse = plan.sliding_window is not None or plan.documents is not None or \
         plan.block_mask is not None
     if sparse and "chunked" not in ineligible and keys is not None and \
@@ -373,4 +364,18 @@ def choose(plan):
         return "chunked", (
             f"a window, documents or a block mask over {keys} keys: the blocks "
             "skip what no query sees"), ineligible
+    # SDPA holds no scores for plain and causal attention; any other mask
+    # reaches it as a dense (B?, N?, T, S) tensor.
+    lean = plan.mask is None and plan.sliding_window is None and not plan.mask_mods and \
+        (not plan.is_causal or _fused._is_plain_causal(plan))
+    if name == "torch" and "fused" not in ineligible and not _fused.materializes(plan) and (
+            lean or size is None or size <= threshold or "chunked" in ineligible):
+        return "fused", "PyTorch's SDPA kernel is the fastest and leanest", ineligible
+    if size is not None and "chunked" not in ineligible and (
+            size > threshold or keys >= from_keys):
+        return "chunked", (
+            f"{keys} keys (chunked from {from_keys} on {name}) and "
+            f"{size} score elements (from {threshold}): blocks keep "
+            "memory at T * block, not T * S"
+        ), ineligible
     return "math", "scores fit in memory and the math path is fastest here", ineligible
