@@ -10,6 +10,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 from keras import ops
 
 from benchmarks.attention import _harness
@@ -88,6 +89,7 @@ def test_report_names_the_machine_of_each_run():
     assert "Machine: machine not recorded." in _report.markdown([{**one[0], "machine": ""}])
 
 
+@pytest.mark.slow
 def test_quick_suite_runs_and_writes_the_report(tmp_path):
     backend = keras.backend.backend()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -149,3 +151,47 @@ def test_low_resource_table_lists_kinds_in_order_and_leaves_missing_cells_blank(
     assert lines[2:] == ["| rnn additive | 75.0 (18.8) | 12.5 (3.1) |",
                          "| rnn mocha | 50.0 (12.5) |  |",
                          "| transformer t5 | 90.0 (22.5) |  |"]
+
+
+def _mask_row(backend, mask, length, passes, competitor, ms):
+    return dict(backend=backend, mask=mask, length=length, passes=passes,
+                competitor=competitor, ms=ms, first_s=0.1, mib=1.0, note="")
+
+
+@pytest.mark.backend_independent
+def test_mask_benchmark_targets_read_the_rows():
+    from benchmarks import masks
+
+    rows = [_mask_row("jax", "full", 4096, "fwd", "attnkit", 400.0),
+            _mask_row("jax", "causal", 4096, "fwd", "attnkit", 200.0),
+            _mask_row("jax", "window 256", 4096, "fwd", "attnkit", 60.0),
+            _mask_row("jax", "window 256", 16384, "fwd", "attnkit", 300.0),
+            _mask_row("torch", "window 256", 4096, "fwd", "flex", 50.0),
+            _mask_row("jax", "causal (layer)", 4096, "train step", "attnkit MHA", 100.0),
+            _mask_row("jax", "causal (layer)", 4096, "train step", "keras MHA", 120.0)]
+    found = {name: (value, met) for name, backend, value, met in masks.targets(rows)
+             if backend == "jax"}
+    assert found["causal >= 1.8x faster than full, L=4096, fwd"] == (2.0, True)
+    assert found["causal >= 1.8x faster than full, L=4096, fwd+bwd"] == (None, False)
+    assert found["window 256: L=16384 <= 4.5x its L=4096 time"] == (5.0, False)
+    assert found["window 256, L=4096: <= 1.5x FlexAttention's time"] == (1.2, True)
+    assert found["MHA causal train step >= 1.5x keras's, L=4096"] == (1.2, False)
+    text = masks.markdown(rows)
+    assert "| causal >= 1.8x faster than full, L=4096, fwd | jax | 2.00 | yes |" in text
+
+
+@pytest.mark.slow
+def test_mask_benchmark_runs_every_mask_beside_its_peers():
+    from benchmarks import masks
+
+    rows = []
+    masks.measure(keras.backend.backend(), [256], [256], 1, rows.append, layer_length=64)
+    assert {r["mask"] for r in rows} == set(masks.MASKS) | {"causal (layer)"}
+    peers = {"attnkit", "keras"} | ({"flex"} if keras.backend.backend() == "torch" else set())
+    for mask in masks.MASKS:
+        ran = {r["competitor"] for r in rows if r["mask"] == mask and r["passes"] == "fwd"}
+        assert ran == peers, (mask, ran)
+    assert all(r["ms"] > 0 and r["first_s"] > 0 for r in rows)
+    # At L=256 the default never goes chunked: attnkit's math path, or SDPA on PyTorch.
+    assert {r["note"] for r in rows if r["competitor"] == "attnkit" and r["mask"] == "full"} \
+        == {"fused" if keras.backend.backend() == "torch" else "math"}
