@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKENDS := tensorflow jax torch
 PYTEST_ARGS ?=
+# Two pytest-xdist workers (2 cores, as on CI); tests that share a session
+# fixture (a trained model, the fresh-process loads) run on one worker (see
+# tests/conftest.py). `make test PYTEST_WORKERS=` runs in one process.
+PYTEST_WORKERS ?= -n 2 --dist loadgroup
 
 BACKEND_TESTS := $(addprefix test-,$(BACKENDS))
 # KerasHub for the drop-in tests, installed without its dependencies (see the
@@ -27,12 +31,12 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	@status=0; once=0; for b in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$b ==="; \
-	  ATTNKIT_ONCE_PER_SUITE=$$once KERAS_BACKEND=$$b $(PY) -m pytest $(PYTEST_ARGS) || status=1; \
+	  ATTNKIT_ONCE_PER_SUITE=$$once KERAS_BACKEND=$$b $(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS) || status=1; \
 	  once=1; \
 	done; exit $$status
 
 $(BACKEND_TESTS): test-%: $(STAMP)
-	KERAS_BACKEND=$* $(PY) -m pytest $(PYTEST_ARGS)
+	KERAS_BACKEND=$* $(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # KerasHub's own layer and model tests with attnkit's layers in place, on
 # every backend. Its test files are not in its wheel: point KERAS_HUB_SRC at

@@ -11,11 +11,22 @@ hypothesis.settings.register_profile(
 hypothesis.settings.load_profile("attnkit")
 
 
+# Session fixtures that train or load models: under pytest-xdist, the tests
+# that use them share one worker (`--dist loadgroup`), so each is made once;
+# they are `slow` too.
+SHARED_FIXTURES = {"fresh_loads", "demo", "transformer_demo", "trained"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """`make test` runs the suite once per backend; tests marked
     `backend_independent` give the same result on each, so with
     ATTNKIT_ONCE_PER_SUITE=1 (every backend after the first) they are
     deselected."""
+    for item in items:
+        if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("shared_fixtures"))
+            item.add_marker(pytest.mark.slow)
     if os.environ.get("ATTNKIT_ONCE_PER_SUITE") != "1":
         return
     once = [item for item in items if item.get_closest_marker("backend_independent")]

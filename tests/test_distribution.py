@@ -83,6 +83,7 @@ print("REPORT " + json.dumps(report))
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason=JAX_SESSION_ONLY)
+@pytest.mark.slow
 def test_data_and_model_parallel_equal_the_single_device_run():
     env = dict(os.environ, KERAS_BACKEND="jax",
                XLA_FLAGS="--xla_force_host_platform_device_count=8")
