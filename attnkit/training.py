@@ -63,10 +63,11 @@ def read_pairs(path: str | os.PathLike):
     return pairs
 
 
-def utf8_lines(stream: typing.BinaryIO, name: str):
+def utf8_lines(stream: typing.BinaryIO, name: str, first_line: int = 1):
     """The lines of a binary `stream` as text; a line that is not UTF-8
-    raises a ValueError naming `name`, the line and the offending byte."""
-    for number, raw in enumerate(stream, 1):
+    raises a ValueError naming `name`, the line (counted from `first_line`)
+    and the offending byte."""
+    for number, raw in enumerate(stream, first_line):
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as error:

@@ -214,7 +214,9 @@ def _translate_parser(sub):
     _add_beam_options(translate)
     translate.add_argument("--plot", help="write the attention heatmap of one input to this "
                                           "image file (default: no plot)")
-    translate.add_argument("text", nargs="*", help="inputs (default: --input, or stdin)")
+    translate.add_argument("text", nargs="*",
+                           help="inputs (default: --input, or stdin, answered line by line "
+                                "as the lines arrive)")
 
 
 def parser():

@@ -205,6 +205,9 @@ def _check_archive(path):
 def translate(args):
     if args.text and args.input:
         raise CommandError("give inputs as arguments or with --input, not both")
+    penalties = _penalties(args)
+    if not args.input and not args.text and not args.plot:
+        return _translate_stream(args, penalties)
     if args.input:
         texts = _lines(args.input)
     elif args.text:
@@ -213,7 +216,6 @@ def translate(args):
         texts = _decoded(sys.stdin.buffer, "stdin")
     if not texts or not all(texts):
         raise CommandError("the text to translate is empty")
-    penalties = _penalties(args)
     if args.plot:
         if len(texts) != 1:
             raise CommandError("--plot draws one input's attention; got "
@@ -241,6 +243,50 @@ def translate(args):
         plot_attention(alignments[: len(out), : len(src)], src, out,
                        title=f"{text} -> {prediction}", path=args.plot)
     return 0
+
+
+def _translate_stream(args, penalties):
+    """stdin as a filter: the model loads once, before the first line
+    arrives; every complete line that has arrived is translated at once and
+    printed (and flushed) before the command waits for more, so a line typed
+    or written by another program is answered at once, and a piped file goes
+    in batches."""
+    translator = _load(args.model)
+    answered, number = 0, 1
+    for raws in _arriving_lines(sys.stdin.buffer):
+        try:
+            lines = list(training.utf8_lines(raws, "stdin", first_line=number))
+        except ValueError as error:
+            raise CommandError(str(error))
+        number += len(raws)
+        texts = [line.strip() for line in lines if line.strip()]
+        if not texts:
+            continue
+        try:
+            predictions = translator.translate(texts, beam=args.beam, **penalties)
+        except ValueError as error:
+            raise CommandError(str(error))
+        print("\n".join(predictions), flush=True)
+        answered += len(predictions)
+    if not answered:
+        raise CommandError("the text to translate is empty")
+    return 0
+
+
+def _arriving_lines(stream, most=4096):
+    """Lists of the raw lines of a binary stream as they arrive: each holds
+    the complete lines one read returned (at most `most`), without waiting
+    for more; the last may lack its newline."""
+    pending = b""
+    while True:
+        chunk = stream.read1(1 << 16) if hasattr(stream, "read1") else stream.readline()
+        if not chunk:
+            break
+        *complete, pending = (pending + chunk).split(b"\n")
+        for start in range(0, len(complete), most):
+            yield [line + b"\n" for line in complete[start:start + most]]
+    if pending:
+        yield [pending]
 
 
 def _decoded(stream, name):

@@ -318,6 +318,61 @@ def test_command_errors_are_one_line(args, message, tmp_path):
     one_error_line(run, message.format(**fill))
 
 
+def test_translate_answers_each_line_of_stdin_as_it_arrives(trained, monkeypatch):
+    """A filter: the answer to a line is out before the next line is read."""
+    import contextlib
+    import io
+
+    out_dir = trained[0]
+    inputs = [s for s, _ in reversal_pairs(3, 7)]
+    expected = training.load(out_dir).translate(inputs)
+    printed = io.StringIO()
+    seen_before_reading = []
+
+    class Arriving:  # a pipe that another program writes one line at a time
+        def __init__(self):
+            self.lines = [f"{text}\n".encode() for text in inputs]
+
+        def read1(self, size):
+            seen_before_reading.append(printed.getvalue().splitlines())
+            return self.lines.pop(0) if self.lines else b""
+
+    monkeypatch.setattr(sys, "stdin", type("Stdin", (), {"buffer": Arriving()})())
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(["translate", "--model", str(out_dir)])
+    assert code == 0
+    assert printed.getvalue().splitlines() == expected
+    # before the k-th read, the answers to the k-1 lines read so far
+    assert seen_before_reading == [expected[:k] for k in range(len(inputs) + 1)]
+
+    # a bad byte in a later read is named by its line in the whole stream
+    stdin = Arriving()
+    stdin.lines = [b"abc\n\n", b"d\xffe\n"]
+    monkeypatch.setattr(sys, "stdin", type("Stdin", (), {"buffer": stdin})())
+    errors = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(errors):
+        code = cli.main(["translate", "--model", str(out_dir)])
+    assert code == 2
+    assert "stdin:3: not UTF-8 text (byte 0xff at column 2)" in errors.getvalue()
+
+
+def test_stdin_lines_are_numbered_across_reads():
+    from attnkit_cli.commands import _arriving_lines
+
+    class Chunks:
+        def __init__(self, chunks):
+            self.chunks = list(chunks)
+
+        def read1(self, size):
+            return self.chunks.pop(0) if self.chunks else b""
+
+    batches = list(_arriving_lines(Chunks([b"ab\ncd", b"e\nf\n", b"g"])))
+    assert batches == [[b"ab\n"], [b"cde\n", b"f\n"], [b"g"]]
+    assert [len(b) for b in _arriving_lines(Chunks([b"x\n" * 10]), most=4)] == [4, 4, 2]
+    run = run_cli("translate", "--model", "missing", stdin=b"")
+    one_error_line(run, "no model file at missing")
+
+
 def test_stdin_that_is_not_utf8_names_its_line(trained):
     run = run_cli("translate", "--model", str(trained[0]), stdin=b"abc\n\xff\n")
     one_error_line(run, "stdin:2: not UTF-8 text (byte 0xff at column 1)")
