@@ -254,12 +254,8 @@ def _translate_stream(args, penalties):
     translator = _load(args.model)
     answered, number = 0, 1
     for raws in _arriving_lines(sys.stdin.buffer):
-        try:
-            lines = list(training.utf8_lines(raws, "stdin", first_line=number))
-        except ValueError as error:
-            raise CommandError(str(error))
+        texts = _decoded(raws, "stdin", first_line=number)
         number += len(raws)
-        texts = [line.strip() for line in lines if line.strip()]
         if not texts:
             continue
         try:
@@ -279,7 +275,7 @@ def _arriving_lines(stream, most=4096):
     for more; the last may lack its newline."""
     pending = b""
     while True:
-        chunk = stream.read1(1 << 16) if hasattr(stream, "read1") else stream.readline()
+        chunk = stream.read1(1 << 16)
         if not chunk:
             break
         *complete, pending = (pending + chunk).split(b"\n")
@@ -289,10 +285,13 @@ def _arriving_lines(stream, most=4096):
         yield [pending]
 
 
-def _decoded(stream, name):
-    """The non-blank lines of a binary stream, stripped, as UTF-8 text."""
+def _decoded(stream, name, first_line=1):
+    """The non-blank lines of a binary stream (or a list of raw lines),
+    stripped, as UTF-8 text; a bad byte is named by its line, counted from
+    `first_line`."""
     try:
-        return [line.strip() for line in training.utf8_lines(stream, name) if line.strip()]
+        return [line.strip() for line in training.utf8_lines(stream, name, first_line)
+                if line.strip()]
     except ValueError as error:
         raise CommandError(str(error))
 

@@ -67,24 +67,14 @@ def _visible(mask, length):
 
 
 def attnkit_fn(mask, length):
-    import numpy as np
+    from keras import ops
 
     import attnkit
 
-    if mask == "full":
-        return lambda q, k, v: attnkit.ops.attention(q, k, v)
-    if mask == "causal":
-        return lambda q, k, v: attnkit.ops.attention(q, k, v, is_causal=True)
-    if mask == "window 256":
-        return lambda q, k, v: attnkit.ops.attention(q, k, v, is_causal=True,
-                                                     sliding_window=WINDOW)
-    if mask == "8 documents":
-        from keras import ops
-
-        ids = ops.convert_to_tensor((np.arange(length) * DOCUMENTS // length)[None], "int32")
-        return lambda q, k, v: attnkit.ops.attention(q, k, v, segment_ids=ids)
-    prefix = attnkit.ops.prefix_lm_mask(length // 4)
-    return lambda q, k, v: attnkit.ops.attention(q, k, v, mask_mod=prefix)
+    kwargs = _attnkit_kwargs(mask, length)
+    if "segment_ids" in kwargs:  # a tensor, as a model feeds it
+        kwargs["segment_ids"] = ops.convert_to_tensor(kwargs["segment_ids"], "int32")
+    return lambda q, k, v: attnkit.ops.attention(q, k, v, **kwargs)
 
 
 def keras_fn(mask, length):
