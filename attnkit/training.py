@@ -268,7 +268,8 @@ class Translator:
                     self.model, source, steps, beam_width=beam, length_penalty=length_penalty,
                     coverage_penalty=coverage_penalty)
             else:
-                tokens, _ = greedy_decode(self.model, source, steps)
+                tokens, _ = greedy_decode(self.model, source, steps,
+                                          end_id=self.target_vocab.END)
             predictions += [self.target_vocab.decode(row) for row in tokens]
         return predictions
 

@@ -241,6 +241,7 @@ def main(argv=None):
         problem = _environment.backend_problem()
         if problem:
             raise CommandError(problem)
+        _environment.use_compilation_cache()
         from attnkit_cli import commands
 
         return commands.run(args)

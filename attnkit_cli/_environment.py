@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import sys
 
 # keras's backends and the module each imports.
 BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch",
@@ -86,3 +87,18 @@ def version_line():
     backend, _ = configured_backend()
     keras_version = version("keras") or "not installed"
     return f"attnkit {version('attnkit')} (keras {keras_version}, backend {backend})"
+
+
+def use_compilation_cache():
+    """On JAX, keep compiled programs between runs of the command (model
+    building and decoding compile a few dozen small XLA programs, ~3 s of
+    a short `attnkit translate`): JAX's persistent cache in
+    $XDG_CACHE_HOME/attnkit/jax (~/.cache/attnkit/jax). A
+    JAX_COMPILATION_CACHE_DIR already set wins (empty turns it off); once
+    JAX is imported its settings stay as they are."""
+    if configured_backend()[0] != "jax" or "jax" in sys.modules:
+        return
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(home, "attnkit", "jax")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

@@ -17,16 +17,26 @@ hypothesis.settings.load_profile("attnkit")
 SHARED_FIXTURES = {"fresh_loads", "demo", "transformer_demo", "trained"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_itemcollected(item):
+    # Marked as each test is collected: xdist reads the groups in its own
+    # pytest_collection_modifyitems, which can run before this file's.
+    if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.xdist_group("shared_fixtures"))
+        item.add_marker(pytest.mark.slow)
+
+
 def pytest_collection_modifyitems(config, items):
     """`make test` runs the suite once per backend; tests marked
     `backend_independent` give the same result on each, so with
     ATTNKIT_ONCE_PER_SUITE=1 (every backend after the first) they are
     deselected."""
     for item in items:
-        if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("shared_fixtures"))
-            item.add_marker(pytest.mark.slow)
+        # pytest-xdist (3.8) names a grouped test `id@group` in `_nodeid`, but
+        # pytest 9 reads `nodeid` from `_id`: without this, `--dist loadgroup`
+        # silently spreads a group over the workers.
+        grouped = getattr(item, "_nodeid", None)
+        if grouped and grouped != item.nodeid and hasattr(type(item._id), "parse"):
+            item._id = type(item._id).parse(grouped)
     if os.environ.get("ATTNKIT_ONCE_PER_SUITE") != "1":
         return
     once = [item for item in items if item.get_closest_marker("backend_independent")]

@@ -79,11 +79,16 @@ def test_translate_prints_one_line_and_plots(demo, tmp_path):
     assert plot.stat().st_size > 0
 
 
-def test_the_installed_command_translates_in_a_fresh_process(demo):
-    """The one end-to-end run of the command as a user types it."""
+def test_the_installed_command_translates_in_a_fresh_process(demo, tmp_path, monkeypatch):
+    """The one end-to-end run of the command as a user types it; on JAX it
+    keeps its compiled programs in the user's cache folder."""
     out, _ = demo
-    run = subprocess_cli("translate", "--model", str(out), "1er mai 2020")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    run = subprocess_cli("translate", "--model", str(out), "1er mai 2020",
+                         env={"XDG_CACHE_HOME": str(tmp_path)})
     assert run.returncode == 0, run.stderr[-3000:]
+    cached = list((tmp_path / "attnkit" / "jax").glob("*"))
+    assert bool(cached) == (keras.backend.backend() == "jax")
     assert run.stdout.strip() == run_cli("translate", "--model", str(out),
                                          "1er mai 2020").out.strip()
 

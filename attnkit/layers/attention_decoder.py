@@ -160,10 +160,13 @@ class AttentionDecoder(keras.layers.Layer):
         return states
 
     def step(self, inputs: Tensor, states: list, memory: Tensor, memory_mask: Tensor | None = None,
-             training: bool | None = None):
+             training: bool | None = None, keys: Tensor | None = None):
         """One decoder step: inputs `(B, E)` -> (output, alignment (B, S),
-        new states)."""
-        return self._step(inputs, states, memory, memory_mask, training, self._call_cell)
+        new states). `keys`: a stateful attention's `project_keys(memory)`,
+        made once for every step (made here when not given)."""
+        if self._stateful and keys is None:
+            keys = self.attention.project_keys(memory)
+        return self._step(inputs, states, memory, memory_mask, training, self._call_cell, keys)
 
     def _attend(self, query, memory, memory_mask, attention_states, keys, training):
         """(context, alignment, new attention states) for one step."""

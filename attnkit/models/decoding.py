@@ -1,44 +1,69 @@
-"""Greedy and beam-search decoding for the attnkit encoder-decoder models.
+"""Greedy and beam-search decoding for encoder-decoder models.
 
 Shape legend: B batch, W beams, S source length, V target vocabulary.
-A "stepper" runs a model's encoder once and its decoder one token at a
-time; its state is a nest of tensors with a leading batch axis, which beam
-search tiles and reorders.
+
+Decoding drives a model through two methods, the stepping contract that
+`RNNSeq2Seq` and `TransformerSeq2Seq` implement and a user's own model can:
+
+- `encode(source_ids (B, S), steps) -> state`: the encoder runs once; the
+  state is a nest (dicts, lists) of tensors with a leading batch axis and a
+  shape that does not change from step to step (a self-attention cache
+  sized for `steps` tokens, RNN and attention states, the memory and what
+  is projected from it once).
+- `decode_step(token (B,), state, index) -> (logits (B, V), alignment
+  (B, S), state)`: one token at position `index` (a tensor inside the
+  compiled loop).
+
+Greedy and beam search run as one compiled loop per input signature
+(`jax.jit`, `tf.function`; PyTorch runs the loop without autograd) that
+stops once every sequence has ended. Beam search tiles the state `W` times
+along the batch axis and reorders it as beams are kept.
 """
+
+import weakref
 
 import keras
 import numpy as np
 from keras import ops
 
+from attnkit.ops import _backends
 from attnkit.types import Tensor
 
 
-def greedy_decode(model: keras.Model, source_ids: Tensor, steps: int, start_id: int = 1):
-    """Greedy decoding of `steps` tokens with a model from
-    `build_rnn_seq2seq` or `build_transformer_seq2seq` (the Transformer
-    decodes with its self-attention caches).
+def greedy_decode(model: keras.Model, source_ids: Tensor, steps: int, start_id: int = 1,
+                  end_id: int | None = None, pad_id: int = 0):
+    """Greedy decoding of up to `steps` tokens with a model that implements
+    `encode` / `decode_step` (see the module docstring), such as
+    `build_rnn_seq2seq`'s and `build_transformer_seq2seq`'s.
+
+    Args:
+        model: the model.
+        source_ids: int `(B, S)`, 0 for padding.
+        steps: the most tokens to decode.
+        start_id: the token fed first.
+        end_id: the token that ends a sequence; a sequence that emitted it
+            continues with `pad_id` (alignment rows of zeros), and decoding
+            stops once every sequence has ended. None decodes `steps` tokens.
+        pad_id: what an ended sequence emits.
 
     Returns:
         `(token ids (B, steps), alignments (B, steps, S))` as NumPy arrays.
     """
-    stepper = _stepper(model)
-    source_ids = np.asarray(source_ids, dtype="int32")
-    state = stepper.start(ops.convert_to_tensor(source_ids), steps)
-    token = np.full((source_ids.shape[0],), start_id, "int32")
-    tokens, alignments = [], []
-    for i in range(steps):
-        logits, alignment, state = stepper.step(ops.convert_to_tensor(token), state, i)
-        token = np.argmax(ops.convert_to_numpy(logits), axis=-1).astype("int32")
-        tokens.append(token)
-        alignments.append(ops.convert_to_numpy(alignment))
-    return np.stack(tokens, 1), np.stack(alignments, 1)
+    _check_steps(steps)
+    source = ops.convert_to_tensor(np.asarray(source_ids, dtype="int32"))
+    decoder = as_decoder(model)
+    run = _compiled(model, decoder, source, ("greedy", steps, start_id, end_id, pad_id),
+                    lambda src: _greedy(decoder, src, steps, start_id, end_id, pad_id))
+    tokens, alignments = run(source)
+    return _backends.to_numpy(tokens), _backends.to_numpy(alignments)
 
 
 def beam_search_decode(model: keras.Model, source_ids: Tensor, steps: int, beam_width: int = 4,
                        start_id: int = 1, end_id: int = 2, pad_id: int = 0,
                        length_penalty: float = 0.0, coverage_penalty: float = 0.0):
     """Beam search over `steps` tokens; a finished beam (it emitted
-    `end_id`) continues with `pad_id` at no cost.
+    `end_id`) continues with `pad_id` at no cost, and the search stops once
+    every beam has finished.
 
     Beams are ranked by GNMT's score (Wu et al. 2016, section 7):
     `log P(Y|X) / lp(Y) + cp(X; Y)` with `lp(Y) = ((5 + |Y|) / 6) ** alpha`
@@ -49,7 +74,9 @@ def beam_search_decode(model: keras.Model, source_ids: Tensor, steps: int, beam_
     alignment output). `alpha = beta = 0` ranks by log-probability alone.
 
     Args:
-        model: a model from `build_rnn_seq2seq` or `build_transformer_seq2seq`.
+        model: a model that implements `encode` / `decode_step` (see the
+            module docstring), such as `build_rnn_seq2seq`'s and
+            `build_transformer_seq2seq`'s.
         source_ids: int `(B, S)`, 0 for padding.
         steps: tokens to decode.
         beam_width: `W`, hypotheses kept per input; 1 is greedy decoding.
@@ -71,43 +98,159 @@ def beam_search_decode(model: keras.Model, source_ids: Tensor, steps: int, beam_
                         ("coverage_penalty", coverage_penalty)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ValueError(f"`{name}` must be a number >= 0. Received: {value!r}.")
-    stepper = _stepper(model)
-    source_ids = np.asarray(source_ids, dtype="int32")
-    b, w = source_ids.shape[0], beam_width
-    state = stepper.start(ops.convert_to_tensor(source_ids), steps)
-    state = keras.tree.map_structure(lambda x: ops.repeat(x, w, axis=0), state)  # (B*W, ...)
-    log_probs = np.full((b, w), -np.inf)
-    log_probs[:, 0] = 0.0  # all beams start identical: keep one
-    history = np.zeros((b, w, 0), "int32")
-    finished = np.zeros((b, w), bool)
-    lengths = np.zeros((b, w))
-    coverage = np.zeros((b, w, source_ids.shape[1]))
-    real_source = (source_ids != pad_id)[:, None, None, :]  # (B, 1, 1, S)
-    token = np.full((b * w,), start_id, "int32")
-    for i in range(steps):
-        logits, alignment, state = stepper.step(ops.convert_to_tensor(token), state, i)
-        logp = _log_softmax(ops.convert_to_numpy(logits).astype("float64"))
-        logp = logp.reshape(b, w, -1)
-        logp[finished] = -np.inf
-        logp[finished, pad_id] = 0.0
+    _check_steps(steps)
+    source = ops.convert_to_tensor(np.asarray(source_ids, dtype="int32"))
+    decoder = as_decoder(model)
+    options = dict(steps=steps, width=beam_width, start_id=start_id, end_id=end_id,
+                   pad_id=pad_id, alpha=float(length_penalty), beta=float(coverage_penalty))
+    run = _compiled(model, decoder, source, ("beam",) + tuple(sorted(options.items())),
+                    lambda src: _beam(decoder, src, **options))
+    tokens, log_probs = run(source)
+    return _backends.to_numpy(tokens), _backends.to_numpy(log_probs).astype("float64")
+
+
+def as_decoder(model):
+    """`model` if it implements `encode` and `decode_step`; a model saved
+    by attnkit 0.1 (a functional `build_rnn_seq2seq` or
+    `build_transformer_seq2seq` model) wrapped to implement them."""
+    if callable(getattr(model, "encode", None)) and callable(getattr(model, "decode_step", None)):
+        return model
+    from attnkit.models import _saved_v01
+
+    adapted = _saved_v01.adapt(model)
+    if adapted is None:
+        raise TypeError(
+            f"{type(model).__name__} {getattr(model, 'name', '')!r} cannot be decoded: a "
+            "model decodes through `encode(source_ids, steps) -> state` and "
+            "`decode_step(token, state, index) -> (logits, alignment, state)` "
+            "(see attnkit.models.decoding).")
+    return adapted
+
+
+def _check_steps(steps):
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"`steps` must be a positive int. Received: {steps!r}.")
+
+
+# Compiled decoding loops per model, by kind and options; jax.jit and
+# tf.function retrace them per input shape.
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def _compiled(model, decoder, source, key, loop):
+    per_model = _COMPILED.setdefault(model, {})
+    if key not in per_model:
+        if any(not layer.built for layer in model._flatten_layers()):
+            # A model whose layers build on first use creates its variables
+            # here, eagerly, not inside the compiled loop's trace.
+            state = decoder.encode(source[:1], 1)
+            decoder.decode_step(ops.ones((1,), "int32"), state, 0)
+        per_model[key] = _backends.compiled_inference(loop, list(model.variables))
+    return per_model[key]
+
+
+def _at(step, steps, shape):
+    """A bool of `shape` (`steps` along one axis, 1 along the others) true
+    at position `step`."""
+    return ops.reshape(ops.equal(ops.arange(steps, dtype="int32"), step), shape)
+
+
+class _Carried:
+    """A decoding state as the flat list of its tensors that a compiled
+    loop carries (a state may hold None, e.g. a projection a layer
+    skips), and back."""
+
+    def __init__(self, state):
+        self.structure = state
+        self.absent = [x is None for x in keras.tree.flatten(state)]
+
+    def tensors(self, state):
+        return [x for x in keras.tree.flatten(state) if x is not None]
+
+    def state(self, tensors):
+        tensors = iter(tensors)
+        leaves = [None if absent else next(tensors) for absent in self.absent]
+        return keras.tree.pack_sequence_as(self.structure, leaves)
+
+
+def _greedy(decoder, source, steps, start_id, end_id, pad_id):
+    b, s = ops.shape(source)[0], ops.shape(source)[1]
+    state = decoder.encode(source, steps)
+    carry = _Carried(state)
+    state = carry.tensors(state)
+    carried = (ops.convert_to_tensor(0, "int32"), ops.full((b,), start_id, "int32"),
+               ops.zeros((b,), "bool"), ops.full((b, steps), pad_id, "int32"),
+               ops.zeros((b, steps, s), "float32"), state)
+
+    def more(i, token, ended, tokens, alignments, state):
+        going = ops.less(i, steps)
+        return going if end_id is None else ops.logical_and(
+            going, ops.logical_not(ops.all(ended)))
+
+    def step(i, token, ended, tokens, alignments, state):
+        logits, alignment, state = decoder.decode_step(token, carry.state(state), i)
+        state = carry.tensors(state)
+        token = ops.cast(ops.argmax(logits, axis=-1), "int32")
+        alignment = ops.cast(alignment, "float32")
+        if end_id is not None:
+            token = ops.where(ended, pad_id, token)
+            alignment = ops.where(ended[:, None], 0.0, alignment)
+            ended = ops.logical_or(ended, ops.equal(token, end_id))
+        tokens = ops.where(_at(i, steps, (1, steps)), token[:, None], tokens)
+        alignments = ops.where(_at(i, steps, (1, steps, 1)), alignment[:, None], alignments)
+        return i + 1, token, ended, tokens, alignments, state
+
+    _, _, _, tokens, alignments, _ = ops.while_loop(more, step, carried)
+    return tokens, alignments
+
+
+def _beam(decoder, source, steps, width, start_id, end_id, pad_id, alpha, beta):
+    b, s, w = ops.shape(source)[0], ops.shape(source)[1], width
+    state = decoder.encode(source, steps)
+    carry = _Carried(state)
+    state = [ops.repeat(x, w, axis=0) for x in carry.tensors(state)]  # (B*W, ...)
+    first = ops.concatenate([ops.zeros((b, 1)), ops.full((b, w - 1), -np.inf)], axis=1)
+    real_source = ops.expand_dims(ops.not_equal(source, pad_id), 1)  # (B, 1, S)
+    carried = (ops.convert_to_tensor(0, "int32"), ops.full((b * w,), start_id, "int32"),
+               first,  # log-probabilities (B, W): all beams start identical, keep one
+               ops.full((b, w, steps), pad_id, "int32"),  # tokens so far
+               ops.zeros((b, w), "bool"), ops.zeros((b, w)),  # finished, lengths
+               ops.zeros((b, w, s)), state)  # summed attention per source position
+
+    def more(i, token, log_probs, history, finished, lengths, coverage, state):
+        return ops.logical_and(ops.less(i, steps), ops.logical_not(ops.all(finished)))
+
+    def step(i, token, log_probs, history, finished, lengths, coverage, state):
+        logits, alignment, state = decoder.decode_step(token, carry.state(state), i)
+        logp = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
         vocab = logp.shape[-1]
-        total = log_probs[:, :, None] + logp  # (B, W, V)
-        grown = lengths + ~finished  # a finished beam stays as long
-        attended = ops.convert_to_numpy(alignment).astype("float64").reshape(b, w, -1)
-        grown_coverage = coverage + np.where(finished[..., None], 0.0, attended)
-        rank = gnmt_score(total, grown[..., None], grown_coverage[:, :, None, :],
-                          real_source, length_penalty, coverage_penalty)
-        best = np.argsort(-rank.reshape(b, w * vocab), axis=1, kind="stable")[:, :w]  # (B, W)
-        beam, token = best // vocab, (best % vocab).astype("int32")
-        log_probs = np.take_along_axis(total.reshape(b, w * vocab), best, axis=1)
-        history = np.concatenate(
-            [np.take_along_axis(history, beam[:, :, None], axis=1), token[:, :, None]], axis=2)
-        lengths = np.take_along_axis(grown, beam, axis=1)
-        coverage = np.take_along_axis(grown_coverage, beam[:, :, None], axis=1)
-        finished = np.take_along_axis(finished, beam, axis=1) | (token == end_id)
-        order = ops.convert_to_tensor((np.arange(b)[:, None] * w + beam).reshape(-1))
-        state = keras.tree.map_structure(lambda x: ops.take(x, order, axis=0), state)
-        token = token.reshape(-1)
+        logp = ops.reshape(logp, (b, w, vocab))
+        pad = ops.equal(ops.arange(vocab), pad_id)  # a finished beam emits pad at no cost
+        logp = ops.where(finished[..., None], ops.where(pad, 0.0, -np.inf), logp)
+        total = log_probs[..., None] + logp  # (B, W, V)
+        grown = lengths + ops.cast(ops.logical_not(finished), "float32")
+        attended = ops.reshape(ops.cast(alignment, "float32"), (b, w, s))
+        grown_coverage = coverage + ops.where(finished[..., None], 0.0, attended)
+        rank = total / ops.power((5.0 + grown) / 6.0, alpha)[..., None]
+        if beta:
+            covered = ops.log(ops.clip(grown_coverage, 1e-10, 1.0))
+            rank = rank + beta * ops.sum(ops.where(real_source, covered, 0.0), -1)[..., None]
+        _, best = ops.top_k(ops.reshape(rank, (b, w * vocab)), w)  # (B, W)
+        beam, token = best // vocab, ops.cast(best % vocab, "int32")
+        log_probs = ops.take_along_axis(ops.reshape(total, (b, w * vocab)), best, axis=1)
+        history = ops.take_along_axis(history, beam[..., None], axis=1)
+        history = ops.where(_at(i, steps, (1, 1, steps)), token[..., None], history)
+        lengths = ops.take_along_axis(grown, beam, axis=1)
+        coverage = ops.take_along_axis(grown_coverage, beam[..., None], axis=1)
+        finished = ops.logical_or(ops.take_along_axis(finished, beam, axis=1),
+                                  ops.equal(token, end_id))
+        order = ops.reshape(ops.arange(b)[:, None] * w + beam, (-1,))
+        state = [ops.take(x, order, axis=0) for x in carry.tensors(state)]
+        return i + 1, ops.reshape(token, (-1,)), log_probs, history, finished, lengths, \
+            coverage, state
+
+    result = ops.while_loop(more, step, carried)
+    history, log_probs = result[3], result[2]
     return history[:, 0], log_probs[:, 0]
 
 
@@ -131,76 +274,3 @@ def gnmt_score(log_probs: np.ndarray, lengths: np.ndarray, coverage: np.ndarray 
     return score
 
 
-def _log_softmax(x):
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
-def _stepper(model):
-    names = {layer.name for layer in model.layers}
-    if "decoder" in names:
-        return _RNNStepper(model)
-    if "decoder_0" in names:
-        return _TransformerStepper(model)
-    raise ValueError(
-        "The model is neither from build_rnn_seq2seq nor from "
-        f"build_transformer_seq2seq (its layers: {sorted(names)})."
-    )
-
-
-class _RNNStepper:
-    def __init__(self, model):
-        self.model = model
-        self.decoder = model.get_layer("decoder")
-        self.embed = model.get_layer("target_embedding")
-        self.to_logits = model.get_layer("logits")
-
-    def start(self, source_ids, steps):
-        embedded = self.model.get_layer("source_embedding")(source_ids)
-        mask = ops.not_equal(source_ids, 0)
-        memory, forward, backward = self.model.get_layer("encoder")(embedded, mask=mask)
-        state = self.model.get_layer("bridge")(ops.concatenate([forward, backward], -1))
-        states = self.decoder.get_initial_state(ops.shape(source_ids)[0], [state],
-                                                memory=memory, memory_mask=mask)
-        return list(states), memory, mask
-
-    def step(self, token, state, i):
-        states, memory, mask = state
-        out, alignment, states = self.decoder.step(self.embed(token), states, memory, mask)
-        return self.to_logits(out), alignment, (list(states), memory, mask)
-
-
-class _TransformerStepper:
-    def __init__(self, model):
-        self.model = model
-        self.encoders = _numbered(model, "encoder_")
-        self.decoders = _numbered(model, "decoder_")
-        self.embed = model.get_layer("target_embedding")
-        self.to_logits = model.get_layer("logits")
-
-    def start(self, source_ids, steps):
-        mask = ops.not_equal(source_ids, 0)
-        memory = self.model.get_layer("source_embedding")(source_ids)
-        for block in self.encoders:
-            memory = block(memory, mask=mask)
-        b = ops.shape(source_ids)[0]
-        caches = [ops.zeros((b, 2, steps, d.num_heads, d.units // d.num_heads), memory.dtype)
-                  for d in self.decoders]
-        return caches, memory, mask
-
-    def step(self, token, state, i):
-        caches, memory, mask = state
-        y = self.embed(ops.expand_dims(token, 1))  # (B, 1, D)
-        new_caches = []
-        for block, cache in zip(self.decoders, caches):
-            y, alignment, cache = block(y, memory, memory_mask=mask, cache=cache,
-                                        cache_update_index=i)
-            new_caches.append(cache)
-        return self.to_logits(y[:, 0]), alignment[:, 0], (new_caches, memory, mask)
-
-
-def _numbered(model, prefix):
-    """Layers named `prefix0`, `prefix1`, ... in order."""
-    found = [layer for layer in model.layers
-             if layer.name.startswith(prefix) and layer.name[len(prefix):].isdigit()]
-    return sorted(found, key=lambda layer: int(layer.name[len(prefix):]))

@@ -6,6 +6,7 @@ vocabulary, U decoder units.
 
 import keras
 from keras import layers
+from keras import ops
 
 from attnkit.layers import AdditiveAttention
 from attnkit.layers import AttentionDecoder
@@ -13,6 +14,7 @@ from attnkit.layers import CoverageAttention
 from attnkit.layers import DotProductAttention
 from attnkit.layers import LocationSensitiveAttention
 from attnkit.layers import MonotonicAttention
+from attnkit.types import Tensor
 
 ATTENTION_KINDS = ("additive", "dot", "scaled", "general", "cosine",
                    "monotonic", "mocha", "location", "coverage")
@@ -45,38 +47,92 @@ def _attention(kind, units, normalizer):
     return DotProductAttention(kind, normalizer=normalizer, name="attention")
 
 
-def build_rnn_seq2seq(source_vocab_size: int, target_vocab_size: int, *,
-                      attention: str = "additive", style: str = "bahdanau", units: int = 128,
-                      embedding_dim: int = 64, normalizer: str = "softmax"):
+@keras.saving.register_keras_serializable(package="attnkit")
+class RNNSeq2Seq(keras.Model):
     """A bidirectional-GRU encoder and an attention GRU decoder.
 
     Inputs `[source_ids (B, S), decoder_input_ids (B, T)]` (ids, 0 =
     padding), outputs logits `(B, T, V)` and the alignments `(B, T, S)`.
     The decoder starts from a projection of the encoder's final states.
-    Layers are named so that `attnkit.models.greedy_decode` and
-    `beam_search_decode` can drive a saved model. `attention`: one of
-    `ATTENTION_KINDS`: `"additive"` (Bahdanau), Luong's `"dot"`,
-    `"general"`, `"scaled"`, `"cosine"`, or one that reads its earlier
-    alignments: `"monotonic"` (Raffel et al. 2017; decoded with the expected
-    alignment, score bias from -1), `"mocha"` (the same, chunks of 3),
-    `"location"` (location-sensitive, 16 filters of width 7), `"coverage"`.
-    `normalizer`: the attention's `"softmax"`, `"sparsemax"` or
-    `"entmax15"` (not for the monotonic kinds).
+    Decodes one token at a time through `encode` and `decode_step`, the
+    contract `attnkit.models.greedy_decode` and `beam_search_decode` drive.
+    `attention`: one of `ATTENTION_KINDS`: `"additive"` (Bahdanau), Luong's
+    `"dot"`, `"general"`, `"scaled"`, `"cosine"`, or one that reads its
+    earlier alignments: `"monotonic"` (Raffel et al. 2017; decoded with the
+    expected alignment, score bias from -1), `"mocha"` (the same, chunks of
+    3), `"location"` (location-sensitive, 16 filters of width 7),
+    `"coverage"`. `normalizer`: the attention's `"softmax"`, `"sparsemax"`
+    or `"entmax15"` (not for the monotonic kinds).
     """
-    source = keras.Input((None,), dtype="int32", name="source_ids")
-    target_in = keras.Input((None,), dtype="int32", name="decoder_input_ids")
-    embedded = layers.Embedding(source_vocab_size, embedding_dim, mask_zero=True,
-                                name="source_embedding")(source)
-    memory, forward, backward = layers.Bidirectional(
-        layers.GRU(units, return_sequences=True, return_state=True),
-        name="encoder")(embedded)  # (B, S, 2U)
-    state = layers.Dense(2 * units, activation="tanh", name="bridge")(
-        layers.Concatenate(name="encoder_state")([forward, backward]))
-    decoder = AttentionDecoder(
-        layers.GRUCell(2 * units), _attention(attention, units, normalizer), style=style,
-        name="decoder")
-    target_embedded = layers.Embedding(target_vocab_size, embedding_dim,
-                                       name="target_embedding")(target_in)
-    outputs, alignments = decoder(target_embedded, memory, initial_state=[state])
-    logits = layers.Dense(target_vocab_size, name="logits")(outputs)
-    return keras.Model([source, target_in], [logits, alignments], name="rnn_seq2seq")
+
+    def __init__(self, source_vocab_size: int, target_vocab_size: int, *,
+                 attention: str = "additive", style: str = "bahdanau", units: int = 128,
+                 embedding_dim: int = 64, normalizer: str = "softmax", **kwargs):
+        attention_layer = _attention(attention, units, normalizer)
+        source = keras.Input((None,), dtype="int32", name="source_ids")
+        target_in = keras.Input((None,), dtype="int32", name="decoder_input_ids")
+        source_embedding = layers.Embedding(source_vocab_size, embedding_dim, mask_zero=True,
+                                            name="source_embedding")
+        encoder = layers.Bidirectional(
+            layers.GRU(units, return_sequences=True, return_state=True), name="encoder")
+        bridge = layers.Dense(2 * units, activation="tanh", name="bridge")
+        decoder = AttentionDecoder(layers.GRUCell(2 * units), attention_layer, style=style,
+                                   name="decoder")
+        target_embedding = layers.Embedding(target_vocab_size, embedding_dim,
+                                            name="target_embedding")
+        to_logits = layers.Dense(target_vocab_size, name="logits")
+        memory, forward, backward = encoder(source_embedding(source))  # (B, S, 2U)
+        state = bridge(layers.Concatenate(name="encoder_state")([forward, backward]))
+        outputs, alignments = decoder(target_embedding(target_in), memory,
+                                      initial_state=[state])
+        kwargs.setdefault("name", "rnn_seq2seq")
+        super().__init__([source, target_in], [to_logits(outputs), alignments], **kwargs)
+        self.source_vocab_size, self.target_vocab_size = source_vocab_size, target_vocab_size
+        self.attention, self.style, self.units = attention, style, units
+        self.embedding_dim, self.normalizer = embedding_dim, normalizer
+        self.source_embedding, self.encoder, self.bridge = source_embedding, encoder, bridge
+        self.decoder, self.target_embedding = decoder, target_embedding
+        self.to_logits = to_logits
+
+    def encode(self, source_ids: Tensor, steps: int) -> dict:
+        """The decoding state for `source_ids` `(B, S)`: the encoder's
+        memory `(B, S, 2U)`, its mask, the decoder's first states (and a
+        stateful attention's projection of the memory, made once).
+        `steps` (the most tokens to decode) does not change it."""
+        mask = ops.not_equal(source_ids, 0)
+        memory, forward, backward = self.encoder(self.source_embedding(source_ids), mask=mask)
+        first = self.bridge(ops.concatenate([forward, backward], -1))
+        states = self.decoder.get_initial_state(ops.shape(source_ids)[0], [first],
+                                                memory=memory, memory_mask=mask)
+        state = {"states": list(states), "memory": memory, "memory_mask": mask}
+        if self.decoder._stateful:
+            state["keys"] = self.decoder.attention.project_keys(memory)
+        return state
+
+    def decode_step(self, token: Tensor, state: dict, index: Tensor | int):
+        """One token `(B,)` -> `(logits (B, V), alignment (B, S), state)`;
+        `index` (the step) is not needed by a recurrent decoder."""
+        out, alignment, states = self.decoder.step(
+            self.target_embedding(token), state["states"], state["memory"],
+            state["memory_mask"], keys=state.get("keys"))
+        return self.to_logits(out), alignment, {**state, "states": list(states)}
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "source_vocab_size": self.source_vocab_size,
+                "target_vocab_size": self.target_vocab_size, "attention": self.attention,
+                "style": self.style, "units": self.units,
+                "embedding_dim": self.embedding_dim, "normalizer": self.normalizer}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_rnn_seq2seq(source_vocab_size: int, target_vocab_size: int, *,
+                      attention: str = "additive", style: str = "bahdanau", units: int = 128,
+                      embedding_dim: int = 64, normalizer: str = "softmax") -> RNNSeq2Seq:
+    """`RNNSeq2Seq(...)`: a bidirectional-GRU encoder and an attention GRU
+    decoder (see `RNNSeq2Seq` for the arguments)."""
+    return RNNSeq2Seq(source_vocab_size, target_vocab_size, attention=attention, style=style,
+                      units=units, embedding_dim=embedding_dim, normalizer=normalizer)

@@ -15,6 +15,8 @@ from attnkit.layers import MultiHeadAttention
 from attnkit.layers import RelativePositionalAttention
 from attnkit.layers import RotaryEmbedding
 from attnkit.layers import T5RelativeBias
+from attnkit.layers._masking import masks_hidden
+from attnkit.types import Tensor
 
 POSITION_KINDS = ("relative", "t5", "alibi", "rotary")
 
@@ -112,9 +114,11 @@ class TransformerDecoderBlock(_Block):
     feed-forward.
 
     `call(inputs (B, T, D), memory (B, S, D), memory_mask=None, cache=None,
-    cache_update_index=None)` returns `(outputs, cross-attention weights
-    (B, T, S) averaged over heads)`, and the updated self-attention cache
-    `(B, 2, T_max, N, D/N)` when one is given.
+    cache_update_index=None, memory_cache=None)` returns `(outputs,
+    cross-attention weights (B, T, S) averaged over heads)`, and the updated
+    self-attention cache `(B, 2, T_max, N, D/N)` when one is given.
+    `memory_cache`: `project_memory(memory)`, the cross-attention's keys and
+    values made once for every decoding step.
     """
 
     def __init__(self, units: int, num_heads: int, ff_units: int, **kwargs):
@@ -134,7 +138,7 @@ class TransformerDecoderBlock(_Block):
             norm.build(inputs_shape)
 
     def call(self, inputs, memory, inputs_mask=None, memory_mask=None, cache=None,
-             cache_update_index=None, training=None):
+             cache_update_index=None, training=None, memory_cache=None):
         if cache is None:
             attended = self.self_attention(inputs, inputs, query_mask=inputs_mask,
                                            value_mask=inputs_mask, use_causal_mask=True,
@@ -144,16 +148,27 @@ class TransformerDecoderBlock(_Block):
                 inputs, inputs, cache=cache, cache_update_index=cache_update_index,
                 use_causal_mask=True, training=training)
         x = self.residual(inputs, attended, self.norm1, training)
+        # With `memory_cache` the memory's keys and values come from it.
         context, scores = self.cross_attention(
             x, memory, query_mask=inputs_mask, value_mask=memory_mask,
-            return_attention_scores=True, training=training)
+            return_attention_scores=True, training=training, cache=memory_cache)[:2]
         x = self.residual(x, context, self.norm2, training)
         x = self.residual(x, self.feed_forward(x), self.norm3, training)
         alignment = ops.mean(scores, axis=1)  # (B, T, S)
         return (x, alignment) if cache is None else (x, alignment, cache)
 
+    def project_memory(self, memory: Tensor) -> Tensor:
+        """The cross-attention's keys and values of `memory` `(B, S, D)`,
+        stacked as a `(B, 2, S, N, D/N)` cache: made once per input, passed
+        as `memory_cache` at every decoding step."""
+        attention = self.cross_attention
+        with masks_hidden(memory):  # the keys and values of padding are masked in the call
+            return ops.stack([attention._key_dense(memory), attention._value_dense(memory)],
+                             axis=1)
+
     def compute_output_spec(self, inputs, memory, inputs_mask=None, memory_mask=None,
-                            cache=None, cache_update_index=None, training=None):
+                            cache=None, cache_update_index=None, training=None,
+                            memory_cache=None):
         out = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
         alignment = keras.KerasTensor(inputs.shape[:2] + memory.shape[1:2],
                                       dtype=self.compute_dtype)
@@ -165,11 +180,8 @@ class TransformerDecoderBlock(_Block):
         return None
 
 
-def build_transformer_seq2seq(source_vocab_size: int, target_vocab_size: int, *, units: int = 64,
-                              num_heads: int = 4, num_layers: int = 2, ff_units: int = 128,
-                              clip_distance: int | None = None, dropout: float = 0.1,
-                              position: str = "relative", max_relative_position: int | None = None,
-                              normalizer: str = "softmax"):
+@keras.saving.register_keras_serializable(package="attnkit")
+class TransformerSeq2Seq(keras.Model):
     """A Transformer encoder-decoder with relative positions.
 
     No absolute positions anywhere: encoder and decoder self-attention are
@@ -178,25 +190,102 @@ def build_transformer_seq2seq(source_vocab_size: int, target_vocab_size: int, *,
     `RotaryEmbedding` (`"t5"`, `"alibi"`, `"rotary"`); cross-attention is
     plain `MultiHeadAttention`. Inputs `[source_ids (B, S), decoder_input_ids
     (B, T)]` (0 = padding in the source), outputs logits `(B, T, V)` and
-    the last decoder block's cross-attention `(B, T, S)`, like
-    `build_rnn_seq2seq`, so the same decoding and plotting code drives both.
-    `clip_distance` (default 16) is Shaw's clip for `position="relative"`;
-    `max_relative_position` is its deprecated name. `normalizer`: every
-    attention's `"softmax"`, `"sparsemax"` or `"entmax15"`.
+    the last decoder block's cross-attention `(B, T, S)`, like `RNNSeq2Seq`,
+    so the same decoding and plotting code drives both. Decodes one token at
+    a time through `encode` (the memory, and every decoder block's
+    cross-attention keys and values, made once) and `decode_step` (the
+    self-attention caches). `clip_distance` (default 16) is Shaw's clip for
+    `position="relative"`; `max_relative_position` is its deprecated name.
+    `normalizer`: every attention's `"softmax"`, `"sparsemax"` or
+    `"entmax15"`.
     """
-    clip_distance = _checks.renamed_argument(
-        "clip_distance", clip_distance, "max_relative_position", max_relative_position)
-    source = keras.Input((None,), dtype="int32", name="source_ids")
-    target_in = keras.Input((None,), dtype="int32", name="decoder_input_ids")
-    options = dict(units=units, num_heads=num_heads, ff_units=ff_units,
-                   clip_distance=clip_distance, dropout=dropout,
-                   position=position, normalizer=normalizer)
-    x = layers.Embedding(source_vocab_size, units, mask_zero=True,
-                         name="source_embedding")(source)
-    for i in range(num_layers):
-        x = TransformerEncoderBlock(name=f"encoder_{i}", **options)(x)
-    y = layers.Embedding(target_vocab_size, units, name="target_embedding")(target_in)
-    for i in range(num_layers):
-        y, alignment = TransformerDecoderBlock(name=f"decoder_{i}", **options)(y, x)
-    logits = layers.Dense(target_vocab_size, name="logits")(y)
-    return keras.Model([source, target_in], [logits, alignment], name="transformer_seq2seq")
+
+    def __init__(self, source_vocab_size: int, target_vocab_size: int, *, units: int = 64,
+                 num_heads: int = 4, num_layers: int = 2, ff_units: int = 128,
+                 clip_distance: int | None = None, dropout: float = 0.1,
+                 position: str = "relative", max_relative_position: int | None = None,
+                 normalizer: str = "softmax", **kwargs):
+        clip_distance = _checks.renamed_argument(
+            "clip_distance", clip_distance, "max_relative_position", max_relative_position)
+        source = keras.Input((None,), dtype="int32", name="source_ids")
+        target_in = keras.Input((None,), dtype="int32", name="decoder_input_ids")
+        options = dict(units=units, num_heads=num_heads, ff_units=ff_units,
+                       clip_distance=clip_distance, dropout=dropout,
+                       position=position, normalizer=normalizer)
+        source_embedding = layers.Embedding(source_vocab_size, units, mask_zero=True,
+                                            name="source_embedding")
+        encoders = [TransformerEncoderBlock(name=f"encoder_{i}", **options)
+                    for i in range(num_layers)]
+        target_embedding = layers.Embedding(target_vocab_size, units, name="target_embedding")
+        decoders = [TransformerDecoderBlock(name=f"decoder_{i}", **options)
+                    for i in range(num_layers)]
+        to_logits = layers.Dense(target_vocab_size, name="logits")
+        x = source_embedding(source)
+        for block in encoders:
+            x = block(x)
+        y = target_embedding(target_in)
+        for block in decoders:
+            y, alignment = block(y, x)
+        kwargs.setdefault("name", "transformer_seq2seq")
+        super().__init__([source, target_in], [to_logits(y), alignment], **kwargs)
+        self.source_vocab_size, self.target_vocab_size = source_vocab_size, target_vocab_size
+        self.units, self.num_heads, self.num_layers = units, num_heads, num_layers
+        self.ff_units, self.clip_distance, self.dropout = ff_units, clip_distance, dropout
+        self.position, self.normalizer = position, normalizer
+        self.source_embedding, self.encoders = source_embedding, encoders
+        self.target_embedding, self.decoders = target_embedding, decoders
+        self.to_logits = to_logits
+
+    def encode(self, source_ids: Tensor, steps: int) -> dict:
+        """The decoding state for `source_ids` `(B, S)`: the encoder's
+        memory, its mask, each decoder block's cross-attention keys and
+        values `(B, 2, S, N, D/N)` and an empty self-attention cache
+        `(B, 2, steps, N, D/N)` for up to `steps` tokens."""
+        mask = ops.not_equal(source_ids, 0)
+        memory = self.source_embedding(source_ids)
+        for block in self.encoders:
+            memory = block(memory, mask=mask)
+        b, heads = ops.shape(source_ids)[0], self.num_heads
+        empty = (b, 2, steps, heads, self.units // heads)
+        return {"memory": memory, "memory_mask": mask,
+                "memory_caches": [block.project_memory(memory) for block in self.decoders],
+                "caches": [ops.zeros(empty, memory.dtype) for _ in self.decoders]}
+
+    def decode_step(self, token: Tensor, state: dict, index: Tensor | int):
+        """One token `(B,)` at position `index` -> `(logits (B, V),
+        alignment (B, S), state)`, the last block's cross-attention."""
+        y = self.target_embedding(ops.expand_dims(token, 1))  # (B, 1, D)
+        caches = []
+        for block, cache, memory_cache in zip(self.decoders, state["caches"],
+                                              state["memory_caches"]):
+            y, alignment, cache = block(
+                y, state["memory"], memory_mask=state["memory_mask"], cache=cache,
+                cache_update_index=index, memory_cache=memory_cache)
+            caches.append(cache)
+        return self.to_logits(y[:, 0]), alignment[:, 0], {**state, "caches": caches}
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "source_vocab_size": self.source_vocab_size,
+                "target_vocab_size": self.target_vocab_size, "units": self.units,
+                "num_heads": self.num_heads, "num_layers": self.num_layers,
+                "ff_units": self.ff_units, "clip_distance": self.clip_distance,
+                "dropout": self.dropout, "position": self.position,
+                "normalizer": self.normalizer}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_transformer_seq2seq(source_vocab_size: int, target_vocab_size: int, *, units: int = 64,
+                              num_heads: int = 4, num_layers: int = 2, ff_units: int = 128,
+                              clip_distance: int | None = None, dropout: float = 0.1,
+                              position: str = "relative", max_relative_position: int | None = None,
+                              normalizer: str = "softmax") -> TransformerSeq2Seq:
+    """`TransformerSeq2Seq(...)`: a Transformer encoder-decoder with
+    relative positions (see `TransformerSeq2Seq` for the arguments)."""
+    return TransformerSeq2Seq(
+        source_vocab_size, target_vocab_size, units=units, num_heads=num_heads,
+        num_layers=num_layers, ff_units=ff_units, clip_distance=clip_distance, dropout=dropout,
+        position=position, max_relative_position=max_relative_position, normalizer=normalizer)

@@ -253,3 +253,33 @@ def sequential(index, carried):
         return index
     first = ops.reshape(carried, (-1,))[:1]
     return index + ops.minimum(ops.cast(ops.sum(ops.cast(ops.isnan(first), "int32")), "int32"), 0)
+
+
+def compiled_inference(fn, variables):
+    """`fn(*tensors)` as one compiled program per input signature, reading
+    `variables` (keras variables) as they are at each call: `jax.jit` with
+    the variables' values passed in (a `keras.StatelessScope`, so a model
+    trained between calls is not read stale), `tf.function` (which reads
+    variables by reference), and on PyTorch `fn` itself without autograd."""
+    name = backend.backend()
+    if name == "jax":
+        import jax
+        import keras
+
+        @jax.jit
+        def pure(values, *tensors):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn(*tensors)
+
+        return lambda *tensors: pure([v.value for v in variables], *tensors)
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, reduce_retracing=True)
+    import torch
+
+    def run(*tensors):
+        with torch.no_grad():
+            return fn(*tensors)
+
+    return run

@@ -68,13 +68,13 @@ def tiny_models(kinds=None):
 
 
 @pytest.fixture(scope="module")
-def trained():
+def tiny():
     return tiny_models()
 
 
 @pytest.mark.parametrize("kind", ["relative", "rotary", "t5-entmax15"])
-def test_transformer_cached_decoding_equals_the_teacher_forced_model(kind, trained):
-    models, src = trained
+def test_transformer_cached_decoding_equals_the_teacher_forced_model(kind, tiny):
+    models, src = tiny
     model = models[kind]
     tokens, alignments = greedy_decode(model, src, 11)
     fed = np.concatenate([np.ones((len(src), 1), "int32"), tokens[:, :-1]], axis=1)
@@ -96,10 +96,10 @@ def sequence_log_prob(model, src, tokens, end_id=2):
 
 
 @pytest.mark.parametrize("kind", ["rnn", "relative"])
-def test_beam_search_is_exact_with_enough_beams(kind, trained):
+def test_beam_search_is_exact_with_enough_beams(kind, tiny):
     """Width 1 is greedy (padded after the end token); width V over 2 steps keeps every prefix, so it
     finds the best of all V**2 sequences (checked by brute force)."""
-    models, src = trained
+    models, src = tiny
     model = models[kind]
     greedy, _ = greedy_decode(model, src, 3)
     after_end = np.cumsum(greedy == 2, axis=1) - (greedy == 2) > 0
@@ -135,12 +135,12 @@ def test_gnmt_score_is_the_paper_formula():
 
 
 @pytest.mark.parametrize("kind", ["rnn", "relative"])
-def test_beam_search_penalties_follow_the_gnmt_formulas(kind, trained):
+def test_beam_search_penalties_follow_the_gnmt_formulas(kind, tiny):
     """With width V over 2 steps the beam keeps every prefix: its choice is
     the best of all V**2 sequences by log P / lp + cp (Wu et al. 2016,
     eq. 14), computed here from teacher-forced log-probabilities and
     alignments."""
-    models, src = trained
+    models, src = tiny
     model = models[kind]
     vocab = model.get_layer("logits").units
     alpha, beta = 1.5, 0.4
@@ -188,3 +188,108 @@ def test_seq2seq_models_load_in_a_fresh_process(kind, fresh_loads):
     assert len(loaded.got) == 2
     for got, want in zip(loaded.got, loaded.want):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+class CountingDecoder(keras.Model):
+    """A user's own model implementing only the stepping contract (no
+    attnkit layer, no layer names decoding could look for): the next
+    token's logits are `embedding(token) @ W + mean(memory) @ U`, and the
+    state carries a step counter that the logits do not read."""
+
+    def __init__(self, vocab, width):
+        super().__init__()
+        self.vocab, self.width = vocab, width
+        self.embed = keras.layers.Embedding(vocab, width)
+        self.out = keras.layers.Dense(vocab, use_bias=False)
+        self.memory_out = keras.layers.Dense(vocab, use_bias=False)
+        self.embed.build((None,))
+        self.out.build((None, width))
+        self.memory_out.build((None, width))
+
+    def encode(self, source_ids, steps):
+        memory = keras.ops.cast(self.embed(source_ids), "float32")
+        real = keras.ops.cast(keras.ops.not_equal(source_ids, 0), "float32")
+        pooled = keras.ops.sum(memory * real[..., None], 1) / keras.ops.sum(real, 1, keepdims=True)
+        b = keras.ops.shape(source_ids)[0]
+        return {"bias": self.memory_out(pooled), "weights": real / keras.ops.sum(real, 1, keepdims=True),
+                "count": keras.ops.zeros((b,), "int32"), "nothing": None}
+
+    def decode_step(self, token, state, index):
+        logits = self.out(self.embed(token)) + state["bias"]
+        return logits, state["weights"], {**state, "count": state["count"] + 1}
+
+
+def counting_reference(model, src, steps, start_id=1):
+    """Greedy decoding of `CountingDecoder` in float64 NumPy."""
+    table = to_numpy(model.embed.embeddings).astype("float64")
+    w, u = (to_numpy(layer.kernel).astype("float64") for layer in (model.out, model.memory_out))
+    real = (src != 0).astype("float64")
+    bias = ((table[src] * real[..., None]).sum(1) / real.sum(1, keepdims=True)) @ u
+    token, tokens = np.full(len(src), start_id), []
+    for _ in range(steps):
+        token = np.argmax(table[token] @ w + bias, -1)
+        tokens.append(token)
+    return np.stack(tokens, 1), real / real.sum(1, keepdims=True)
+
+
+def test_a_users_own_model_decodes_through_the_stepping_contract():
+    keras.utils.set_random_seed(4)
+    model = CountingDecoder(9, 6)
+    model.out.kernel.assign(model.out.kernel * 6.0)
+    src = np.array([[3, 4, 5, 0], [6, 7, 0, 0], [8, 3, 4, 5]], "int32")
+    want, weights = counting_reference(model, src, 5)
+    tokens, alignments = greedy_decode(model, src, 5)
+    np.testing.assert_array_equal(tokens, want)
+    np.testing.assert_allclose(alignments, np.repeat(weights[:, None], 5, 1), rtol=1e-6)
+    best, _ = beam_search_decode(model, src, 5, beam_width=1, end_id=-1)
+    np.testing.assert_array_equal(best, want)  # width 1 without an end token is greedy
+    with pytest.raises(TypeError, match="decode_step"):
+        greedy_decode(keras.Sequential([keras.layers.Dense(3)]), src, 2)
+
+
+def test_decoding_reads_the_weights_as_they_are_now(tiny):
+    """The compiled loop is made once per model and reads its variables at
+    every call: after the weights change, decoding follows them."""
+    models, src = tiny
+    model = models["rnn"]
+    greedy_decode(model, src, 4)
+    logits = model.get_layer("logits")
+    before = to_numpy(logits.kernel)
+    try:
+        logits.kernel.assign(np.roll(before, 3, axis=1))
+        tokens, _ = greedy_decode(model, src, 4)
+        fed = np.concatenate([np.ones((len(src), 1), "int32"), tokens[:, :-1]], axis=1)
+        np.testing.assert_array_equal(np.argmax(to_numpy(model([src, fed])[0]), -1), tokens)
+    finally:
+        logits.kernel.assign(before)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "relative"])
+def test_decoding_stops_at_the_end_token_and_pads(kind, tiny):
+    """With `end_id`, a sequence that emitted it continues with padding and
+    zero alignments; the tokens up to the end are those decoded without."""
+    models, src = tiny
+    model = models[kind]
+    full, full_alignments = greedy_decode(model, src, 8)
+    end = int(full[0, 1])  # an id the first sequence emits at step 2
+    tokens, alignments = greedy_decode(model, src, 8, end_id=end, pad_id=0)
+    ended = np.cumsum(full == end, axis=1) - (full == end) > 0
+    assert ended.any()
+    np.testing.assert_array_equal(tokens, np.where(ended, 0, full))
+    np.testing.assert_allclose(alignments, np.where(ended[..., None], 0.0, full_alignments),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "relative"])
+def test_a_functional_model_saved_by_attnkit_0_1_still_decodes(kind, tiny):
+    """A plain functional model with the 0.1 layer names (how 0.1 saved
+    seq2seq models, and how a resumed training run rebuilds one) decodes
+    to the same tokens as the model it was made from."""
+    models, src = tiny
+    model = models[kind]
+    functional = keras.Model(model.inputs, model.outputs)
+    assert not hasattr(functional, "decode_step")
+    np.testing.assert_array_equal(greedy_decode(functional, src, 6)[0],
+                                  greedy_decode(model, src, 6)[0])
+    np.testing.assert_array_equal(beam_search_decode(functional, src, 4, beam_width=3)[0],
+                                  beam_search_decode(model, src, 4, beam_width=3)[0])
