@@ -219,6 +219,20 @@ def _translate_parser(sub):
                                 "as the lines arrive)")
 
 
+def _export_parser(sub):
+    export = sub.add_parser(
+        "export", help="write a trained model as a TensorFlow SavedModel: strings in, "
+                       "translations out", formatter_class=_HelpFormatter)
+    export.add_argument("--model", required=True,
+                        help="a folder from train, or a model.keras from demo or train")
+    export.add_argument("--out", required=True,
+                        help="the SavedModel folder to write (tf.saved_model.load reads it)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace what --out holds (default: refuse a folder that is "
+                             "not empty)")
+    _add_beam_options(export)
+
+
 def parser():
     """The `attnkit` argument parser (imports nothing beyond the standard library)."""
     top = _Parser(prog="attnkit", description="The attention toolkit for Keras 3.",
@@ -226,11 +240,12 @@ def parser():
     top.add_argument("--version", action=_Version,
                      help="print attnkit's, keras's and the backend's versions")
     sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                             metavar="{demo,train,evaluate,translate}")
+                             metavar="{demo,train,evaluate,translate,export}")
     _demo_parser(sub)
     _train_parser(sub)
     _evaluate_parser(sub)
     _translate_parser(sub)
+    _export_parser(sub)
     return top
 
 
@@ -241,6 +256,8 @@ def main(argv=None):
         problem = _environment.backend_problem()
         if problem:
             raise CommandError(problem)
+        if args.command == "export" and _environment.configured_backend()[0] != "tensorflow":
+            return _environment.rerun_under_tensorflow(sys.argv[1:] if argv is None else argv)
         _environment.use_compilation_cache()
         from attnkit_cli import commands
 

@@ -102,3 +102,22 @@ def use_compilation_cache():
         home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(home, "attnkit", "jax")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def rerun_under_tensorflow(argv):
+    """`attnkit ARGV` in a new process under keras's TensorFlow backend (a
+    SavedModel is TensorFlow's; a .keras model from any backend loads
+    there); its exit status."""
+    import subprocess
+
+    if not installed("tensorflow"):
+        from attnkit_cli import CommandError
+
+        raise CommandError("export writes a TensorFlow SavedModel and needs tensorflow, "
+                           "which is not installed: pip install 'attnkit[tensorflow]'")
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    run = subprocess.run([sys.executable, "-m", "attnkit_cli", *argv], env=env,
+                         capture_output=True, text=True)
+    sys.stdout.write(run.stdout)
+    sys.stderr.write(run.stderr)
+    return run.returncode

@@ -6,6 +6,7 @@ only once the options are valid and keras's backend is installed.
 
 import json
 import math
+import shutil
 import sys
 import time
 import zipfile
@@ -24,7 +25,8 @@ from attnkit_cli import _environment
 
 
 def run(args):
-    commands = {"demo": demo, "translate": translate, "train": train, "evaluate": evaluate}
+    commands = {"demo": demo, "translate": translate, "train": train, "evaluate": evaluate,
+                "export": export}
     return commands[args.command](args)
 
 
@@ -242,6 +244,25 @@ def translate(args):
         out = translator.target_vocab.split(prediction)
         plot_attention(alignments[: len(out), : len(src)], src, out,
                        title=f"{text} -> {prediction}", path=args.plot)
+    return 0
+
+
+def export(args):
+    penalties = _penalties(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out} is a file; give a folder (it is created if missing)")
+    if out.is_dir() and any(out.iterdir()):
+        if not args.overwrite:
+            raise CommandError(f"--out {out} is not empty: give --overwrite to replace it, "
+                               "or another --out")
+        shutil.rmtree(out)
+    translator = _load(args.model)
+    from attnkit import serving
+
+    serving.export(translator, out, beam=args.beam, **penalties)
+    print(f"wrote {out}: tf.saved_model.load({str(out)!r}).{serving.SIGNATURE}(strings) "
+          "returns their translations")
     return 0
 
 

@@ -422,3 +422,52 @@ def test_train_and_evaluate_need_no_package_beyond_a_backend(trained, tmp_path, 
     test.write_text("".join(f"{s}\t{t}\n" for s, t in reversal_pairs(10, 5)))
     run = run_cli("evaluate", "--model", str(trained[0]), "--data", str(test))
     assert run.code == 0 and "10 inputs: WER" in run.out, run.err[-2000:]
+
+
+SERVE = r"""
+import json, sys
+class NoAttnkit:  # the export must serve without attnkit
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "attnkit":
+            raise ImportError(name)
+sys.meta_path.insert(0, NoAttnkit())
+import tensorflow as tf
+keras_before = {m for m in sys.modules if m.split(".")[0] == "keras"}
+report = {}
+for folder in sys.argv[2:]:
+    loaded = tf.saved_model.load(folder)
+    texts = tf.constant(json.loads(sys.argv[1]))
+    report[folder] = [t.decode() for t in loaded.serve(texts).numpy()]
+    default = loaded.signatures["serving_default"]
+    report[folder + ":default"] = [t.decode() for t in next(iter(default(texts).values())).numpy()]
+report["keras_imported"] = sorted({m for m in sys.modules if m.split(".")[0] == "keras"}
+                                  - keras_before)
+print("REPORT " + json.dumps(report))
+"""
+
+
+def test_export_writes_a_savedmodel_that_translates_without_attnkit(demo, tmp_path):
+    """`attnkit export` (from any backend: it writes under TensorFlow) gives
+    a SavedModel that a process without attnkit loads with
+    tf.saved_model.load, and that answers as `attnkit translate` does,
+    greedily and by beam search; text outside the vocabulary gets ""."""
+    out, _ = demo
+    texts = ["1er mai 2020", "MAY 2, 1943", "23-10-1938", "Freitag, 5. Juni 2026"]
+    greedy, beam = tmp_path / "greedy", tmp_path / "beam"
+    for folder, options in ((greedy, []), (beam, ["--beam", "3", "--length-penalty", "0.6"])):
+        run = run_cli("export", "--model", out, "--out", folder, *options)
+        assert run.code == 0, run.err[-3000:]
+        assert f"wrote {folder}" in run.out
+    want_greedy = run_cli("translate", "--model", out, *texts).out.split()
+    want_beam = run_cli("translate", "--model", out, "--beam", "3", "--length-penalty",
+                        "0.6", *texts).out.split()
+    served = subprocess.run([sys.executable, "-c", SERVE, json.dumps(texts + ["☃ 2020", ""]),
+                             str(greedy), str(beam)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
+    assert served.returncode == 0, served.stderr[-3000:]
+    report = json.loads(served.stdout.split("REPORT ", 1)[1])
+    assert report[str(greedy)] == want_greedy + ["", ""]
+    assert report[str(beam)] == want_beam + ["", ""]
+    assert report[f"{greedy}:default"] == report[str(greedy)]
+    assert report["keras_imported"] == []
+    one_error_line(run_cli("export", "--model", out, "--out", greedy), "not empty")

@@ -68,7 +68,9 @@ class RNNSeq2Seq(keras.Model):
     def __init__(self, source_vocab_size: int, target_vocab_size: int, *,
                  attention: str = "additive", style: str = "bahdanau", units: int = 128,
                  embedding_dim: int = 64, normalizer: str = "softmax", **kwargs):
-        attention_layer = _attention(attention, units, normalizer)
+        # Made and called in the order 0.1 did (keras layers draw their
+        # initializers' seeds when made, attnkit's when built), so a seed
+        # gives the same model as before.
         source = keras.Input((None,), dtype="int32", name="source_ids")
         target_in = keras.Input((None,), dtype="int32", name="decoder_input_ids")
         source_embedding = layers.Embedding(source_vocab_size, embedding_dim, mask_zero=True,
@@ -76,15 +78,17 @@ class RNNSeq2Seq(keras.Model):
         encoder = layers.Bidirectional(
             layers.GRU(units, return_sequences=True, return_state=True), name="encoder")
         bridge = layers.Dense(2 * units, activation="tanh", name="bridge")
-        decoder = AttentionDecoder(layers.GRUCell(2 * units), attention_layer, style=style,
+        concatenate = layers.Concatenate(name="encoder_state")
+        cell = layers.GRUCell(2 * units)
+        decoder = AttentionDecoder(cell, _attention(attention, units, normalizer), style=style,
                                    name="decoder")
         target_embedding = layers.Embedding(target_vocab_size, embedding_dim,
                                             name="target_embedding")
-        to_logits = layers.Dense(target_vocab_size, name="logits")
         memory, forward, backward = encoder(source_embedding(source))  # (B, S, 2U)
-        state = bridge(layers.Concatenate(name="encoder_state")([forward, backward]))
+        state = bridge(concatenate([forward, backward]))
         outputs, alignments = decoder(target_embedding(target_in), memory,
                                       initial_state=[state])
+        to_logits = layers.Dense(target_vocab_size, name="logits")
         kwargs.setdefault("name", "rnn_seq2seq")
         super().__init__([source, target_in], [to_logits(outputs), alignments], **kwargs)
         self.source_vocab_size, self.target_vocab_size = source_vocab_size, target_vocab_size

@@ -212,20 +212,22 @@ class TransformerSeq2Seq(keras.Model):
         options = dict(units=units, num_heads=num_heads, ff_units=ff_units,
                        clip_distance=clip_distance, dropout=dropout,
                        position=position, normalizer=normalizer)
+        # Each layer made and called in turn, as 0.1 did: a seed gives the
+        # same model as before.
         source_embedding = layers.Embedding(source_vocab_size, units, mask_zero=True,
                                             name="source_embedding")
-        encoders = [TransformerEncoderBlock(name=f"encoder_{i}", **options)
-                    for i in range(num_layers)]
-        target_embedding = layers.Embedding(target_vocab_size, units, name="target_embedding")
-        decoders = [TransformerDecoderBlock(name=f"decoder_{i}", **options)
-                    for i in range(num_layers)]
-        to_logits = layers.Dense(target_vocab_size, name="logits")
         x = source_embedding(source)
-        for block in encoders:
-            x = block(x)
+        encoders = []
+        for i in range(num_layers):
+            encoders.append(TransformerEncoderBlock(name=f"encoder_{i}", **options))
+            x = encoders[-1](x)
+        target_embedding = layers.Embedding(target_vocab_size, units, name="target_embedding")
         y = target_embedding(target_in)
-        for block in decoders:
-            y, alignment = block(y, x)
+        decoders = []
+        for i in range(num_layers):
+            decoders.append(TransformerDecoderBlock(name=f"decoder_{i}", **options))
+            y, alignment = decoders[-1](y, x)
+        to_logits = layers.Dense(target_vocab_size, name="logits")
         kwargs.setdefault("name", "transformer_seq2seq")
         super().__init__([source, target_in], [to_logits(y), alignment], **kwargs)
         self.source_vocab_size, self.target_vocab_size = source_vocab_size, target_vocab_size
