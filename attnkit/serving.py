@@ -21,6 +21,7 @@ import os
 
 import keras
 
+from attnkit import _checks
 from attnkit.models import decoding
 
 SIGNATURE = "serve"
@@ -36,8 +37,7 @@ def export(translator, path: str | os.PathLike, beam: int = 1, length_penalty: f
             "A SavedModel is written under keras's TensorFlow backend (KERAS_BACKEND="
             f"tensorflow); this process runs {keras.backend.backend()}. `attnkit export` "
             "switches by itself.")
-    if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
-        raise ValueError(f"`beam` must be a positive int. Received: {beam!r}.")
+    _checks.check_positive_int("beam", beam)
     import tensorflow as tf
 
     source_vocab, target_vocab = translator.source_vocab, translator.target_vocab
@@ -50,10 +50,11 @@ def export(translator, path: str | os.PathLike, beam: int = 1, length_penalty: f
         return tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(keys, values), default_value=default)
 
-    token_ids = table(tf.constant(source_vocab.tokens or [""]),
-                      tf.range(3, 3 + max(len(source_vocab.tokens), 1), dtype=tf.int64), -1)
-    target_tokens = table(tf.range(3, 3 + len(target_vocab.tokens), dtype=tf.int64),
-                          tf.constant(target_vocab.tokens), "")
+    def ids(vocab):  # each token's id, as the vocabulary encodes it
+        return tf.constant([vocab.encode(t)[0] for t in vocab.tokens], tf.int64)
+
+    token_ids = table(tf.constant(source_vocab.tokens), ids(source_vocab), -1)
+    target_tokens = table(ids(target_vocab), tf.constant(target_vocab.tokens), "")
 
     def serve(texts):
         if source_vocab.unit == "char":

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from attnkit import _checks
 from attnkit.ops import _backends
 from attnkit.types import Tensor
 
@@ -49,7 +50,7 @@ def greedy_decode(model: keras.Model, source_ids: Tensor, steps: int, start_id: 
     Returns:
         `(token ids (B, steps), alignments (B, steps, S))` as NumPy arrays.
     """
-    _check_steps(steps)
+    _checks.check_positive_int("steps", steps)
     source = ops.convert_to_tensor(np.asarray(source_ids, dtype="int32"))
     decoder = as_decoder(model)
     run = _compiled(model, decoder, source, ("greedy", steps, start_id, end_id, pad_id),
@@ -98,7 +99,7 @@ def beam_search_decode(model: keras.Model, source_ids: Tensor, steps: int, beam_
                         ("coverage_penalty", coverage_penalty)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ValueError(f"`{name}` must be a number >= 0. Received: {value!r}.")
-    _check_steps(steps)
+    _checks.check_positive_int("steps", steps)
     source = ops.convert_to_tensor(np.asarray(source_ids, dtype="int32"))
     decoder = as_decoder(model)
     options = dict(steps=steps, width=beam_width, start_id=start_id, end_id=end_id,
@@ -125,11 +126,6 @@ def as_decoder(model):
             "`decode_step(token, state, index) -> (logits, alignment, state)` "
             "(see attnkit.models.decoding).")
     return adapted
-
-
-def _check_steps(steps):
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"`steps` must be a positive int. Received: {steps!r}.")
 
 
 # Compiled decoding loops per model, by kind and options; jax.jit and
