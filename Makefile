@@ -9,13 +9,16 @@ PYTEST_ARGS ?=
 # fixture (a trained model, the fresh-process loads) run on one worker (see
 # tests/conftest.py). `make test PYTEST_WORKERS=` runs in one process.
 PYTEST_WORKERS ?= -n 2 --dist loadgroup
+# `make test` leaves out the tests marked slow (real training runs, the demo,
+# benchmark runs, fresh processes); `make test-all` (what CI runs) keeps them.
+TEST_MARKERS ?= not slow
 
 BACKEND_TESTS := $(addprefix test-,$(BACKENDS))
 # KerasHub for the drop-in tests, installed without its dependencies (see the
 # dev extra in pyproject.toml).
 NO_DEPS := keras-hub==0.32.0 kagglesdk==0.1.28 tensorflow-text==2.21.1
 
-.PHONY: install test $(BACKEND_TESTS) keras-hub-tests demo g2p bench docs clean
+.PHONY: install test test-all $(BACKEND_TESTS) keras-hub-tests demo g2p bench docs clean
 
 install: $(STAMP)
 
@@ -26,17 +29,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
-# The whole suite once per backend; fails if any backend fails. Tests
-# marked backend_independent run with the first backend only.
+# The suite once per backend; fails if any backend fails. Tests marked
+# backend_independent run with the first backend only.
 test: $(STAMP)
 	@status=0; once=0; for b in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$b ==="; \
-	  ATTNKIT_ONCE_PER_SUITE=$$once KERAS_BACKEND=$$b $(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS) || status=1; \
+	  ATTNKIT_ONCE_PER_SUITE=$$once KERAS_BACKEND=$$b $(PY) -m pytest $(PYTEST_WORKERS) \
+	    -m "$(TEST_MARKERS)" $(PYTEST_ARGS) || status=1; \
 	  once=1; \
 	done; exit $$status
 
+# Every test, the slow ones included, on every backend.
+test-all:
+	$(MAKE) test TEST_MARKERS=
+
 $(BACKEND_TESTS): test-%: $(STAMP)
-	KERAS_BACKEND=$* $(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	KERAS_BACKEND=$* $(PY) -m pytest $(PYTEST_WORKERS) -m "$(TEST_MARKERS)" $(PYTEST_ARGS)
 
 # KerasHub's own layer and model tests with attnkit's layers in place, on
 # every backend. Its test files are not in its wheel: point KERAS_HUB_SRC at

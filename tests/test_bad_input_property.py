@@ -14,6 +14,7 @@ import hypothesis
 import hypothesis.strategies as st
 import keras
 import numpy as np
+import pytest
 
 import attnkit
 import attnkit.ops as ak
@@ -147,6 +148,7 @@ def _raised_by_attnkit(error):
     return bool(frames) and frames[-1].filename.startswith(PACKAGE)
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=len(CASES))
 @hypothesis.given(st.sampled_from(CASES))
 def test_wrong_arguments_are_refused_by_attnkit_or_give_finite_results(case):

@@ -246,6 +246,7 @@ def test_a_missing_backend_in_a_fresh_process(tmp_path):
 # --- train, evaluate, translate on one's own pairs ----------------------------
 
 
+@pytest.mark.slow
 def test_commands_train_evaluate_and_translate(tmp_path):
     data = tmp_path / "pairs.tsv"
     data.write_text("".join(f"{s}\t{t}\n" for s, t in reversal_pairs(300, 0)))
@@ -401,6 +402,7 @@ def test_a_trained_out_is_not_overwritten_unless_asked(trained, tmp_path):
     assert state["steps"] == 1 and state["epoch"] == 1  # a new run, not the old one
 
 
+@pytest.mark.slow
 def test_the_progress_display_counts_the_steps_that_ran(tmp_path):
     """`--max-steps 2` stops within the first epoch: its line says 2 of
     its 4 steps, as state.json counts them."""

@@ -60,6 +60,7 @@ def test_guided_alignment_loss_is_the_definition(kind):
         GuidedAlignmentLoss("kl")
 
 
+@pytest.mark.slow
 def test_losses_train_and_save_with_a_seq2seq_model(tmp_path):
     keras.utils.set_random_seed(0)
     model = build_rnn_seq2seq(12, 10, units=8, embedding_dim=8)

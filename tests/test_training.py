@@ -123,6 +123,7 @@ def test_training_resumes_where_it_stopped(trained, tmp_path):
     assert result["epochs"] == 6 and len(lines) == 2  # one more epoch
 
 
+@pytest.mark.slow
 def test_a_transformer_trains_resumes_and_translates(tmp_path):
     config = training.TrainConfig(model="transformer", attention="t5", normalizer="entmax15",
                                   units=16, heads=2, layers=1, epochs=1, batch_size=32,
@@ -137,6 +138,7 @@ def test_a_transformer_trains_resumes_and_translates(tmp_path):
     assert len(translator.translate(["abc", "hgfedcb"], beam=2)) == 2
 
 
+@pytest.mark.slow
 def test_coverage_loss_trains_the_alignments_and_resumes(tmp_path):
     import keras
 
@@ -157,6 +159,7 @@ def test_coverage_loss_trains_the_alignments_and_resumes(tmp_path):
         training.TrainConfig(coverage_loss=-1.0).check()
 
 
+@pytest.mark.slow
 def test_linear_schedule_lowers_the_rate_towards_zero(tmp_path):
     import keras
 
@@ -175,6 +178,7 @@ def test_linear_schedule_lowers_the_rate_towards_zero(tmp_path):
     assert 0.9 * expected <= rate <= 1.1 * expected, (rate, state)
 
 
+@pytest.mark.slow
 def test_time_budget_stops_training(tmp_path):
     config = training.TrainConfig(model="rnn", units=8, epochs=50, batch_size=8,
                                   target_unit="word", max_valid=5, time_budget=0.001)
@@ -220,6 +224,7 @@ print("REPORT " + json.dumps(report))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason=JAX_SESSION_ONLY)
 def test_training_under_data_parallel_equals_one_device(tmp_path):
     """keras.distribution.DataParallel over 8 virtual CPU devices (JAX):

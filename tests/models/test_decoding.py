@@ -72,7 +72,9 @@ def tiny():
     return tiny_models()
 
 
-@pytest.mark.parametrize("kind", ["relative", "rotary", "t5-entmax15"])
+@pytest.mark.parametrize("kind", [
+    "relative", pytest.param("rotary", marks=pytest.mark.slow),
+    pytest.param("t5-entmax15", marks=pytest.mark.slow)])
 def test_transformer_cached_decoding_equals_the_teacher_forced_model(kind, tiny):
     models, src = tiny
     model = models[kind]
@@ -95,7 +97,7 @@ def sequence_log_prob(model, src, tokens, end_id=2):
     return np.where(ended, 0.0, picked).sum(1)
 
 
-@pytest.mark.parametrize("kind", ["rnn", "relative"])
+@pytest.mark.parametrize("kind", ["rnn", pytest.param("relative", marks=pytest.mark.slow)])
 def test_beam_search_is_exact_with_enough_beams(kind, tiny):
     """Width 1 is greedy (padded after the end token); width V over 2 steps keeps every prefix, so it
     finds the best of all V**2 sequences (checked by brute force)."""
@@ -280,7 +282,7 @@ def test_decoding_stops_at_the_end_token_and_pads(kind, tiny):
                                rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["rnn", "relative"])
+@pytest.mark.parametrize("kind", ["rnn", pytest.param("relative", marks=pytest.mark.slow)])
 def test_a_functional_model_saved_by_attnkit_0_1_still_decodes(kind, tiny):
     """A plain functional model with the 0.1 layer names (how 0.1 saved
     seq2seq models, and how a resumed training run rebuilds one) decodes

@@ -1,6 +1,7 @@
 """Property-based tests: random shapes, masks and flags against the reference."""
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,6 +39,7 @@ def problems(draw):
     return q, key, value, kwargs, implementation, blocks
 
 
+@pytest.mark.slow
 @given(problems())
 def test_any_problem_matches_the_reference(problem):
     q, k, v, kwargs, implementation, (qb, kb) = problem
