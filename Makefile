@@ -14,15 +14,16 @@ PYTEST_WORKERS ?= -n 2 --dist loadgroup
 TEST_MARKERS ?= not slow
 
 BACKEND_TESTS := $(addprefix test-,$(BACKENDS))
-# KerasHub for the drop-in tests, installed without its dependencies (see the
-# dev extra in pyproject.toml).
-NO_DEPS := keras-hub==0.32.0 kagglesdk==0.1.28 tensorflow-text==2.21.1
+# KerasHub for the drop-in tests, and mlconjug3 for its conjugation tables
+# (attnkit.datasets.inflection; its declared dependencies pin numpy<2),
+# installed without their dependencies (see the dev extra in pyproject.toml).
+NO_DEPS := keras-hub==0.32.0 kagglesdk==0.1.28 tensorflow-text==2.21.1 mlconjug3==4.0.1
 
 .PHONY: install test test-all $(BACKEND_TESTS) keras-hub-tests demo g2p bench docs clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[all,dev,docs]"

@@ -126,12 +126,15 @@ def _train_parser(sub):
     train = sub.add_parser("train", help="train a seq2seq model on pairs (TSV or built-in)",
                            formatter_class=_HelpFormatter)
     train.add_argument("--data", required=True,
-                       help="a UTF-8 file of input<TAB>output lines, or cmudict or dates")
+                       help="a UTF-8 file of input<TAB>output lines, or cmudict, dates, "
+                            "inflection-fr or inflection-es")
     train.add_argument("--valid", help="dev pairs (default: the built-in set's dev split, "
                                        "or 5%% of a file's inputs held out)")
     train.add_argument("--train-size", type=_positive(int),
                        help="cmudict: the first N training words of a seeded shuffle; "
-                            "dates: N pairs (default: all of cmudict, 20000 dates)")
+                            "dates: N pairs; inflection-*: the first N training triples "
+                            "of a seeded shuffle (default: all of cmudict, 20000 dates, "
+                            "10000 triples)")
     train.add_argument("--model", default="rnn", choices=["rnn", "transformer"],
                        help="the encoder-decoder")
     train.add_argument("--attention", choices=RNN_ATTENTION + TRANSFORMER_ATTENTION,
@@ -139,8 +142,9 @@ def _train_parser(sub):
     train.add_argument("--normalizer", default="softmax",
                        choices=["softmax", "sparsemax", "entmax15"],
                        help="of the attention weights: sparse maps give exact zeros")
-    train.add_argument("--source-unit", choices=["char", "word"], default="char",
-                       help="inputs as characters or whitespace-separated tokens")
+    train.add_argument("--source-unit", choices=["char", "word"],
+                       help="inputs as characters or whitespace-separated tokens "
+                            "(default: word for inflection-*, else char)")
     train.add_argument("--target-unit", choices=["char", "word"],
                        help="outputs likewise (default: word for cmudict, else char)")
     train.add_argument("--units", type=_positive(int), default=128,
@@ -195,7 +199,8 @@ def _evaluate_parser(sub):
     evaluate.add_argument("--model", required=True,
                           help="a folder from train (or its model.keras)")
     evaluate.add_argument("--data", required=True,
-                          help="a UTF-8 file of input<TAB>output lines, or cmudict or dates")
+                          help="a UTF-8 file of input<TAB>output lines, or cmudict, dates, "
+                            "inflection-fr or inflection-es")
     evaluate.add_argument("--split", default="test", choices=["test", "dev"],
                           help="of a built-in data set")
     _add_beam_options(evaluate)

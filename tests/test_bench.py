@@ -3,6 +3,7 @@ harness measures what it claims, the report reads the rows right, and the
 whole suite runs end to end at tiny sizes."""
 
 import csv
+import json
 import os
 import pathlib
 import subprocess
@@ -137,20 +138,88 @@ def test_quick_suite_runs_and_writes_the_report(tmp_path):
     assert bad.returncode == 2 and "error: --suites takes ops" in bad.stderr
 
 
+@pytest.mark.backend_independent
 def test_low_resource_table_lists_kinds_in_order_and_leaves_missing_cells_blank():
-    from benchmarks import g2p_low_resource as table
+    from benchmarks import low_resource as table
 
-    def cell(wer):
+    def cell(wer, **more):
         return {"wer": wer, "per": wer / 4, "steps": 20, "units": 8, "max_valid": 5,
-                "train_words": 0}
+                "train_items": 0, **more}
 
-    results = {"transformer/t5/1000": cell(0.9), "rnn/mocha/1000": cell(0.5),
-               "rnn/additive/1000": cell(0.75), "rnn/additive/all": cell(0.125)}
+    results = {"cmudict/transformer/t5/1000/0": cell(0.9),
+               "cmudict/rnn/mocha/1000/0": cell(0.5),
+               "cmudict/rnn/additive/1000/0": cell(0.75),
+               "cmudict/rnn/additive/all/0": cell(0.125)}
     lines = [line for line in table.markdown(results).splitlines() if line.startswith("| ")]
     assert lines[0] == "| attention | 1000 words | all words |"
-    assert lines[2:] == ["| rnn additive | 75.0 (18.8) | 12.5 (3.1) |",
-                         "| rnn mocha | 50.0 (12.5) |  |",
-                         "| transformer t5 | 90.0 (22.5) |  |"]
+    # One seed: no spread, and nothing is marked better than additive.
+    assert lines[2:] == ["| rnn additive | 75.0 (1) | 12.5 (1) |",
+                         "| rnn mocha | 50.0 (1) |  |",
+                         "| transformer t5 | 90.0 (1) |  |"]
+
+
+@pytest.mark.backend_independent
+def test_low_resource_table_gives_mean_and_spread_and_marks_clear_wins():
+    from benchmarks import low_resource as table
+
+    def cell(wer, distance):
+        return {"wer": wer, "per": 0.0, "steps": 20, "units": 8, "max_valid": 5,
+                "train_items": 100, "accuracy": 1 - wer, "mean_distance": distance}
+
+    results = {}
+    for seed, (base, mocha, dot) in enumerate([(0.60, 0.40, 0.55), (0.70, 0.44, 0.75),
+                                               (0.80, 0.42, 0.65)]):
+        results[f"inflection-fr/rnn/additive/100/{seed}"] = cell(base, 2.0 + seed)
+        results[f"inflection-fr/rnn/mocha/100/{seed}"] = cell(mocha, 1.0)
+        results[f"inflection-fr/rnn/dot/100/{seed}"] = cell(dot, 1.5)
+    text = table.markdown(results)
+    rows = [line for line in text.splitlines() if line.startswith("| rnn")]
+    # additive: mean 70, sd 10; mocha: mean 42, sd 2 (42 + 2 < 70 - 10: marked);
+    # dot: mean 65, sd 10 (overlaps: not marked).
+    assert rows[:3] == ["| rnn additive | 70.0 ± 10.0 (3) |",
+                        "| rnn dot | 65.0 ± 10.0 (3) |",
+                        "| rnn mocha | **42.0 ± 2.0 (3)** |"]
+    assert rows[3] == "| rnn additive | 3.00 ± 1.00 |"  # mean distances: 2, 3, 4
+    assert "## FR verb inflection" in text and "| attention | 100 triples |" in text
+
+
+@pytest.mark.backend_independent
+def test_low_resource_plan_seeds_the_small_sizes_and_reads_the_old_table(tmp_path):
+    from benchmarks import low_resource as table
+
+    plan = table.cells(["inflection-es"], [("rnn", "additive")], None, [0, 1, 2])
+    assert [(size, seed) for _, _, _, size, seed in plan] == [
+        (100, 0), (1000, 0), (10000, 0), (100, 1), (1000, 1), (100, 2), (1000, 2)]
+    plan = table.cells(["cmudict"], [("rnn", "dot")], [None], [0, 1])
+    assert [(size, seed) for _, _, _, size, seed in plan] == [(None, 0), (None, 1)]
+    old = {"rnn/mocha/1000": {"wer": 0.5, "per": 0.1, "steps": 2000, "units": 128,
+                              "max_valid": 500, "train_words": 1000}}
+    (tmp_path / "g2p-low-resource.json").write_text(json.dumps(old))
+    results = table.read_results(tmp_path)
+    assert results == {"cmudict/rnn/mocha/1000/0": {**old["rnn/mocha/1000"],
+                                                     "train_items": 1000}}
+
+
+@pytest.mark.slow
+@pytest.mark.backend_independent  # the runner's logic; training is tested on each backend
+def test_low_resource_runner_trains_inflection_cells_with_seeds(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.low_resource", "--tasks", "inflection-es",
+         "--kinds", "rnn/additive", "--sizes", "100", "--seeds", "0,1", "--steps", "2",
+         "--units", "8", "--max-valid", "5", "--out", str(tmp_path),
+         "--work", str(tmp_path / "work"), "--backend", keras.backend.backend()],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    results = json.loads((tmp_path / "low-resource.json").read_text())
+    assert set(results) == {"inflection-es/rnn/additive/100/0",
+                            "inflection-es/rnn/additive/100/1"}
+    for r in results.values():
+        assert r["steps_run"] == 2 and r["train_items"] == 100
+        assert abs(r["accuracy"] - (1 - r["wer"])) < 1e-9 and r["mean_distance"] > 0
+    text = (tmp_path / "low-resource.md").read_text()
+    assert "## ES verb inflection" in text and "(2) |" in text
+    assert (tmp_path / "low-resource.png").stat().st_size > 10_000
 
 
 def _mask_row(backend, mask, length, passes, competitor, ms):

@@ -473,3 +473,34 @@ def test_export_writes_a_savedmodel_that_translates_without_attnkit(demo, tmp_pa
     assert report[f"{greedy}:default"] == report[str(greedy)]
     assert report["keras_imported"] == []
     one_error_line(run_cli("export", "--model", out, "--out", greedy), "not empty")
+
+
+def test_inflection_data_without_its_package_is_one_error_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mlconjug3" else find_spec(name, *a))
+    run = run_cli("train", "--data", "inflection-fr", "--out", str(tmp_path / "x"))
+    one_error_line(run, "pip install --no-deps mlconjug3")
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_on_inflection(tmp_path):
+    """`--data inflection-es`: lemma characters and features in, characters
+    out; evaluate adds the shared task's accuracy and mean distance."""
+    out = tmp_path / "es"
+    run = run_cli("train", "--data", "inflection-es", "--train-size", "100", "--units", "8",
+                  "--epochs", "1", "--max-valid", "20", "--out", str(out))
+    assert run.code == 0, run.err[-2000:]
+    assert "100 training pairs, 1000 dev pairs" in run.out
+    vocab = json.loads((out / "model.vocab.json").read_text())
+    assert (vocab["source_unit"], vocab["target_unit"]) == ("word", "char")
+    assert "IND" in vocab["source"] and "IND" not in vocab["target"]
+    run = run_cli("evaluate", "--model", str(out), "--data", "inflection-es", "--split", "dev")
+    assert run.code == 0, run.err[-2000:]
+    lines = run.out.splitlines()
+    assert lines[0].startswith("1000 inputs: WER ")
+    wer = float(lines[0].split("WER ")[1].split("%")[0])
+    accuracy = float(lines[1].split("accuracy ")[1].split("%")[0])
+    assert abs(accuracy - (100 - wer)) < 0.006 and "mean Levenshtein distance" in lines[1]

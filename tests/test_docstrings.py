@@ -36,7 +36,7 @@ def run_examples(obj, name):
     assert runner.failures == 0 and runner.tries > 0
 
 
-@pytest.mark.parametrize("module", ["cmudict", "dates", "metrics", "vocabulary"])
+@pytest.mark.parametrize("module", ["cmudict", "dates", "inflection", "metrics", "vocabulary"])
 def test_dataset_module_examples_run(module):
     import attnkit.datasets
 

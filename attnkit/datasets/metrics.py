@@ -71,3 +71,22 @@ def error_rates(predictions: dict, references: dict, unit: str = "word"):
         "edits": edits,
         "reference_tokens": length,
     }
+
+
+def accuracy_and_distance(predictions: dict, references: dict):
+    """The SIGMORPHON inflection scores: exact-match accuracy and the mean
+    Levenshtein distance (in characters) to the closest reference.
+
+    Args:
+        predictions: dict input -> predicted text.
+        references: dict input -> reference text (or list of texts); every
+            input of `references` is scored, a missing prediction as "".
+
+    Returns:
+        dict with `accuracy` (inputs correct / inputs), `mean_distance`
+        (summed distance / inputs) and `inputs`.
+    """
+    scores = error_rates(predictions, references, unit="char")
+    return {"accuracy": scores["correct"] / scores["inputs"],
+            "mean_distance": scores["edits"] / scores["inputs"],
+            "inputs": scores["inputs"]}
