@@ -325,7 +325,8 @@ def _lines(path):
         raise CommandError(f"cannot read {path}: {error.strerror}")
 
 
-BUILTIN_DATA = ("cmudict", "dates", "inflection-fr", "inflection-es")
+INFLECTION_DATA = ("inflection-fr", "inflection-es")
+BUILTIN_DATA = ("cmudict", "dates") + INFLECTION_DATA
 
 
 def _pairs(data, split, train_size=None, seed=0):
@@ -342,7 +343,7 @@ def _pairs(data, split, train_size=None, seed=0):
         n = train_size or 20000
         d = dates.load_data(n, max(1, n // 20), max(1, n // 10), seed=seed)
         return {"train": d.train, "dev": d.val, "test": d.test}[split], ("char", "char")
-    if data.startswith("inflection-") and data in BUILTIN_DATA:
+    if data in INFLECTION_DATA:
         from attnkit.datasets import inflection
 
         try:
@@ -440,10 +441,10 @@ def evaluate(args):
     print(f"{scores['inputs']} inputs: WER {100 * scores['wer']:.2f}% "
           f"({scores['correct']} right), {unit} {100 * scores['per']:.2f}% "
           f"({time.time() - start:.0f} s, beam {args.beam})")
-    if args.data in BUILTIN_DATA and args.data.startswith("inflection-"):  # its two scores
-        from attnkit.datasets.metrics import accuracy_and_distance
+    if args.data in INFLECTION_DATA:  # the shared task's two scores (character outputs)
+        from attnkit.datasets.metrics import shared_task_scores
 
-        shared = accuracy_and_distance(predictions, {s: t for s, t in pairs})
+        shared = shared_task_scores(scores)
         print(f"accuracy {100 * shared['accuracy']:.2f}%, mean Levenshtein distance "
               f"{shared['mean_distance']:.3f}")
     if args.data == "cmudict" and args.split == "test":

@@ -19,7 +19,7 @@ size or seed adds only its own cells:
     python benchmarks/low_resource.py --tasks inflection-fr --sizes 100 --seeds 0,1,2
 
 writes `low-resource.json`, `low-resource.md` (per task: mean and standard
-deviation over the seeds, a kind marked where it beats additive attention by
+deviation over random seeds, a kind marked where it beats additive attention by
 more than the spread) and `low-resource.png`.
 """
 
@@ -92,14 +92,14 @@ def worker(cell):
     result = training.train(train, dev, cell["out"], config, verbose=0,
                             log=lambda line: None)
     start = time.time()
-    scores, predictions = training.load(cell["out"]).evaluate(test)
+    scores, _ = training.load(cell["out"]).evaluate(test)
     report = {"wer": scores["wer"], "per": scores["per"], "dev_wer": result["best"]["wer"],
               "best_epoch": result["best"]["epoch"], "epochs": result["epochs"],
               "steps_run": result["steps"], "train_seconds": result["seconds"],
               "stopped": result["stopped"], "test_seconds": time.time() - start,
               "train_items": items, "backend": keras.backend.backend()}
-    if cell["task"] != "cmudict":
-        shared = metrics.accuracy_and_distance(predictions, dict(test))
+    if cell["task"] != "cmudict":  # character outputs: the error rates' edits are characters
+        shared = metrics.shared_task_scores(scores)
         report.update(accuracy=shared["accuracy"], mean_distance=shared["mean_distance"])
     return report
 
@@ -121,7 +121,8 @@ def read_results(out):
 
 def cells(tasks, kinds, sizes, seeds):
     """(task, model, attention, size, seed) of every cell to have, in order:
-    the seeded sizes' cells seed by seed, then the others with the first seed."""
+    the cells of the sizes with several seeds, one seed after another, then
+    the other sizes' cells with the first seed only."""
     plan = []
     for seed in seeds:
         for task in tasks:
@@ -224,7 +225,7 @@ def _kinds(results):
 
 
 def table(results, task, field="wer"):
-    """{(kind, size): (mean, sd, n)} of `field` (a fraction) over the seeds."""
+    """{(kind, size): (mean, sd, n)} of `field` (a fraction) across random seeds."""
     values = {}
     for key, r in results.items():
         t, kind, size, _ = _parse(key)
@@ -254,7 +255,7 @@ def markdown(results):
         "and stopping after 4 epochs without improvement; the test split decoded greedily. "
         "RNN: bidirectional GRU encoder and attention GRU decoder; Transformer: 2 layers, "
         f"4 heads; {', '.join(sorted({str(r['units']) for r in results.values()}))} units. "
-        "A cell: mean ± standard deviation over the seeds (how many in brackets); lower is "
+        "A cell: mean ± standard deviation across random seeds (how many in brackets); lower is "
         f"better. **Bold**: below `{BASELINE.replace('/', ' ')}` by more than the spread "
         "(mean + sd under its mean - sd, both with 2 or more seeds).",
     ]

@@ -61,7 +61,7 @@ EVALUATION_SIZE = 1000
 PERSONS = ("1;SG", "2;SG", "3;SG", "1;PL", "2;PL", "3;PL")
 
 # (mood, tense) of the tables, lower-cased -> (features, the tags of each
-# slot, or None for a table that holds one form).
+# slot; ("",) for a table that holds one form).
 _FRENCH = {
     ("indicatif", "présent"): ("V;IND;PRS", PERSONS),
     ("indicatif", "imparfait"): ("V;IND;PST;IPFV", PERSONS),
@@ -73,7 +73,7 @@ _FRENCH = {
     ("imperatif", "imperatif présent"): ("V;IMP;POS", ("2;SG", "1;PL", "2;PL")),
     ("participe", "participe passé"): ("V.PTCP;PST", ("MASC;SG", "MASC;PL", "FEM;SG",
                                                       "FEM;PL")),
-    ("participe", "participe présent"): ("V.PTCP;PRS", None),
+    ("participe", "participe présent"): ("V.PTCP;PRS", ("",)),
 }
 _SPANISH_IMPERATIVE = ("2;SG", "2;SG;FORM", "1;PL", "2;PL", "2;PL;FORM")
 _SPANISH = {
@@ -137,14 +137,14 @@ def read_tables(language: str, folder: str | os.PathLike | None = None):
                 if known is None or slots is None:
                     continue
                 features, tags = known
-                if tags is None:  # one form
+                if isinstance(slots, str):  # a table of one form
                     slots = [[0, slots]]
                 for index, ending in slots:
                     # An empty slot (None, or "" in the Spanish tables) is a
                     # form the verb lacks, not one equal to its root.
-                    if not ending or index >= len(tags or (None,)):
+                    if not ending or index >= len(tags):
                         continue
-                    tag = tags[index] if tags else ""
+                    tag = tags[index]
                     triples.append((lemma, f"{features};{tag}" if tag else features,
                                     root + ending))
     return triples
