@@ -11,9 +11,24 @@ if os.environ.get("ATTNKIT_TEST_XLA_OPTIMIZE") != "1":
             and "jax" in sys.modules:  # imported already (by a plugin): set it there too
         sys.modules["jax"].config.update("jax_disable_most_optimizations", True)
 
+# Under pytest-xdist the workers share the cores: each worker's OpenMP
+# (PyTorch's threads) gets its share of them, and its subprocesses inherit
+# it. With a thread per core in each of two workers, OpenMP threads, which
+# spin while they wait, made PyTorch training 6-8 times slower on 2 cores.
+# (TensorFlow's and XLA's own thread pools lost time when limited so.)
+WORKERS = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+THREADS = max(1, (os.cpu_count() or 1) // int(WORKERS)) if WORKERS else None
+if THREADS:
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+
 import hypothesis  # noqa: E402
 import keras  # noqa: E402
 import pytest
+
+if THREADS and keras.backend.backend() == "torch":  # in case a plugin imported torch first
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 hypothesis.settings.register_profile(
     "attnkit", max_examples=int(os.environ.get("ATTNKIT_HYPOTHESIS_EXAMPLES", 30)),
@@ -48,6 +63,10 @@ def pytest_collection_modifyitems(config, items):
         grouped = getattr(item, "_nodeid", None)
         if grouped and grouped != item.nodeid and hasattr(type(item._id), "parse"):
             item._id = type(item._id).parse(grouped)
+    # The slow tests first (the shared-fixture group among them): two
+    # workers that take the long tests early end together, where long tests
+    # late in the order kept one busy while the other idled.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     if os.environ.get("ATTNKIT_ONCE_PER_SUITE") != "1":
         return
     once = [item for item in items if item.get_closest_marker("backend_independent")]
