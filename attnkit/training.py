@@ -98,6 +98,9 @@ class TrainConfig:
     heads: int = 4
     dropout: float = 0.1  # transformer
     epochs: int = 30
+    # An epoch (one dev evaluation) runs at least this many updates, passing
+    # over the training pairs several times when they are few.
+    min_epoch_steps: int = 1
     batch_size: int = 64
     learning_rate: float = None  # default 2e-3 (rnn), 1e-3 (transformer)
     schedule: str = "plateau"  # or "linear": decays to 0 over the time budget / epochs
@@ -126,8 +129,8 @@ class TrainConfig:
         if self.normalizer not in NORMALIZERS:
             raise ValueError(f"`normalizer` must be one of {NORMALIZERS}. "
                              f"Received: {self.normalizer!r}.")
-        for name in ("units", "layers", "heads", "epochs", "batch_size", "patience",
-                     "max_valid"):
+        for name in ("units", "layers", "heads", "epochs", "min_epoch_steps", "batch_size",
+                     "patience", "max_valid"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"`{name}` must be a positive int. Received: {value!r}.")
@@ -184,11 +187,14 @@ class BucketedBatches(keras.utils.PyDataset):
     static target length (the RNN decoder on TensorFlow, where keras turns
     batch shapes into a tf.data signature). `outputs=2` gives the targets
     twice, for a model trained on its logits and its alignments.
+    `min_batches`: an epoch passes over the pairs as many times as it takes
+    to give at least this many batches (each pass in its own order).
     """
 
     def __init__(self, source: list[list[int]], target: list[list[int]], batch_size: int,
                  seed: int | None = 0, rows_multiple_of: int = 1,
-                 target_width: int | str | None = None, outputs: int = 1, **kwargs):
+                 target_width: int | str | None = None, outputs: int = 1, min_batches: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
         self.outputs = outputs
         self.source, self.target = source, target
@@ -197,9 +203,10 @@ class BucketedBatches(keras.utils.PyDataset):
             target_width = _padded_width(max(map(len, target)), extra=1)
         self.target_width = target_width
         order = np.argsort([len(s) for s in source], kind="stable")
-        self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        self.groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        self.passes = max(1, math.ceil(min_batches / len(self.groups)))
         self.rng = np.random.default_rng(seed)
-        self.rng.shuffle(self.batches)
+        self.on_epoch_end()
 
     def __len__(self):
         return len(self.batches)
@@ -226,7 +233,10 @@ class BucketedBatches(keras.utils.PyDataset):
         return source, target
 
     def on_epoch_end(self):
-        self.rng.shuffle(self.batches)
+        self.batches = []
+        for _ in range(self.passes):
+            self.rng.shuffle(self.groups)
+            self.batches += list(self.groups)
 
 
 def _padded_width(length, extra=0):
@@ -354,7 +364,7 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
     batches = BucketedBatches(
         source, target, config.batch_size, seed=config.seed, rows_multiple_of=_batch_shards(),
         target_width="longest" if static_target else None,
-        outputs=2 if config.coverage_loss else 1)
+        outputs=2 if config.coverage_loss else 1, min_batches=config.min_epoch_steps)
 
     state_path, last_path = out / "state.json", out / "last.keras"
     state = {"epoch": 0, "steps": 0, "best": None, "stale": 0,

@@ -155,7 +155,12 @@ def _train_parser(sub):
                        help="transformer: attention heads")
     train.add_argument("--dropout", type=_fraction, default=0.1, help="transformer: dropout")
     train.add_argument("--epochs", type=_positive(int), default=30,
-                       help="at most this many passes over the training pairs")
+                       help="at most this many epochs (passes over the training pairs)")
+    train.add_argument("--min-epoch-steps", type=_positive(int), default=1,
+                       help="updates per epoch at least (one dev evaluation each): an "
+                            "epoch passes over few training pairs several times; try 50 "
+                            "for a few hundred pairs, which patience would otherwise "
+                            "stop after a handful of updates")
     train.add_argument("--batch-size", type=_positive(int), default=64,
                        help="pairs per update")
     train.add_argument("--learning-rate", type=_positive(float),

@@ -399,6 +399,7 @@ def train(args):
         model=args.model, attention=args.attention, normalizer=args.normalizer,
         units=args.units, layers=args.layers,
         heads=args.heads, dropout=args.dropout, epochs=args.epochs,
+        min_epoch_steps=args.min_epoch_steps,
         batch_size=args.batch_size, learning_rate=args.learning_rate, schedule=args.schedule,
         label_smoothing=args.label_smoothing, coverage_loss=args.coverage_loss,
         patience=args.patience,

@@ -2,6 +2,7 @@
 harness measures what it claims, the report reads the rows right, and the
 whole suite runs end to end at tiny sizes."""
 
+import argparse
 import csv
 import json
 import os
@@ -194,10 +195,22 @@ def test_low_resource_plan_seeds_the_small_sizes_and_reads_the_old_table(tmp_pat
     assert [(size, seed) for _, _, _, size, seed in plan] == [(None, 0), (None, 1)]
     old = {"rnn/mocha/1000": {"wer": 0.5, "per": 0.1, "steps": 2000, "units": 128,
                               "max_valid": 500, "train_words": 1000}}
+    old["transformer/t5/1000"] = old["rnn/mocha/1000"]  # trained before T5's new start
     (tmp_path / "g2p-low-resource.json").write_text(json.dumps(old))
     results = table.read_results(tmp_path)
     assert results == {"cmudict/rnn/mocha/1000/0": {**old["rnn/mocha/1000"],
                                                      "train_items": 1000}}
+
+    # A cell is kept when it trained as asked: the same budget, and as many
+    # passes per epoch (cells from before min_epoch_steps made one pass).
+    args = argparse.Namespace(steps=2000, units=128, min_epoch_steps=50)
+    cell = {"steps": 2000, "units": 128, "train_items": 1000}  # 16 batches a pass
+    assert not table._same_budget(cell, args)  # 4 passes asked for, 1 made
+    assert table._same_budget({**cell, "min_epoch_steps": 50}, args)
+    assert table._same_budget({**cell, "min_epoch_steps": 49}, args)  # 4 passes too
+    assert table._same_budget({**cell, "train_items": 4000}, args)  # 63 batches: 1 pass
+    assert not table._same_budget({**cell, "min_epoch_steps": 50, "units": 64}, args)
+    assert not table._same_budget(None, args)
 
 
 @pytest.mark.slow
@@ -207,7 +220,7 @@ def test_low_resource_runner_trains_inflection_cells_with_seeds(tmp_path):
         [sys.executable, "-m", "benchmarks.low_resource", "--tasks", "inflection-es",
          "--kinds", "rnn/additive", "--sizes", "100", "--seeds", "0,1", "--steps", "2",
          "--units", "8", "--max-valid", "5", "--out", str(tmp_path),
-         "--work", str(tmp_path / "work"), "--backend", keras.backend.backend()],
+         "--work", str(tmp_path / "work"), "--backend", "torch"],  # the quickest to start
         capture_output=True, text=True, timeout=900, cwd=ROOT,
         env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
@@ -215,7 +228,7 @@ def test_low_resource_runner_trains_inflection_cells_with_seeds(tmp_path):
     assert set(results) == {"inflection-es/rnn/additive/100/0",
                             "inflection-es/rnn/additive/100/1"}
     for r in results.values():
-        assert r["steps_run"] == 2 and r["train_items"] == 100
+        assert r["steps_run"] == 2 and r["train_items"] == 100 and r["min_epoch_steps"] == 50
         assert abs(r["accuracy"] - (1 - r["wer"])) < 1e-9 and r["mean_distance"] > 0
     text = (tmp_path / "low-resource.md").read_text()
     assert "## ES verb inflection" in text and "(2) |" in text

@@ -53,6 +53,21 @@ def test_bucketed_batches_hold_every_pair_once_in_similar_lengths():
     assert sorted(seen) == sorted(tuple(s) for s in source)
 
 
+def test_an_epoch_of_few_pairs_passes_over_them_until_it_has_min_batches():
+    source = [[3 + i % 5] * (1 + i % 7) for i in range(40)]  # 3 batches of 16
+    target = [[1] + s + [2] for s in source]
+    batches = training.BucketedBatches(source, target, batch_size=16, seed=0, min_batches=7)
+    for epoch in range(2):
+        assert len(batches) == 9  # three whole passes
+        seen = [tuple(row[row != 0]) for i in range(len(batches)) for row in batches[i][0][0]]
+        assert sorted(seen) == sorted([tuple(s) for s in source] * 3)
+        thirds = [sorted(seen[:40]), sorted(seen[40:80]), sorted(seen[80:])]
+        assert thirds[0] == thirds[1] == thirds[2]  # each pass holds every pair once
+        batches.on_epoch_end()
+    assert len(training.BucketedBatches(source, target, 16, min_batches=3)) == 3
+    assert len(training.BucketedBatches(source, target, 16)) == 3
+
+
 def test_bucketed_batches_of_any_length_fit_after_the_first_two():
     """keras on TensorFlow fixes the shapes that batches 0 and 1 share: a
     later batch of other lengths must still fit (on every backend)."""
@@ -191,7 +206,8 @@ def test_bad_configurations_are_refused():
     for kwargs, match in ((dict(model="lstm"), "model"),
                           (dict(model="rnn", attention="t5"), "does not fit"),
                           (dict(units=0), "units"), (dict(label_smoothing=1.0), "smoothing"),
-                          (dict(time_budget=0), "time_budget")):
+                          (dict(time_budget=0), "time_budget"),
+                          (dict(min_epoch_steps=0), "min_epoch_steps")):
         with pytest.raises(ValueError, match=match):
             training.TrainConfig(**kwargs).check()
 

@@ -17,6 +17,7 @@ from attnkit.layers.rotary_embedding import RotaryEmbedding
 from attnkit.layers.shaw_relative_position import ShawRelativePosition
 from attnkit.layers.sinusoidal_position_encoding import SinusoidalPositionEncoding
 from attnkit.layers.stateful_attention import StatefulAttention
+from attnkit.layers.t5_relative_bias import T5DistanceDecay
 from attnkit.layers.t5_relative_bias import T5RelativeBias
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "ShawRelativePosition",
     "SinusoidalPositionEncoding",
     "StatefulAttention",
+    "T5DistanceDecay",
     "T5RelativeBias",
     "substitute_keras_attention",
 ]

@@ -31,8 +31,12 @@ def _self_attention(position, num_heads, key_dim, clip_distance, dropout, normal
         raise ValueError(
             f"`position` must be one of {POSITION_KINDS}. Received: {position!r}."
         )
+    # T5's table starts as ALiBi's distance penalty: drawn near zero, as in
+    # T5, it learned word order too slowly for a few thousand pairs.
+    scheme = (T5RelativeBias(embeddings_initializer="distance_decay") if position == "t5"
+              else schemes[position]())
     return MultiHeadAttention(num_heads, key_dim, dropout=dropout, normalizer=normalizer,
-                              position=schemes[position](), name="self_attention")
+                              position=scheme, name="self_attention")
 
 
 class _Block(keras.layers.Layer):
@@ -187,7 +191,8 @@ class TransformerSeq2Seq(keras.Model):
     No absolute positions anywhere: encoder and decoder self-attention are
     `RelativePositionalAttention` (Shaw et al.; `position="relative"`) or
     `MultiHeadAttention` with `T5RelativeBias`, `AlibiBias` or
-    `RotaryEmbedding` (`"t5"`, `"alibi"`, `"rotary"`); cross-attention is
+    `RotaryEmbedding` (`"t5"`, `"alibi"`, `"rotary"`; T5's table starts as
+    ALiBi's distance penalty, `T5DistanceDecay`); cross-attention is
     plain `MultiHeadAttention`. Inputs `[source_ids (B, S), decoder_input_ids
     (B, T)]` (0 = padding in the source), outputs logits `(B, T, V)` and
     the last decoder block's cross-attention `(B, T, S)`, like `RNNSeq2Seq`,

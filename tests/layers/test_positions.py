@@ -51,6 +51,28 @@ def test_t5_buckets_and_rotary_match_their_definitions(bidirectional):
     np.testing.assert_allclose(got, ref.rotate(x.astype("float64"), positions), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_t5_distance_decay_starts_the_table_as_alibi(bidirectional):
+    heads, far = 4, 20
+    rel = np.arange(-far - 5, far + 6)
+    buckets = ref.t5_bucket(rel, 16, far, bidirectional)
+    expected = np.zeros((16, heads))
+    for bucket in range(16):  # the nearest distance of each bucket, or `far`
+        near = np.abs(rel[buckets == bucket]).min(initial=far)
+        expected[bucket] = -near * ref.alibi_slopes(heads)
+    layer = attnkit.layers.T5RelativeBias(16, far, bidirectional,
+                                          embeddings_initializer="distance_decay")
+    MultiHeadAttention(heads, 4, position=layer).build((B, L, D), (B, L, D))
+    np.testing.assert_allclose(to_numpy(layer.embeddings), expected, rtol=1e-6)
+    assert expected[0, 0] == 0 and expected[1, 0] == -ref.alibi_slopes(heads)[0]
+    # Saved and loaded with its settings; a table of other shape is refused.
+    again = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert again.embeddings_initializer.get_config() == {
+        "num_buckets": 16, "max_distance": far, "bidirectional": bidirectional}
+    with pytest.raises(ValueError, match="16 buckets"):
+        attnkit.layers.T5DistanceDecay(16, far, bidirectional)((8, heads))
+
+
 def decode(layer, x, start=0, size=12, prefill=1, mask_before=False):
     """Feeds `x` through the cache from `start`: `prefill` tokens, then one
     at a time. Returns (outputs, cache)."""
