@@ -26,17 +26,16 @@ def _self_attention(position, num_heads, key_dim, clip_distance, dropout, normal
         return RelativePositionalAttention(
             num_heads, key_dim, clip_distance=clip_distance,
             dropout=dropout, normalizer=normalizer, name="self_attention")
-    schemes = {"t5": T5RelativeBias, "alibi": AlibiBias, "rotary": RotaryEmbedding}
+    # T5's table starts as ALiBi's distance penalty: drawn near zero, as in
+    # T5, it learned word order too slowly for a few thousand pairs.
+    schemes = {"t5": lambda: T5RelativeBias(embeddings_initializer="distance_decay"),
+               "alibi": AlibiBias, "rotary": RotaryEmbedding}
     if position not in schemes:
         raise ValueError(
             f"`position` must be one of {POSITION_KINDS}. Received: {position!r}."
         )
-    # T5's table starts as ALiBi's distance penalty: drawn near zero, as in
-    # T5, it learned word order too slowly for a few thousand pairs.
-    scheme = (T5RelativeBias(embeddings_initializer="distance_decay") if position == "t5"
-              else schemes[position]())
     return MultiHeadAttention(num_heads, key_dim, dropout=dropout, normalizer=normalizer,
-                              position=scheme, name="self_attention")
+                              position=schemes[position](), name="self_attention")
 
 
 class _Block(keras.layers.Layer):
