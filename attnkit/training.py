@@ -313,16 +313,57 @@ class Translator:
 
 
 def load(folder_or_model: str | os.PathLike):
-    """The `Translator` saved in a folder (or at its `model.keras`)."""
+    """The `Translator` saved in a folder (or at its `model.keras`). The
+    model loads without its training state (`compile=False`): compile it
+    to train further, or resume with `train(..., resume=True)`."""
     path = Path(folder_or_model)
     if path.is_dir():
         path = path / "model.keras"
     vocab = json.loads(path.with_suffix(".vocab.json").read_text())
-    model = keras.saving.load_model(path)
+    model = _load_model(path)
     source = Vocabulary(vocab["source"], unit=vocab.get("source_unit", "char"))
     target = Vocabulary(vocab["target"], unit=vocab.get("target_unit", "char"))
     # Files from `attnkit demo` keep "length" (dates: 10 characters).
     return Translator(model, source, target, vocab.get("target_length", 10))
+
+
+def _load_model(path):
+    """`keras.saving.load_model(path, compile=False)`, without computing on
+    JAX the initial weights that the load then replaces: JAX compiles each
+    initializer for its shape (2-3 s of a short `attnkit translate`). The
+    model is built in a `keras.StatelessScope` that leaves its variables
+    uninitialized and collects the loaded values, which then become the
+    variables' values; a variable the file does not hold is initialized as
+    usual. A model that cannot be built that way (a layer that makes a
+    variable from a value) loads as usual."""
+    if keras.backend.backend() != "jax":
+        return keras.saving.load_model(path, compile=False)
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.backend.common.stateless_scope import in_stateless_scope
+        from keras.src.backend.common.variables import initialize_all_variables
+    except ImportError:  # another keras: load as usual
+        return keras.saving.load_model(path, compile=False)
+    if in_stateless_scope():
+        return keras.saving.load_model(path, compile=False)
+    key = "uninitialized_variables"
+    waiting = list(global_state.get_global_attribute(key) or [])
+    global_state.set_global_attribute(key, [])
+    try:
+        with keras.StatelessScope(initialize_variables=False) as scope:
+            model = keras.saving.load_model(path, compile=False)
+    except ValueError:
+        global_state.set_global_attribute(key, waiting)  # the half-built model is dropped
+        return keras.saving.load_model(path, compile=False)
+    created = global_state.get_global_attribute(key) or []
+    for variable in created:
+        value = scope.get_current_value(variable)
+        if value is not None:
+            variable._initialize(value)
+            variable._initializer = None
+    global_state.set_global_attribute(key, waiting + [v for v in created if v._value is None])
+    initialize_all_variables()
+    return model
 
 
 def build_model(config: TrainConfig, source_size: int, target_size: int):

@@ -11,7 +11,9 @@ which stops once every word has ended. One process per backend:
   the first 2,048, in batches of 256 (`Translator.translate`), the first
   pass (compilation included) and the median of the next ones;
 - `attnkit translate --model M WORD`: wall time of the whole command minus
-  that of `python -c "import keras"`, medians of 3;
+  that of `python -c "import keras"` (median of 3), the first run with an
+  empty cache folder (JAX keeps compiled programs there), then the median
+  of 3 more; `attnkit --version`, median of 3;
 - the stdin filter: per-line latency (write one line, read its answer),
   median over 20 lines once the model is loaded;
 - the SavedModel from `attnkit export` (TensorFlow): a batch of 64 words.
@@ -77,10 +79,10 @@ def in_process(folder, words, repeats):
     return report
 
 
-def command_seconds(args, backend, stdin=None):
+def command_seconds(args, backend, stdin=None, **env):
     start = time.perf_counter()
-    subprocess.run(args, env=_quiet_env(backend), capture_output=True, input=stdin, text=True,
-                   check=True)
+    subprocess.run(args, env={**_quiet_env(backend), **env}, capture_output=True, input=stdin,
+                   text=True, check=True)
     return time.perf_counter() - start
 
 
@@ -148,10 +150,18 @@ def main():
             row = json.loads(run.stdout.split("REPORT ", 1)[1])
             imports = statistics.median(
                 command_seconds([PYTHON, "-c", "import keras"], backend) for _ in range(3))
+            # The first command with an empty cache folder (JAX keeps compiled
+            # programs there), then the median of 3 more.
+            translate = [PYTHON, "-m", "attnkit_cli", "translate", "--model", folder, words[0]]
+            cache = os.path.join(tmp, f"cache-{backend}")
+            cold = command_seconds(translate, backend, XDG_CACHE_HOME=cache)
             whole = statistics.median(
-                command_seconds([PYTHON, "-m", "attnkit_cli", "translate", "--model", folder,
-                                 words[0]], backend) for _ in range(3))
+                command_seconds(translate, backend, XDG_CACHE_HOME=cache) for _ in range(3))
             row["translate_s"], row["import_keras_s"] = whole, imports
+            row["translate_cold_s"] = cold
+            row["version_s"] = statistics.median(
+                command_seconds([PYTHON, "-m", "attnkit_cli", "--version"], backend)
+                for _ in range(3))
             row["filter_line_s"] = filter_latency(folder, backend, words)
             rows[backend] = row
             print(backend, row, flush=True)
@@ -172,15 +182,18 @@ def write(out, rows, export_s, count):
         "ended). Batches of 256; beam search over the first 2,048 words.",
         "",
         "| backend | greedy words/s | greedy first pass (s) | beam 4 words/s | "
-        "`attnkit translate WORD` above `import keras` (s) | filter, per line (ms) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "`attnkit translate WORD` above `import keras` (s): first run, then | "
+        "filter, per line (ms) | `--version` (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for backend, row in rows.items():
         lines.append(
             f"| {backend} | {row['greedy']['words_per_s']:,.0f} | {row['greedy']['first_s']:.1f} "
             f"| {row['beam 4']['words_per_s']:,.0f} | "
-            f"{row['translate_s'] - row['import_keras_s']:.1f} "
-            f"(whole command {row['translate_s']:.1f}) | {1000 * row['filter_line_s']:.0f} |")
+            f"{row['translate_cold_s'] - row['import_keras_s']:.2f}, then "
+            f"{row['translate_s'] - row['import_keras_s']:.2f} (whole command "
+            f"{row['translate_s']:.1f}, `import keras` {row['import_keras_s']:.1f}) | "
+            f"{1000 * row['filter_line_s']:.0f} | {row['version_s']:.2f} |")
     lines += ["", f"SavedModel from `attnkit export`, a batch of 64 words: "
               f"{1000 * export_s:.0f} ms (median of 5, TensorFlow alone).", "",
               "Rerun: `python benchmarks/decoding.py --out benchmarks/results`."]

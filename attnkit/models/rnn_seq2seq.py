@@ -4,6 +4,9 @@ Shape legend: B batch, S source length, T target length, V target
 vocabulary, U decoder units.
 """
 
+import contextlib
+import sys
+
 import keras
 from keras import layers
 from keras import ops
@@ -47,6 +50,32 @@ def _attention(kind, units, normalizer):
     return DotProductAttention(kind, normalizer=normalizer, name="attention")
 
 
+@contextlib.contextmanager
+def _tensorflow_unasked():
+    """keras's `Bidirectional` copies its layer through keras's serializer,
+    which asks whether TensorFlow is installed by importing it (2.5 s on
+    JAX or PyTorch, most of a short `attnkit translate`) to test whether a
+    config value is a TensorFlow shape or dtype. No TensorFlow object can
+    exist before TensorFlow is imported, so while it is not, the answer
+    "not available" changes nothing; keras asks again afterwards."""
+    lazy = None
+    if "tensorflow" not in sys.modules:
+        try:
+            from keras.src.utils import module_utils
+
+            lazy = module_utils.tensorflow
+        except (ImportError, AttributeError):  # another keras: it imports TensorFlow
+            pass
+    if lazy is None or getattr(lazy, "_available", True) is not None:
+        yield
+        return
+    lazy._available = False
+    try:
+        yield
+    finally:
+        lazy._available = None
+
+
 @keras.saving.register_keras_serializable(package="attnkit")
 class RNNSeq2Seq(keras.Model):
     """A bidirectional-GRU encoder and an attention GRU decoder.
@@ -75,8 +104,9 @@ class RNNSeq2Seq(keras.Model):
         target_in = keras.Input((None,), dtype="int32", name="decoder_input_ids")
         source_embedding = layers.Embedding(source_vocab_size, embedding_dim, mask_zero=True,
                                             name="source_embedding")
-        encoder = layers.Bidirectional(
-            layers.GRU(units, return_sequences=True, return_state=True), name="encoder")
+        with _tensorflow_unasked():
+            encoder = layers.Bidirectional(
+                layers.GRU(units, return_sequences=True, return_state=True), name="encoder")
         bridge = layers.Dense(2 * units, activation="tanh", name="bridge")
         concatenate = layers.Concatenate(name="encoder_state")
         cell = layers.GRUCell(2 * units)

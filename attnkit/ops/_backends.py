@@ -260,7 +260,9 @@ def compiled_inference(fn, variables):
     `variables` (keras variables) as they are at each call: `jax.jit` with
     the variables' values passed in (a `keras.StatelessScope`, so a model
     trained between calls is not read stale), `tf.function` (which reads
-    variables by reference), and on PyTorch `fn` itself without autograd."""
+    variables by reference; the loops use `keras.ops.while_loop`, so
+    without autograph, which would spend a second converting the model's
+    code on each first call), and on PyTorch `fn` itself without autograd."""
     name = backend.backend()
     if name == "jax":
         import jax
@@ -275,7 +277,7 @@ def compiled_inference(fn, variables):
     if name == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, reduce_retracing=True)
+        return tf.function(fn, reduce_retracing=True, autograph=False)
     import torch
 
     def run(*tensors):
