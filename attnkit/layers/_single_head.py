@@ -5,6 +5,8 @@ Dk key features, Dv value features. A rank-2 query `(B, D)` is one decoder
 step: it is treated as `T = 1` and the axis is dropped again on the way out.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -18,7 +20,9 @@ class SingleHeadAttention(keras.layers.Layer):
 
     `_score_inputs` returns `(q, k, bias, scale)` for `attnkit.ops.attention`
     with `q` `(B, T, 1, H)`, `k` `(B, S, 1, H)`, `bias` `(B, 1, T, S)` or None
-    and a Python float `scale`.
+    and a Python float `scale`; it reads the keys through `project_keys`
+    (their projection by the layer's key weights, the same for every query)
+    unless the call passes them projected as `keys`.
     """
 
     def __init__(self, dropout=0.0, seed=None, normalizer="softmax", **kwargs):
@@ -42,6 +46,11 @@ class SingleHeadAttention(keras.layers.Layer):
     def _build_weights(self, query_dim, key_dim):
         """Creates the layer's weights for D = query_dim, Dk = key_dim."""
 
+    def project_keys(self, key):
+        """`key` `(B, S, Dk)` as the layer's scores read it, made once for
+        many decoder steps and passed to each call as `keys`."""
+        return key
+
     def __call__(self, *args, **kwargs):
         _checks.check_layer_call(args, kwargs, ("query", "value", "key?"),
                                  masks=("query_mask", "value_mask", "attention_mask"))
@@ -49,7 +58,7 @@ class SingleHeadAttention(keras.layers.Layer):
 
     def call(self, query, value, key=None, query_mask=None, value_mask=None,
              attention_mask=None, return_attention_scores=False,
-             training=None, use_causal_mask=False):
+             training=None, use_causal_mask=False, keys=None):
         key = value if key is None else key
         _check_shapes(query.shape, value.shape, key.shape)
         step = len(query.shape) == 2
@@ -60,7 +69,11 @@ class SingleHeadAttention(keras.layers.Layer):
             if attention_mask is not None and len(attention_mask.shape) == 2:
                 attention_mask = ops.expand_dims(attention_mask, 1)
         mask = merge_masks(query_mask, value_mask, None, attention_mask)
-        q, k, bias, scale = self._score_inputs(query, key)
+        q, k, bias, scale = self._score_inputs(
+            query, self.project_keys(key) if keys is None else keys)
+        if step and not use_causal_mask:
+            out, weights = self._step(q, k, value, bias, scale, mask, training)
+            return (out, weights) if return_attention_scores else out
         out, weights = ak.attention(
             q, k, ops.expand_dims(value, 2),
             bias=bias,
@@ -76,13 +89,35 @@ class SingleHeadAttention(keras.layers.Layer):
             return out, weights
         return out
 
+    def _step(self, q, k, value, bias, scale, mask, training):
+        """One decoder step `(B, D)` -> (output (B, Dv), weights (B, S)):
+        the scores, `attnkit.ops.attention_weights` and the weighted values,
+        a few operations where the core's path takes dozens for one query.
+        `q` `(B, 1, 1, H)`, `k` `(B, S, 1, H)`, `bias` `(B, 1, 1, S)`, `mask`
+        `(B, 1, S)` or None."""
+        scores = None
+        if q.shape[-1] != 0:
+            if scale is None:  # the core's default, 1 / sqrt(H)
+                scale = 1.0 / math.sqrt(q.shape[-1])
+            scores = ops.einsum("bh,bsh->bs", q[:, 0, 0], k[:, :, 0]) * scale
+        if bias is not None:
+            bias = ops.cast(bias[:, 0, 0], q.dtype)
+            scores = bias if scores is None else scores + bias
+        weights = ak.attention_weights(
+            scores, None if mask is None else mask[:, 0], self.normalizer)
+        dropped = weights
+        if training and self.dropout > 0:
+            dropped = keras.random.dropout(weights, self.dropout, seed=self.seed_generator)
+        out = ops.einsum("bs,bsd->bd", ops.cast(dropped, value.dtype), value)
+        return out, weights
+
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
         return tuple(query_shape[:-1]) + (value_shape[-1],)
 
     def compute_output_spec(self, query, value, key=None, query_mask=None,
                             value_mask=None, attention_mask=None,
                             return_attention_scores=False, training=None,
-                            use_causal_mask=False):
+                            use_causal_mask=False, keys=None):
         dtype = self.compute_dtype
         out = keras.KerasTensor(
             self.compute_output_shape(query.shape, value.shape), dtype=dtype

@@ -91,10 +91,12 @@ class AdditiveAttention(SingleHeadAttention):
                 constraint=self.bias_constraint,
             )
 
-    def _score_inputs(self, query, key):
+    def project_keys(self, key):
+        return ops.matmul(key, ops.cast(self.key_kernel, key.dtype))  # (B, S, U)
+
+    def _score_inputs(self, query, k):
         dtype = query.dtype
         q = ops.matmul(query, ops.cast(self.query_kernel, dtype))  # (B, T, U)
-        k = ops.matmul(key, ops.cast(self.key_kernel, dtype))  # (B, S, U)
         bias = ops.cast(self.bias, dtype) if self.use_bias else None
         hidden = additive_hidden(q, k, bias)  # (B, T, S, U)
         scores = ops.tensordot(hidden, ops.cast(self.score_kernel, dtype), 1)  # (B, T, S)

@@ -162,20 +162,27 @@ class AttentionDecoder(keras.layers.Layer):
     def step(self, inputs: Tensor, states: list, memory: Tensor, memory_mask: Tensor | None = None,
              training: bool | None = None, keys: Tensor | None = None):
         """One decoder step: inputs `(B, E)` -> (output, alignment (B, S),
-        new states). `keys`: a stateful attention's `project_keys(memory)`,
-        made once for every step (made here when not given)."""
-        if self._stateful and keys is None:
-            keys = self.attention.project_keys(memory)
+        new states). `keys`: the attention's `project_keys(memory)`, made
+        once for every step (made here when not given)."""
+        if keys is None:
+            keys = self._project_keys(memory)
         return self._step(inputs, states, memory, memory_mask, training, self._call_cell, keys)
+
+    def _project_keys(self, memory):
+        """The attention's projection of the memory, the same for every step
+        (attnkit's attention layers have `project_keys`), or None."""
+        project = getattr(self.attention, "project_keys", None)
+        return None if project is None else project(memory)
 
     def _attend(self, query, memory, memory_mask, attention_states, keys, training):
         """(context, alignment, new attention states) for one step."""
         if self._stateful:
             return self.attention(query, memory, attention_states, value_mask=memory_mask,
                                   keys=keys, training=training)
+        given = {} if keys is None else {"keys": keys}
         context, alignment = self.attention(
             query, memory, value_mask=memory_mask, return_attention_scores=True,
-            training=training)  # (B, Dv), (B, S)
+            training=training, **given)  # (B, Dv), (B, S)
         return context, alignment, []
 
     def _call_cell(self, inputs, extra, cell_states, training):
@@ -255,8 +262,8 @@ class AttentionDecoder(keras.layers.Layer):
         if self.style == "luong" and not self.input_feeding and not self._stateful:
             return self._call_attending_after(projected, cell, memory, memory_mask, states,
                                               return_state, training)
-        # A stateful attention's memory projection serves every step.
-        keys = self.attention.project_keys(memory) if self._stateful else None
+        # The attention's memory projection serves every step.
+        keys = self._project_keys(memory)
         outputs, alignments = [], []
         for t in range(steps):
             output, alignment, states = self._step(

@@ -116,6 +116,9 @@ class DotProductAttention(SingleHeadAttention):
                 initializer=keras.initializers.Constant(math.log(self.initial_temperature)),
             )
 
+    def project_keys(self, key):
+        return _unit(key) if self.score_mode == "cosine" else key
+
     def _score_inputs(self, query, key):
         scale = None
         if self.score_mode == "dot":
@@ -125,7 +128,6 @@ class DotProductAttention(SingleHeadAttention):
             scale = 1.0
         elif self.score_mode == "cosine":
             query = _unit(query) * ops.cast(ops.exp(self.log_temperature), query.dtype)
-            key = _unit(key)
             scale = 1.0
         return ops.expand_dims(query, 2), ops.expand_dims(key, 2), None, scale
 

@@ -5,15 +5,13 @@ Dk key features, Dv value features, U units.
 """
 
 import keras
-from keras import backend
 from keras import ops
 
 from attnkit import _checks
 from attnkit._checks import check_positive_int
 from attnkit.layers._arguments import clone_initializer
 from attnkit.layers.additive_attention import additive_hidden
-from attnkit.ops import _math
-from attnkit.ops import _plan
+from attnkit.ops.weights import attention_weights
 from attnkit.types import Tensor
 
 
@@ -184,9 +182,7 @@ def normalized_weights(scores: Tensor, mask: Tensor | None, normalizer: str):
     """Attention weights `(B, S)` from scores `(B, S)` by the core's own
     normalization (its normalizer, float32 for half-precision scores, exact
     zeros for a row with no visible position)."""
-    logits = ops.cast(scores, _plan.compute_dtype_for(scores.dtype))
-    dtype = backend.standardize_dtype(scores.dtype)
-    return ops.cast(_math.normalize_weights(logits, mask, normalizer), dtype)
+    return attention_weights(scores, mask, normalizer)
 
 
 def _check_mask(mask, value_shape):

@@ -130,8 +130,8 @@ class RNNSeq2Seq(keras.Model):
 
     def encode(self, source_ids: Tensor, steps: int) -> dict:
         """The decoding state for `source_ids` `(B, S)`: the encoder's
-        memory `(B, S, 2U)`, its mask, the decoder's first states (and a
-        stateful attention's projection of the memory, made once).
+        memory `(B, S, 2U)`, its mask, the decoder's first states and the
+        attention's projection of the memory, made once.
         `steps` (the most tokens to decode) does not change it."""
         mask = ops.not_equal(source_ids, 0)
         memory, forward, backward = self.encoder(self.source_embedding(source_ids), mask=mask)
@@ -139,8 +139,9 @@ class RNNSeq2Seq(keras.Model):
         states = self.decoder.get_initial_state(ops.shape(source_ids)[0], [first],
                                                 memory=memory, memory_mask=mask)
         state = {"states": list(states), "memory": memory, "memory_mask": mask}
-        if self.decoder._stateful:
-            state["keys"] = self.decoder.attention.project_keys(memory)
+        keys = self.decoder._project_keys(memory)
+        if keys is not None:
+            state["keys"] = keys
         return state
 
     def decode_step(self, token: Tensor, state: dict, index: Tensor | int):

@@ -42,6 +42,7 @@ from attnkit.ops.terms import alibi_slopes
 from attnkit.ops.terms import chain_score_mods
 from attnkit.ops.terms import deserialize_term
 from attnkit.ops.terms import serialize_term
+from attnkit.ops.weights import attention_weights
 
 __all__ = [
     "Alibi",
@@ -66,6 +67,7 @@ __all__ = [
     "alibi_slopes",
     "and_masks",
     "attention",
+    "attention_weights",
     "block_sizes",
     "causal_mask",
     "chain_score_mods",

@@ -135,6 +135,30 @@ def test_rank2_query_is_one_decoder_step_per_batch_row(name):
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("normalizer", ["softmax", "sparsemax", "entmax15"])
+def test_a_decoder_step_with_masks_matches_the_reference(name, normalizer):
+    q, v, k = inputs(3)
+    layer = CONFIGS[name]()
+    layer.normalizer = normalizer
+    value_mask = np.array([[1, 1, 0, 1, 0], [0, 0, 0, 0, 0]], bool)  # row 1 sees nothing
+    query_mask = np.array([True, True])
+    out, w = layer(q[:, 0], v, k, query_mask=query_mask, value_mask=value_mask,
+                   return_attention_scores=True)
+    merged = np.broadcast_to(value_mask[:, None], (B, 1, S))
+    want_out, want_w = expected(name, layer, q[:, :1], v, k, mask=merged,
+                                normalizer=normalizer)
+    np.testing.assert_allclose(to_numpy(out), want_out[:, 0], rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(to_numpy(w), want_w[:, 0], rtol=2e-5, atol=2e-5)
+    assert np.all(to_numpy(out)[1] == 0) and np.all(to_numpy(w)[1] == 0)
+    # Keys projected once (as a decoder does for every step) change nothing.
+    again, w_again = layer(q[:, 0], v, k, query_mask=query_mask, value_mask=value_mask,
+                           return_attention_scores=True,
+                           keys=layer.project_keys(keras.ops.convert_to_tensor(k)))
+    np.testing.assert_allclose(to_numpy(again), to_numpy(out), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(w_again), to_numpy(w), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_implicit_keras_masks_equal_explicit_masks(name):
     tokens = np.array([[3, 5, 2, 0, 0], [4, 1, 6, 7, 2]])
     embed = keras.layers.Embedding(9, D, mask_zero=True)
