@@ -71,7 +71,7 @@ class SingleHeadAttention(keras.layers.Layer):
         mask = merge_masks(query_mask, value_mask, None, attention_mask)
         q, k, bias, scale = self._score_inputs(
             query, self.project_keys(key) if keys is None else keys)
-        if step and not use_causal_mask:
+        if step and not use_causal_mask and _fits(mask, query.shape[0], key.shape[1]):
             out, weights = self._step(q, k, value, bias, scale, mask, training)
             return (out, weights) if return_attention_scores else out
         out, weights = ak.attention(
@@ -135,6 +135,18 @@ class SingleHeadAttention(keras.layers.Layer):
         config.update({"dropout": self.dropout, "seed": self.seed,
                        "normalizer": self.normalizer})
         return config
+
+
+def _fits(mask, batch, keys):
+    """Whether a merged step mask `(B, 1, S)` (or None) has shapes a step's
+    short path can broadcast; any other goes to the core, which says what
+    is wrong with it."""
+    if mask is None:
+        return True
+    shape = tuple(mask.shape)
+    return len(shape) == 3 and shape[1] == 1 and all(
+        n == 1 or n is None or want is None or n == want
+        for n, want in ((shape[0], batch), (shape[2], keys)))
 
 
 def _check_shapes(query_shape, value_shape, key_shape):
