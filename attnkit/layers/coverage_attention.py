@@ -10,7 +10,7 @@ from keras import ops
 from attnkit import _checks
 from attnkit.layers.stateful_attention import AdditiveEnergy
 from attnkit.layers.stateful_attention import StatefulAttention
-from attnkit.layers.stateful_attention import normalized_weights
+from attnkit.ops.weights import attention_weights
 from attnkit.types import Tensor
 
 
@@ -89,7 +89,7 @@ class CoverageAttention(StatefulAttention):
         keys, fertility = keys
         coverage = ops.cast(states[0], keys.dtype)
         extra = ops.expand_dims(coverage, -1) * ops.cast(self.coverage_kernel, keys.dtype)
-        alignment = normalized_weights(self._energy(query, keys, extra), mask, self.normalizer)
+        alignment = attention_weights(self._energy(query, keys, extra), mask, self.normalizer)
         added = alignment if fertility is None else alignment / fertility
         return alignment, [coverage + added]
 

@@ -11,7 +11,7 @@ from attnkit import _checks
 from attnkit._checks import check_positive_int
 from attnkit.layers.stateful_attention import AdditiveEnergy
 from attnkit.layers.stateful_attention import StatefulAttention
-from attnkit.layers.stateful_attention import normalized_weights
+from attnkit.ops.weights import attention_weights
 from attnkit.types import Tensor
 
 
@@ -96,7 +96,7 @@ class LocationSensitiveAttention(StatefulAttention):
                             padding="same")  # (B, S, F)
         location = ops.matmul(features, ops.cast(self.location_projection, dtype))  # (B, S, U)
         scores = self._energy(query, keys, location)  # (B, S)
-        alignment = normalized_weights(scores, mask, self.normalizer)
+        alignment = attention_weights(scores, mask, self.normalizer)
         new_states = [alignment]
         if self.cumulative:
             new_states.append(ops.cast(states[1], alignment.dtype) + alignment)

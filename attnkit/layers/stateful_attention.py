@@ -94,7 +94,7 @@ class StatefulAttention(keras.layers.Layer):
         """Weights `(B, S)` from scores `(B, S)` by attnkit's core: the
         normalizer (`"softmax"`, `"sparsemax"`, `"entmax15"`) over the
         positions `mask` (bool `(B, S)`) shows, zeros for a row with none."""
-        return normalized_weights(scores, mask, normalizer)
+        return attention_weights(scores, mask, normalizer)
 
     def __call__(self, *args, **kwargs):
         _checks.check_layer_call(args, kwargs, ("query", "value"), masks=("value_mask",))
@@ -177,12 +177,6 @@ def checked_memory(value: Tensor):
             f"`value` must be (B, S, Dv). Received: value.shape={tuple(value.shape)}.")
     return value
 
-
-def normalized_weights(scores: Tensor, mask: Tensor | None, normalizer: str):
-    """Attention weights `(B, S)` from scores `(B, S)` by the core's own
-    normalization (its normalizer, float32 for half-precision scores, exact
-    zeros for a row with no visible position)."""
-    return attention_weights(scores, mask, normalizer)
 
 
 def _check_mask(mask, value_shape):
