@@ -1,17 +1,13 @@
-"""The `attnkit` command, importable from the library: `attnkit.cli.main`.
-
-The command itself lives in the `attnkit_cli` package, which parses its
-options without importing keras (so `attnkit --help` answers at once);
-`python -m attnkit.cli ARGS` runs it too.
-"""
+"""Moved to `attnkit.app.cli`; this path warns, and goes in attnkit 0.3.
+`python -m attnkit.cli ARGS` still runs the command."""
 
 import sys
 
-from attnkit_cli import CommandError
-from attnkit_cli import main
-from attnkit_cli import parser
-
-__all__ = ["CommandError", "main", "parser"]
-
 if __name__ == "__main__":
+    from attnkit_cli import main
+
     sys.exit(main())
+
+from attnkit._moved import alias  # noqa: E402
+
+alias(__name__, "attnkit.app.cli")

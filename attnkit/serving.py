@@ -29,7 +29,7 @@ SIGNATURE = "serve"
 
 def export(translator, path: str | os.PathLike, beam: int = 1, length_penalty: float = 0.0,
            coverage_penalty: float = 0.0):
-    """Writes `translator` (an `attnkit.training.Translator`) to `path` as a
+    """Writes `translator` (an `attnkit.app.training.Translator`) to `path` as a
     TensorFlow SavedModel with a `serve` signature: strings in, strings out,
     decoded greedily (`beam=1`) or by beam search with GNMT's penalties."""
     if keras.backend.backend() != "tensorflow":

@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from attnkit import training
+from attnkit.app import training
 from attnkit_cli import DEFAULT_EPOCHS
 from attnkit_cli import RNN_ATTENTION
 from attnkit_cli import TRANSFORMER_ATTENTION
@@ -146,7 +146,7 @@ def _plot_examples(pairs, predictions, alignments, path, count=4):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from attnkit.viz import plot_attention
+    from attnkit.app.plots import plot_attention
 
     # Prefer short texts with a month name (3-12 letters, no weekday): their
     # alignment is the telling one. Fall back to any text.
@@ -165,7 +165,7 @@ def _plot_examples(pairs, predictions, alignments, path, count=4):
 
 
 def _load(model_path):
-    """The `attnkit.training.Translator` in a folder or at a model.keras."""
+    """The `attnkit.app.training.Translator` in a folder or at a model.keras."""
     path = Path(model_path)
     if path.is_dir():
         path = path / "model.keras"
@@ -237,7 +237,7 @@ def translate(args):
     for prediction in predictions:
         print(prediction)
     if args.plot:
-        from attnkit.viz import plot_attention
+        from attnkit.app.plots import plot_attention
 
         text = texts[0]
         src = translator.source_vocab.split(text)
@@ -443,7 +443,7 @@ def evaluate(args):
           f"({scores['correct']} right), {unit} {100 * scores['per']:.2f}% "
           f"({time.time() - start:.0f} s, beam {args.beam})")
     if args.data in INFLECTION_DATA:  # the shared task's two scores (character outputs)
-        from attnkit.datasets.metrics import shared_task_scores
+        from attnkit.app.metrics import shared_task_scores
 
         shared = shared_task_scores(scores)
         print(f"accuracy {100 * shared['accuracy']:.2f}%, mean Levenshtein distance "

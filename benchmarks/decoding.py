@@ -48,9 +48,9 @@ def _quiet_env(backend):
 
 def make_model(folder):
     """A cmudict-shaped Translator saved in `folder`; the test words."""
-    from attnkit import training
+    from attnkit.app import training
     from attnkit.datasets import cmudict
-    from attnkit.datasets.vocabulary import Vocabulary
+    from attnkit.app.vocabulary import Vocabulary
 
     data = cmudict.load_data()
     source = Vocabulary.from_texts([s for s, _ in data.train], unit="char")
@@ -65,7 +65,7 @@ def make_model(folder):
 
 def in_process(folder, words, repeats):
     """Greedy and beam words/s on this process's backend."""
-    from attnkit import training
+    from attnkit.app import training
 
     translator = training.load(folder)
     report = {}

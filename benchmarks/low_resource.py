@@ -7,7 +7,7 @@ seeds.
 
 Every cell has the same budget: at most `--steps` optimizer updates of 64
 pairs (a budget that does not depend on the machine or its load, unlike
-minutes). It trains in a fresh process with `attnkit.training.train` (the
+minutes). It trains in a fresh process with `attnkit.app.training.train` (the
 dev error of the first `--max-valid` dev inputs picks the best epoch and
 stops early), then decodes the whole test split greedily. An epoch runs at
 least `--min-epoch-steps` updates (50), passing over a small training set
@@ -85,8 +85,8 @@ def _data(task, size):
 def worker(cell):
     import keras
 
-    from attnkit import training
-    from attnkit.datasets import metrics
+    from attnkit.app import training
+    from attnkit.app import metrics
 
     train, dev, test, target_unit, source_unit, items = _data(cell["task"], cell["size"])
     attention, _, normalizer = cell["attention"].partition("+")

@@ -71,10 +71,10 @@ def build(name, source_size, target_size, units):
 def worker(config):
     import keras
 
-    from attnkit import training
+    from attnkit.app import training
     from benchmarks.attention._harness import time_side_by_side
     from attnkit.datasets import cmudict
-    from attnkit.datasets.vocabulary import Vocabulary
+    from attnkit.app.vocabulary import Vocabulary
 
     pairs = cmudict.load_data(train_size=config["words"], seed=0).train
     source_vocab = Vocabulary.from_texts([s for s, _ in pairs], unit="char")

@@ -117,8 +117,8 @@ def transformer_demo(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """The session's one trained run: a small RNN learns to reverse words
-    (`attnkit.training.train`, 5 epochs). (output folder, result)."""
-    from attnkit import training
+    (`attnkit.app.training.train`, 5 epochs). (output folder, result)."""
+    from attnkit.app import training
     from tests.helpers import reversal_pairs
 
     out = tmp_path_factory.mktemp("reversal")

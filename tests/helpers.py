@@ -121,7 +121,7 @@ def run_cli(*args, stdin=None):
     import io
     import sys
 
-    from attnkit import cli
+    from attnkit.app import cli
 
     out, err = io.StringIO(), io.StringIO()
     if isinstance(stdin, str):

@@ -1,4 +1,4 @@
-"""The `attnkit` command: in process through `attnkit.cli.main`, and a few
+"""The `attnkit` command: in process through `attnkit.app.cli.main`, and a few
 smoke tests of the installed command in a fresh interpreter (what needs
 one: imports, start-up, a missing backend)."""
 
@@ -11,8 +11,8 @@ import time
 import keras
 import pytest
 
-from attnkit import cli
-from attnkit import training
+from attnkit.app import cli
+from attnkit.app import training
 from attnkit_cli import _environment
 from attnkit_cli.commands import exact_match_percent
 from tests.helpers import reversal_pairs

@@ -36,9 +36,11 @@ def run_examples(obj, name):
     assert runner.failures == 0 and runner.tries > 0
 
 
-@pytest.mark.parametrize("module", ["cmudict", "dates", "inflection", "metrics", "vocabulary"])
-def test_dataset_module_examples_run(module):
-    import attnkit.datasets
+@pytest.mark.parametrize("module", ["attnkit.datasets.cmudict", "attnkit.datasets.dates",
+                                    "attnkit.datasets.inflection", "attnkit.app.metrics",
+                                    "attnkit.app.vocabulary"])
+def test_module_examples_run(module):
+    import importlib
 
-    module = getattr(attnkit.datasets, module)
+    module = importlib.import_module(module)
     run_examples(module, module.__name__)

@@ -7,7 +7,7 @@ import pytest
 
 from attnkit.losses import CoverageLoss
 from attnkit.losses import GuidedAlignmentLoss
-from attnkit.training import SmoothedSequenceLoss
+from attnkit.app.training import SmoothedSequenceLoss
 from attnkit.models import build_rnn_seq2seq
 from tests.helpers import to_numpy
 

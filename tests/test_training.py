@@ -1,4 +1,4 @@
-"""attnkit.training: reading pairs, batching, the trainer, resuming and translating
+"""attnkit.app.training: reading pairs, batching, the trainer, resuming and translating
 (its commands are tested in tests/test_cli.py)."""
 
 import json
@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from attnkit import training
+from attnkit.app import training
 from tests.helpers import reversal_pairs
 from tests.helpers import to_numpy
 from tests.test_distribution import JAX_SESSION_ONLY
@@ -218,7 +218,7 @@ import json, sys
 import keras
 import numpy as np
 from keras import distribution as D
-from attnkit import training
+from attnkit.app import training
 
 assert len(D.list_devices("cpu")) == 8, D.list_devices("cpu")
 pairs, valid = json.loads(sys.argv[1])
@@ -270,7 +270,7 @@ def test_training_under_data_parallel_equals_one_device(tmp_path):
 
 @pytest.mark.parametrize("kind", ["rnn", "transformer"])
 def test_a_loaded_translator_holds_the_saved_weights_and_trains_on(kind, tmp_path):
-    from attnkit.datasets.vocabulary import Vocabulary
+    from attnkit.app.vocabulary import Vocabulary
 
     pairs = reversal_pairs(50, 0)
     source = Vocabulary.from_texts([s for s, _ in pairs], unit="char")
@@ -305,7 +305,7 @@ def test_building_and_loading_a_model_leaves_tensorflow_unimported(tmp_path):
     import subprocess
     import sys
 
-    from attnkit.datasets.vocabulary import Vocabulary
+    from attnkit.app.vocabulary import Vocabulary
 
     vocab = Vocabulary.from_texts(["ab", "ba"], unit="char")
     config = training.TrainConfig(model="rnn", units=8).check()
@@ -313,7 +313,7 @@ def test_building_and_loading_a_model_leaves_tensorflow_unimported(tmp_path):
                         vocab, vocab, 4).save(tmp_path)
     script = (
         "import sys\n"
-        "from attnkit import training\n"
+        "from attnkit.app import training\n"
         "config = training.TrainConfig(model='rnn', units=8).check()\n"
         "training.build_model(config, 5, 5)\n"
         "built = 'tensorflow' in sys.modules\n"

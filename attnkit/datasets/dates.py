@@ -22,7 +22,7 @@ import datetime
 
 import numpy as np
 
-from attnkit.datasets import vocabulary
+from attnkit.app import vocabulary
 from attnkit.datasets._date_languages import LANGUAGES
 from attnkit.datasets._date_languages import day_in_prose
 

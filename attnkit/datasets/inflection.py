@@ -26,7 +26,7 @@ without them: `pip install --no-deps mlconjug3`.
   Dev and test are fixed samples of 1,000 triples of their lemmas.
 - Scores are the shared task's: exact-match accuracy and the mean
   Levenshtein distance between the output and the form
-  (`attnkit.datasets.metrics.accuracy_and_distance`).
+  (`attnkit.app.metrics.accuracy_and_distance`).
 
 A model reads the lemma's characters and then the features, each a token
 (`source_text`): the pairs' source unit is `"word"`, their target unit
@@ -49,7 +49,7 @@ import json
 import os
 import random
 
-from attnkit.datasets.vocabulary import Vocabulary
+from attnkit.app.vocabulary import Vocabulary
 
 PACKAGE = "mlconjug3"
 TABLES = os.path.join("data", "conjug_manager")

@@ -1,24 +1,33 @@
-"""Attention layers computed through `attnkit.ops`."""
+"""Attention layers computed through `attnkit.ops`, in three families:
 
-from attnkit.layers.additive_attention import AdditiveAttention
-from attnkit.layers.alibi_bias import AlibiBias
-from attnkit.layers.attention_decoder import AttentionDecoder
-from attnkit.layers.cached_multi_head_attention import CachedMultiHeadAttention
-from attnkit.layers.cached_multi_head_attention import substitute_keras_attention
-from attnkit.layers.coverage_attention import CoverageAttention
-from attnkit.layers.dot_product_attention import DotProductAttention
-from attnkit.layers.location_sensitive_attention import LocationSensitiveAttention
-from attnkit.layers.monotonic_attention import MonotonicAttention
-from attnkit.layers.multi_head_attention import MultiHeadAttention
-from attnkit.layers.position_embedding import PositionEmbedding
-from attnkit.layers.position_scheme import PositionScheme
-from attnkit.layers.relative_positional_attention import RelativePositionalAttention
-from attnkit.layers.rotary_embedding import RotaryEmbedding
-from attnkit.layers.shaw_relative_position import ShawRelativePosition
-from attnkit.layers.sinusoidal_position_encoding import SinusoidalPositionEncoding
-from attnkit.layers.stateful_attention import StatefulAttention
-from attnkit.layers.t5_relative_bias import T5DistanceDecay
-from attnkit.layers.t5_relative_bias import T5RelativeBias
+- `attnkit.layers.multi_head`: multi-head attention with keras's contract;
+- `attnkit.layers.positions`: position schemes it takes, and position
+  encodings added to embeddings;
+- `attnkit.layers.seq2seq`: single-head and stateful attention for
+  encoder-decoder models, and the decoder that steps them.
+
+Every layer is importable from here too: `attnkit.layers.MultiHeadAttention`.
+"""
+
+from attnkit.layers.multi_head import CachedMultiHeadAttention
+from attnkit.layers.multi_head import MultiHeadAttention
+from attnkit.layers.multi_head import RelativePositionalAttention
+from attnkit.layers.multi_head import substitute_keras_attention
+from attnkit.layers.positions import AlibiBias
+from attnkit.layers.positions import PositionEmbedding
+from attnkit.layers.positions import PositionScheme
+from attnkit.layers.positions import RotaryEmbedding
+from attnkit.layers.positions import ShawRelativePosition
+from attnkit.layers.positions import SinusoidalPositionEncoding
+from attnkit.layers.positions import T5DistanceDecay
+from attnkit.layers.positions import T5RelativeBias
+from attnkit.layers.seq2seq import AdditiveAttention
+from attnkit.layers.seq2seq import AttentionDecoder
+from attnkit.layers.seq2seq import CoverageAttention
+from attnkit.layers.seq2seq import DotProductAttention
+from attnkit.layers.seq2seq import LocationSensitiveAttention
+from attnkit.layers.seq2seq import MonotonicAttention
+from attnkit.layers.seq2seq import StatefulAttention
 
 __all__ = [
     "AdditiveAttention",

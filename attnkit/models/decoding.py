@@ -27,7 +27,7 @@ import numpy as np
 from keras import ops
 
 from attnkit import _checks
-from attnkit.ops import _backends
+from attnkit import _backends
 from attnkit.types import Tensor
 
 

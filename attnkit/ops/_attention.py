@@ -16,6 +16,7 @@ from attnkit.ops._blockmask import BlockMask
 from attnkit.ops import _fused
 from attnkit.ops import _math
 from attnkit.ops import _plan
+from attnkit.ops import positions
 from attnkit.ops import terms
 from attnkit.types import Tensor
 
@@ -145,7 +146,7 @@ def attention(query: Tensor, key: Tensor, value: Tensor, *, bias: Tensor | None 
 
 def relative_attention(query: Tensor, key: Tensor, value: Tensor, key_table: Tensor | None = None,
                        value_table: Tensor | None = None, *,
-                       buckets: terms.RelativeBuckets | None = None,
+                       buckets: positions.RelativeBuckets | None = None,
                        bias_table: Tensor | None = None, clip_distance: int | None = None,
                        max_distance: int | None = None, **kwargs):
     """Attention with a bucketed relative-position term.
@@ -205,7 +206,7 @@ def _buckets(buckets, clip_distance, max_distance):
             "relative_attention takes exactly one of `buckets` (a RelativeBuckets) "
             f"or `clip_distance` (an int). Received: buckets={buckets!r}, "
             f"clip_distance={clip_distance!r}.")
-    return terms.ClippedBuckets(clip_distance) if buckets is None else buckets
+    return positions.ClippedBuckets(clip_distance) if buckets is None else buckets
 
 
 def _dispatch(tensors, options):

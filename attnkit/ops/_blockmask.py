@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from attnkit.ops import _backends
+from attnkit import _backends
 
 EMPTY, PARTIAL, FULL = 0, 1, 2
 

@@ -14,7 +14,7 @@ Order of operations, the same on every path:
 
 from keras import ops
 
-from attnkit.ops import _backends
+from attnkit import _backends
 
 # A finite stand-in for -inf: exp(NEG - m) is 0 for any visible m and
 # exp(NEG - NEG) = 1 is multiplied by a False mask, so no NaN can appear.

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from attnkit.ops import _backends
+from attnkit import _backends
 from attnkit.ops import _blockmask
 from attnkit.ops import _blocks
 from attnkit.ops import _plan
 from attnkit.ops import _thresholds
+from attnkit.ops import masks
 from attnkit.ops import terms
 
 _BLOCKS = {"query": None, "key": None}  # set by `block_sizes`
@@ -387,7 +388,7 @@ def _with_inputs(plan, inputs):
     documents = plan.documents
     if documents is not None:
         count = len(documents.tables())
-        documents, rest = terms.DocumentMask(*rest[:count]), rest[count:]
+        documents, rest = masks.DocumentMask(*rest[:count]), rest[count:]
     q_offset = plan.q_offset if isinstance(plan.q_offset, int) else rest[0]
     return dataclasses.replace(plan, query=query, key=key, value=value, relative=relative,
                                mask=mask, documents=documents, q_offset=q_offset)

@@ -11,7 +11,7 @@ K key/value heads, H head dim, Hv value head dim.
 
 from keras import ops
 
-from attnkit.ops import _backends
+from attnkit import _backends
 from attnkit.ops import _blocks
 
 

@@ -7,7 +7,7 @@ K key/value heads, H head dim, Hv value head dim, R relative buckets.
 from keras import ops
 from keras import random
 
-from attnkit.ops import _backends
+from attnkit import _backends
 from attnkit.ops import _blocks
 from attnkit.ops import _plan
 from attnkit.ops import _thresholds

@@ -18,10 +18,13 @@ from keras import backend
 from keras import ops
 
 from attnkit import _checks
-from attnkit.ops import _backends
+from attnkit import _backends
 from attnkit.ops import _blockmask
 from attnkit.ops import _fused
 from attnkit.ops import _thresholds
+from attnkit.ops import masks
+from attnkit.ops import positions
+from attnkit.ops import score_mods
 from attnkit.ops import terms
 
 
@@ -37,7 +40,7 @@ class RelativeTerms:
     never for the whole sequence.
     """
 
-    buckets: Any  # an attnkit.ops.terms.RelativeBuckets
+    buckets: Any  # an attnkit.ops.positions.RelativeBuckets
     key_table: Any  # (R, H) or (R, N, H), compute dtype, or None
     bias: Any  # (1, 1, 1, R) or (1, N, 1, R), compute dtype, or None
     value_table: Any  # (R, Hv) or (R, N, Hv), compute dtype, or None
@@ -92,7 +95,7 @@ class Plan:
     implementation: Any = None
     relative: Any = None  # RelativeTerms or None
     normalizer: str = "softmax"  # or "sparsemax", "entmax15"
-    documents: Any = None  # terms.DocumentMask of call-time segment ids, or None
+    documents: Any = None  # masks.DocumentMask of call-time segment ids, or None
     block_mask: Any = None  # a BlockMask given by the caller, or None
 
     @property
@@ -115,12 +118,6 @@ class Plan:
     def additive_score_mod(self):
         """True when score_mod only adds a term of the indices (or is None)."""
         return self.score_mod is None or bool(getattr(self.score_mod, "additive", False))
-
-
-def compute_dtype_for(dtype):
-    """The dtype the core computes in for inputs of `dtype`: float64 stays
-    float64, every other float (half precision included) is float32."""
-    return "float64" if backend.standardize_dtype(dtype) == "float64" else "float32"
 
 
 def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
@@ -149,7 +146,7 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
             term.check_lengths(b, q_end, key.shape[1])
     if block_mask is not None:
         _blockmask.check_block_mask(block_mask, t, key.shape[1], q_offset)
-    if isinstance(score_mod, terms.SoftCap) and logit_soft_cap is None:
+    if isinstance(score_mod, score_mods.SoftCap) and logit_soft_cap is None:
         # The same function, run where the chunked backward knows its derivative.
         score_mod, logit_soft_cap = None, score_mod.cap
     target = (b, n, t, key.shape[1])
@@ -161,7 +158,7 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
             mask = ops.not_equal(mask, 0)
         mask = _rank4(mask)
     out_dtype = result_dtype(query, key, value)
-    compute_dtype = compute_dtype_for(out_dtype)
+    compute_dtype = _backends.compute_dtype_for(out_dtype)
     if bias is not None:
         bias = _checks.as_tensor("bias", bias)
         _checks.check_bias_dtype(bias)
@@ -191,12 +188,12 @@ def _documents(segment_ids, kv_segment_ids):
                 "`kv_segment_ids` gives the keys' documents beside the queries' "
                 "`segment_ids`; give `segment_ids` too. Received: segment_ids=None.")
         return None
-    return terms.DocumentMask(segment_ids, kv_segment_ids)
+    return masks.DocumentMask(segment_ids, kv_segment_ids)
 
 
 def relative_terms(plan, buckets, key_table, value_table, bias_table):
     """The plan's `RelativeTerms` from a bucket function and its tables."""
-    if not isinstance(buckets, terms.RelativeBuckets):
+    if not isinstance(buckets, positions.RelativeBuckets):
         raise TypeError(
             "`buckets` must be an attnkit.ops.RelativeBuckets (e.g. "
             f"attnkit.ops.ClippedBuckets(16)). Received: {buckets!r}.")

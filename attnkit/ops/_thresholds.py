@@ -1,4 +1,5 @@
-"""Every measured constant of the core in one place.
+"""Every measured constant of the core in one place (the one about how
+PyTorch's kernel is called lives with that call, in `attnkit._backends`).
 
 Each was measured with `make bench` (the benchmarks/ folder) on 2-core CPUs,
 side by side in one run; the documentation's Benchmarks page has the tables.
@@ -27,15 +28,6 @@ SPARSE_CHUNK_FROM_KEYS = 2048
 # wins up to this many score elements (2x forward at L = 128, B = 64) and
 # loses past it (1.5x slower forward at L = 1024, B = 8).
 FRAMEWORK_SOFTMAX_MAX_ELEMENTS = {"jax": 1 << 24}
-
-# PyTorch's CPU SDPA kernel reads (B, N, T, H) inputs: the transposed views
-# of the layer's (B, T, N, H) tensors are copied to contiguous ones from this
-# many keys on, as keras passes them. MultiHeadAttention against keras, one
-# run, each order alternated: L = 2048 and 4096 forward + backward 0.98x
-# keras with the views, 0.99-1.01x with the copies; at L = 128 the copies
-# cost more than they save (1.03-1.11x with the views, 0.96-0.98x with the
-# copies).
-TORCH_CONTIGUOUS_FROM_KEYS = 1024
 
 # The chunked path's default block sizes. 512 x 256 against 1024 x 512 at
 # L = 4096, B = 1, N = 8, H = 64, causal, forward + backward: the same time

@@ -10,7 +10,7 @@ from keras import ops
 
 from attnkit import _checks
 from attnkit.ops import _math
-from attnkit.ops import _plan
+from attnkit import _backends
 from attnkit.types import Tensor
 
 
@@ -30,7 +30,7 @@ def attention_weights(scores: Tensor, mask: Tensor | None = None,
     """
     _checks.check_normalizer(normalizer)
     dtype = backend.standardize_dtype(scores.dtype)
-    logits = ops.cast(scores, _plan.compute_dtype_for(dtype))
+    logits = ops.cast(scores, _backends.compute_dtype_for(dtype))
     if mask is not None:
         mask = ops.cast(mask, "bool")
     return ops.cast(_math.normalize_weights(logits, mask, normalizer), dtype)

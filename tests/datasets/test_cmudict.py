@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from attnkit.datasets import cmudict
-from attnkit.datasets import metrics
-from attnkit.datasets.vocabulary import Vocabulary
+from attnkit.app import metrics
+from attnkit.app.vocabulary import Vocabulary
 
 pytestmark = pytest.mark.backend_independent
 

@@ -13,7 +13,7 @@ import os
 import pytest
 
 from attnkit.datasets import inflection
-from attnkit.datasets import metrics
+from attnkit.app import metrics
 
 pytestmark = pytest.mark.backend_independent
 

@@ -287,7 +287,7 @@ def single_head_case(folder):
 
 def test_saved_model_loads_in_a_fresh_process(fresh_loads, tmp_path):
     loaded = fresh_loads["single_head"]
-    assert ["attnkit.layers.additive_attention", "AdditiveAttention"] in loaded.layers
+    assert ["attnkit.layers.seq2seq.additive_attention", "AdditiveAttention"] in loaded.layers
     np.testing.assert_allclose(loaded.got[0], loaded.want[0], rtol=1e-6, atol=1e-6)
     weights_path = str(tmp_path / "w.weights.h5")
     loaded.model.save_weights(weights_path)

@@ -173,7 +173,7 @@ def test_fused_takes_a_bias_together_with_the_causal_flag():
 @pytest.mark.parametrize("is_causal", [False, True])
 def test_fused_path_on_long_sequences(is_causal):
     """From 1024 keys PyTorch's kernel gets contiguous copies of its inputs
-    (`_thresholds.TORCH_CONTIGUOUS_FROM_KEYS`): the answer and gradients
+    (`attnkit._backends.TORCH_CONTIGUOUS_FROM_KEYS`): the answer and gradients
     stay the reference's there too."""
     g = np.random.default_rng(11)
     q, k, v, d_out = (g.normal(size=(1, 1030, 2, 4)).astype("float32") for _ in range(4))

@@ -7,7 +7,7 @@ substitutions of one token each) to the closest reference.
 
 Example:
 
-    >>> scores = attnkit.datasets.metrics.error_rates(
+    >>> scores = attnkit.app.metrics.error_rates(
     ...     {"read": "R IY D"}, {"read": ["R EH D", "R IY D"]}, unit="word")
     >>> scores["wer"], scores["per"]
     (0.0, 0.0)

@@ -10,7 +10,7 @@ from keras import ops
 from attnkit import _checks
 from attnkit._checks import check_positive_int
 from attnkit.layers._arguments import clone_initializer
-from attnkit.layers.additive_attention import additive_hidden
+from attnkit.layers.seq2seq.additive_attention import additive_hidden
 from attnkit.ops.weights import attention_weights
 from attnkit.types import Tensor
 

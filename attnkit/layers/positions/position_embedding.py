@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from attnkit._checks import check_positive_int
-from attnkit.layers.sinusoidal_position_encoding import _check_rank3
+from attnkit.layers.positions.sinusoidal_position_encoding import _check_rank3
 
 
 @keras.saving.register_keras_serializable(package="attnkit")

@@ -7,7 +7,7 @@ input features, Dv memory features, U cell units, A attentional features.
 import keras
 from keras import ops
 
-from attnkit.layers.stateful_attention import StatefulAttention
+from attnkit.layers.seq2seq.stateful_attention import StatefulAttention
 from attnkit.types import Tensor
 
 STYLES = ("bahdanau", "luong")

@@ -3,7 +3,7 @@
 import keras
 
 import attnkit.ops as ak
-from attnkit.layers.position_scheme import PositionScheme
+from attnkit.layers.positions.position_scheme import PositionScheme
 
 
 @keras.saving.register_keras_serializable(package="attnkit")

@@ -9,8 +9,8 @@ from keras import ops
 
 from attnkit import _checks
 from attnkit._checks import check_positive_int
-from attnkit.layers.stateful_attention import AdditiveEnergy
-from attnkit.layers.stateful_attention import StatefulAttention
+from attnkit.layers.seq2seq.stateful_attention import AdditiveEnergy
+from attnkit.layers.seq2seq.stateful_attention import StatefulAttention
 from attnkit.ops.weights import attention_weights
 from attnkit.types import Tensor
 

@@ -10,7 +10,7 @@ import keras
 import attnkit.ops as ak
 from attnkit import _checks
 from attnkit.layers._arguments import clone_initializer
-from attnkit.layers.position_scheme import PositionScheme
+from attnkit.layers.positions.position_scheme import PositionScheme
 
 
 @keras.saving.register_keras_serializable(package="attnkit")

@@ -9,7 +9,7 @@ from keras import ops
 
 from attnkit._checks import check_positive_int
 from attnkit.layers._arguments import clone_initializer
-from attnkit.layers._single_head import SingleHeadAttention
+from attnkit.layers.seq2seq._single_head import SingleHeadAttention
 from attnkit.types import Tensor
 
 

@@ -4,8 +4,8 @@ relative positions built in."""
 import keras
 
 from attnkit import _checks
-from attnkit.layers.multi_head_attention import MultiHeadAttention
-from attnkit.layers.shaw_relative_position import ShawRelativePosition
+from attnkit.layers.multi_head.multi_head_attention import MultiHeadAttention
+from attnkit.layers.positions.shaw_relative_position import ShawRelativePosition
 
 
 @keras.saving.register_keras_serializable(package="attnkit")

@@ -1,8 +1,8 @@
-"""Every backend workaround of the core, and the native kernels, in one module.
+"""The backend-specific code of the core and the models, in one module: the
+core's workarounds and native kernels, and the models' compiled inference.
 
 `keras.ops.dot_product_attention` reaches JAX's kernel and cuDNN where
-available; PyTorch's SDPA (a CPU flash kernel) is called directly. Nothing
-else in attnkit asks which backend runs.
+available; PyTorch's SDPA (a CPU flash kernel) is called directly.
 
 Shape legend: B batch, T query length, S key length, N query heads,
 K key/value heads, H head dim, Hv value head dim.
@@ -13,8 +13,6 @@ import collections
 import numpy as np
 from keras import backend
 from keras import ops
-
-from attnkit.ops import _thresholds
 
 
 def name():
@@ -174,6 +172,16 @@ def native_attention(query, key, value, *, bias, mask, scale, is_causal, grouped
         query, key, value, bias=bias, mask=mask, scale=scale, is_causal=is_causal)
 
 
+# PyTorch's CPU SDPA kernel reads (B, N, T, H) inputs: the transposed views
+# of the layer's (B, T, N, H) tensors are copied to contiguous ones from this
+# many keys on, as keras passes them. MultiHeadAttention against keras, one
+# run, each order alternated: L = 2048 and 4096 forward + backward 0.98x
+# keras with the views, 0.99-1.01x with the copies; at L = 128 the copies
+# cost more than they save (1.03-1.11x with the views, 0.96-0.98x with the
+# copies).
+TORCH_CONTIGUOUS_FROM_KEYS = 1024
+
+
 def _torch_sdpa(query, key, value, *, bias, mask, scale, is_causal, grouped):
     # Called directly rather than through keras: keras's wrapper cannot be
     # traced by TorchDynamo, and `enable_gqa` reads grouped key/value heads
@@ -181,7 +189,7 @@ def _torch_sdpa(query, key, value, *, bias, mask, scale, is_causal, grouped):
     import torch.nn.functional as F
 
     q, k, v = (x.transpose(1, 2) for x in (query, key, value))  # (B, N, T, H)
-    if (key.shape[1] or 0) >= _thresholds.TORCH_CONTIGUOUS_FROM_KEYS:
+    if (key.shape[1] or 0) >= TORCH_CONTIGUOUS_FROM_KEYS:
         q, k, v = (x.contiguous() for x in (q, k, v))
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=bias if bias is not None else mask,
@@ -285,3 +293,9 @@ def compiled_inference(fn, variables):
             return fn(*tensors)
 
     return run
+
+
+def compute_dtype_for(dtype):
+    """The dtype the core computes in for inputs of `dtype`: float64 stays
+    float64, every other float (half precision included) is float32."""
+    return "float64" if backend.standardize_dtype(dtype) == "float64" else "float32"

@@ -9,7 +9,7 @@ import sys
 
 import keras
 
-from attnkit.layers.multi_head_attention import MultiHeadAttention
+from attnkit.layers.multi_head.multi_head_attention import MultiHeadAttention
 
 
 @keras.saving.register_keras_serializable(package="attnkit")
@@ -72,7 +72,7 @@ def substitute_keras_attention():
         >>> with attnkit.layers.substitute_keras_attention():
         ...     layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
         >>> type(layer).__module__
-        'attnkit.layers.multi_head_attention'
+        'attnkit.layers.multi_head.multi_head_attention'
     """
     from keras.src import layers as keras_src_layers
 

@@ -10,9 +10,9 @@ import keras
 from keras import ops
 
 from attnkit._checks import check_positive_int
-from attnkit.layers.stateful_attention import AdditiveEnergy
-from attnkit.layers.stateful_attention import StatefulAttention
-from attnkit.layers.stateful_attention import checked_memory
+from attnkit.layers.seq2seq.stateful_attention import AdditiveEnergy
+from attnkit.layers.seq2seq.stateful_attention import StatefulAttention
+from attnkit.layers.seq2seq.stateful_attention import checked_memory
 from attnkit.ops.monotonic import chunkwise_alignment
 from attnkit.ops.monotonic import monotonic_alignment
 from attnkit.types import Tensor

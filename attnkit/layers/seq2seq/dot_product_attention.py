@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from attnkit.layers._arguments import clone_initializer
-from attnkit.layers._single_head import SingleHeadAttention
+from attnkit.layers.seq2seq._single_head import SingleHeadAttention
 
 SCORE_MODES = ("dot", "scaled", "general", "cosine")
 

@@ -8,8 +8,8 @@ import keras
 from keras import ops
 
 from attnkit import _checks
-from attnkit.layers.stateful_attention import AdditiveEnergy
-from attnkit.layers.stateful_attention import StatefulAttention
+from attnkit.layers.seq2seq.stateful_attention import AdditiveEnergy
+from attnkit.layers.seq2seq.stateful_attention import StatefulAttention
 from attnkit.ops.weights import attention_weights
 from attnkit.types import Tensor
 

@@ -25,10 +25,10 @@ import numpy as np
 from keras import ops
 
 from attnkit._checks import NORMALIZERS
-from attnkit.datasets import metrics
-from attnkit.datasets.vocabulary import Vocabulary
+from attnkit.app import metrics
+from attnkit.app.vocabulary import Vocabulary
 from attnkit.losses import CoverageLoss
-from attnkit.ops import _backends
+from attnkit import _backends
 from attnkit.models import beam_search_decode
 from attnkit.models import build_rnn_seq2seq
 from attnkit.models import build_transformer_seq2seq

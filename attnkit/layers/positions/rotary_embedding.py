@@ -3,7 +3,7 @@
 
 import keras
 
-from attnkit.layers.position_scheme import PositionScheme
+from attnkit.layers.positions.position_scheme import PositionScheme
 from attnkit.ops import positions as P
 from attnkit.types import Tensor
 

@@ -9,8 +9,8 @@ from keras import ops
 
 import attnkit.ops as ak
 from attnkit.layers._arguments import clone_initializer
-from attnkit.layers.position_scheme import PositionScheme
-from attnkit.ops.terms import t5_bucket
+from attnkit.layers.positions.position_scheme import PositionScheme
+from attnkit.ops.positions import t5_bucket
 
 
 @keras.saving.register_keras_serializable(package="attnkit")

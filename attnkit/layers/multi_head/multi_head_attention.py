@@ -15,11 +15,11 @@ import attnkit.ops as ak
 from attnkit import _checks
 from attnkit._checks import check_positive_int
 from attnkit.distribution import relayout
-from attnkit.layers import _multi_head as M
+from attnkit.layers.multi_head import _helpers as M
 from attnkit.layers._arguments import clone_initializer
 from attnkit.layers._masking import masks_hidden
-from attnkit.layers.position_scheme import PositionScheme
-from attnkit.layers.shaw_relative_position import ShawRelativePosition
+from attnkit.layers.positions.position_scheme import PositionScheme
+from attnkit.layers.positions.shaw_relative_position import ShawRelativePosition
 
 
 @keras.saving.register_keras_serializable(package="attnkit")

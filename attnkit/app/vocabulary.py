@@ -6,7 +6,7 @@ and 2 are padding, start and end; the tokens follow in sorted order.
 
 Example:
 
-    >>> phones = attnkit.datasets.vocabulary.Vocabulary(["HH", "AH", "L", "OW"], unit="word")
+    >>> phones = attnkit.app.vocabulary.Vocabulary(["HH", "AH", "L", "OW"], unit="word")
     >>> phones.encode("HH AH L OW", add_start_end=True)
     [1, 4, 3, 5, 6, 2]
     >>> phones.decode([4, 3, 5, 6, 2, 0])
