@@ -79,7 +79,7 @@ def renamed_argument(name, value, old_name, old_value):
             f"`{old_name}` is the old name of `{name}`; give one. Received: "
             f"{name}={value!r}, {old_name}={old_value!r}.")
     warnings.warn(
-        f"`{old_name}` is deprecated; use `{name}` (the same number).",
+        f"`{old_name}` is deprecated; use `{name}` (the same meaning).",
         DeprecationWarning, stacklevel=4)
     return old_value
 
@@ -241,6 +241,7 @@ def check_options(
     dropout_rate,
     implementation,
     normalizer="softmax",
+    weights_mod=None,
 ):
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
         raise TypeError(f"`scale` must be a number. Received: {scale!r}.")
@@ -254,7 +255,8 @@ def check_options(
             "`q_offset` must be an integer or a scalar integer tensor. "
             f"Received: {q_offset!r}."
         )
-    for name, fn in (("score_mod", score_mod), ("mask_mod", mask_mod)):
+    for name, fn in (("score_mod", score_mod), ("mask_mod", mask_mod),
+                     ("weights_mod", weights_mod)):
         if fn is not None and not callable(fn):
             raise TypeError(
                 f"`{name}` must be callable or None. Received: {fn!r}."

@@ -12,6 +12,7 @@ Every layer is importable from here too: `attnkit.layers.MultiHeadAttention`.
 from attnkit.layers.multi_head import CachedMultiHeadAttention
 from attnkit.layers.multi_head import MultiHeadAttention
 from attnkit.layers.multi_head import RelativePositionalAttention
+from attnkit.layers.multi_head import ScoreModLayer
 from attnkit.layers.multi_head import substitute_keras_attention
 from attnkit.layers.positions import AlibiBias
 from attnkit.layers.positions import PositionEmbedding
@@ -43,6 +44,7 @@ __all__ = [
     "PositionScheme",
     "RelativePositionalAttention",
     "RotaryEmbedding",
+    "ScoreModLayer",
     "ShawRelativePosition",
     "SinusoidalPositionEncoding",
     "StatefulAttention",

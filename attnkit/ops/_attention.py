@@ -49,7 +49,7 @@ def attention(query: Tensor, key: Tensor, value: Tensor, *, bias: Tensor | None 
               seed: int | None = None, training: bool = False, return_weights: bool = False,
               implementation: str | None = None, normalizer: str = "softmax",
               segment_ids: Tensor | None = None, kv_segment_ids: Tensor | None = None,
-              block_mask: BlockMask | None = None):
+              block_mask: BlockMask | None = None, weights_mod: Callable | None = None):
     """Scaled dot-product attention with masks, biases and score functions.
 
     Computes `softmax(visible, scale * q . k + bias -> score_mod -> cap) . v`
@@ -112,6 +112,13 @@ def attention(query: Tensor, key: Tensor, value: Tensor, *, bias: Tensor | None 
             lengths (`attnkit.ops.create_block_mask`): its mask function
             applies too, and the chunked path takes its block structure
             instead of working it out again.
+        weights_mod: `weights_mod(weights) -> weights` on the normalized
+            weights `(B, N, T, S)`, before dropout and the weighted sum of
+            the values: a hook after the normalizer (talking-heads
+            attention mixes the heads' weights here). It needs whole rows
+            of weights, so the call runs on the math path; hidden keys must
+            stay at 0 for the masks to hold (the function decides).
+            Returned weights are its output.
 
     On the chunked path, a pair of query and key blocks in which every
     mask hides everything is never computed, and one in which every pair is
@@ -138,6 +145,7 @@ def attention(query: Tensor, key: Tensor, value: Tensor, *, bias: Tensor | None 
         logit_soft_cap=logit_soft_cap, dropout_rate=dropout_rate, seed=seed,
         training=training, return_weights=return_weights,
         implementation=implementation, normalizer=normalizer, block_mask=block_mask,
+        weights_mod=weights_mod,
     )
     tensors = dict(query=query, key=key, value=value, mask=mask, bias=bias,
                    segment_ids=segment_ids, kv_segment_ids=kv_segment_ids)
@@ -251,7 +259,7 @@ _TENSORS = ("mask", "bias", "segment_ids", "kv_segment_ids") + _TABLES
 _OPTIONS = {
     "scale", "is_causal", "q_offset", "sliding_window", "score_mod", "mask_mod",
     "logit_soft_cap", "dropout_rate", "seed", "training", "return_weights",
-    "implementation", "buckets", "normalizer", "block_mask",
+    "implementation", "buckets", "normalizer", "block_mask", "weights_mod",
 }
 
 
@@ -310,10 +318,10 @@ class Attention(keras.Operation):
         return config
 
 
-_TERM_OPTIONS = ("score_mod", "mask_mod", "buckets")
+_TERM_OPTIONS = ("score_mod", "mask_mod", "buckets", "weights_mod")
 _CHECKED = dict(scale=None, q_offset=0, sliding_window=None, score_mod=None, mask_mod=None,
                 logit_soft_cap=None, dropout_rate=0.0, implementation=None,
-                normalizer="softmax")
+                normalizer="softmax", weights_mod=None)
 
 
 def _run(plan):

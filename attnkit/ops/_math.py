@@ -25,6 +25,8 @@ def math_attention(plan):
         weights = ops.softmax(logits, axis=-1)
     else:
         weights = normalize_weights(logits, visible, plan.normalizer)
+    if plan.weights_mod is not None:
+        weights = plan.weights_mod(weights)
     dropped = weights
     if plan.dropout_active:
         dropped = random.dropout(weights, plan.dropout_rate, seed=plan.seed)

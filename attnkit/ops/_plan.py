@@ -10,6 +10,7 @@ K key/value heads, H head dim, Hv value head dim, R relative buckets.
 
 import dataclasses
 import math
+import warnings
 import weakref
 from typing import Any
 
@@ -97,6 +98,7 @@ class Plan:
     normalizer: str = "softmax"  # or "sparsemax", "entmax15"
     documents: Any = None  # masks.DocumentMask of call-time segment ids, or None
     block_mask: Any = None  # a BlockMask given by the caller, or None
+    weights_mod: Any = None  # weights_mod(weights) after the normalizer, or None
 
     @property
     def mask_mods(self):
@@ -124,7 +126,8 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
               is_causal=False, q_offset=0, sliding_window=None, score_mod=None,
               mask_mod=None, logit_soft_cap=None, dropout_rate=0.0, seed=None,
               training=False, return_weights=False, implementation=None,
-              normalizer="softmax", segment_ids=None, kv_segment_ids=None, block_mask=None):
+              normalizer="softmax", segment_ids=None, kv_segment_ids=None, block_mask=None,
+              weights_mod=None):
     for name, x in (("query", query), ("key", key), ("value", value)):
         if x is None:
             raise TypeError(f"`{name}` must be a tensor. Received: {name}=None.")
@@ -132,6 +135,7 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
         scale=scale, q_offset=q_offset, sliding_window=sliding_window,
         score_mod=score_mod, mask_mod=mask_mod, logit_soft_cap=logit_soft_cap,
         dropout_rate=dropout_rate, implementation=implementation, normalizer=normalizer,
+        weights_mod=weights_mod,
     )
     query, key, value = (_checks.as_tensor(name, x) for name, x in
                          (("query", query), ("key", key), ("value", value)))
@@ -144,6 +148,12 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
     for term in (mask_mod, documents):
         if hasattr(term, "check_lengths"):
             term.check_lengths(b, q_end, key.shape[1])
+    if bool(is_causal) and _has_prefix_lm(mask_mod):
+        warnings.warn(
+            "`is_causal=True` (a layer's `use_causal_mask=True`) with a prefix-LM "
+            "mask is plain causal attention: the prefix keys the mask shows to "
+            "earlier queries are later than them. Drop `is_causal` to let the "
+            "prefix see itself both ways.", UserWarning, stacklevel=3)
     if block_mask is not None:
         _blockmask.check_block_mask(block_mask, t, key.shape[1], q_offset)
     if isinstance(score_mod, score_mods.SoftCap) and logit_soft_cap is None:
@@ -177,7 +187,16 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
         out_dtype=out_dtype, compute_dtype=compute_dtype,
         num_heads=n, num_kv_heads=key.shape[2], implementation=implementation,
         normalizer=normalizer, documents=documents, block_mask=block_mask,
+        weights_mod=weights_mod,
     )
+
+
+def _has_prefix_lm(mask_mod):
+    """Whether `mask_mod` is a prefix-LM mask or an AND with one in it."""
+    if isinstance(mask_mod, masks.PrefixLMMask):
+        return True
+    return isinstance(mask_mod, masks.AndMasks) and any(
+        _has_prefix_lm(m) for m in mask_mod.mask_mods)
 
 
 def _documents(segment_ids, kv_segment_ids):
@@ -317,6 +336,7 @@ def signature(plan, inputs, *extra):
     return specs + (
         plan.scale, plan.is_causal, offset, plan.sliding_window,
         terms.cache_key(plan.score_mod), terms.cache_key(plan.mask_mod), plan.logit_soft_cap,
+        terms.cache_key(plan.weights_mod),
         plan.compute_dtype, plan.out_dtype, plan.num_heads, plan.num_kv_heads,
         plan.mask is not None, relative, plan.documents is not None,
         None if plan.block_mask is None else ("id", id(plan.block_mask)),
@@ -336,6 +356,12 @@ def choose(plan):
             "every score of a row), blocks give an online softmax")
         if plan.implementation is None:
             return "math", f"{plan.normalizer} runs on the math path only", ineligible
+    elif plan.weights_mod is not None:
+        ineligible["fused"] = "the native kernels never hold the weights weights_mod changes"
+        ineligible["chunked"] = (
+            "weights_mod needs whole rows of weights, blocks give an online softmax")
+        if plan.implementation is None:
+            return "math", "weights_mod runs on the math path only", ineligible
     elif plan.return_weights:
         ineligible["chunked"] = "it never holds the full weights to return"
     elif plan.dropout_active:

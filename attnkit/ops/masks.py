@@ -288,7 +288,10 @@ def padding_mask(mask: Tensor | None = None, lengths: Tensor | None = None):
 
 def prefix_lm_mask(prefix_length: int | Tensor):
     """Prefix-LM: every query sees the first `prefix_length` keys, and the
-    rest causally. `prefix_length` is an int or an int tensor `(B,)`."""
+    rest causally. `prefix_length` is an int or an int tensor `(B,)`.
+
+    Give it without `is_causal=True` (a layer's `use_causal_mask`): the two
+    together are plain causal attention, and the core warns."""
     return PrefixLMMask(prefix_length)
 
 

@@ -125,22 +125,26 @@ class ScoreMod(Term):
 def serialize_term(term: Callable | None, name: str = "term"):
     """A term's keras config, or a ValueError saying how to make it savable.
 
-    Objects of registered classes and registered functions serialize; an
-    unregistered function or closure would save a file that cannot load, so
-    it is refused here, at save time.
+    Objects of registered classes (and of keras's own) and registered
+    functions serialize; an unregistered class or function would save a
+    file that cannot load, so it is refused here, at save time. attnkit's
+    layers serialize every object a user hands them (terms, position
+    schemes, a decoder's cell and attention) through this.
     """
     if term is None:
         return None
     target = term if callable(term) and not hasattr(term, "get_config") else type(term)
     registered = keras.saving.get_registered_name(target)
-    if keras.saving.get_registered_object(registered) is not target:
+    builtin = target is not term and target.__module__.split(".")[0] == "keras"
+    if not builtin and keras.saving.get_registered_object(registered) is not target:
         what = "function" if target is term else "class"
+        hint = (" (a closure cannot be registered: write a class with __call__ and "
+                "get_config, or use an attnkit.ops term such as attnkit.ops.alibi)"
+                if target is term else "")
         raise ValueError(
             f"`{name}` is the {what} {getattr(target, '__qualname__', target)!r}, "
             "which keras cannot load back from a saved model. Decorate it with "
-            "@keras.saving.register_keras_serializable(package=\"my_package\") "
-            "(a closure cannot be registered: write a class with __call__ and "
-            "get_config, or use an attnkit.ops term such as attnkit.ops.alibi).")
+            f"@keras.saving.register_keras_serializable(package=\"my_package\"){hint}.")
     return keras.saving.serialize_keras_object(term)
 
 

@@ -189,7 +189,7 @@ def shaw_layers(batch, length, clip=16):
 # memory suite: every term computed by the core, recomputed in the backward.
 POSITION_LAYERS = {
     "attnkit MHA": lambda: None,  # the layer's own cost, for comparison
-    "attnkit MHA Shaw": lambda: attnkit.layers.ShawRelativePosition(16, use_values=True),
+    "attnkit MHA Shaw": lambda: attnkit.layers.ShawRelativePosition(16, use_relative_values=True),
     "attnkit MHA T5": lambda: attnkit.layers.T5RelativeBias(bidirectional=False),
     "attnkit MHA ALiBi": lambda: attnkit.layers.AlibiBias(),
 }

@@ -119,7 +119,7 @@ POSITIONS = {
     "shaw": lambda: (attnkit.layers.ShawRelativePosition(2, name="relative_position"),
                      ("shaw", {"k": 2})),
     "shaw_keys_per_head": lambda: (
-        attnkit.layers.ShawRelativePosition(1, use_values=False, per_head=True),
+        attnkit.layers.ShawRelativePosition(1, use_relative_values=False, per_head=True),
         ("shaw", {"k": 1})),
     "t5": lambda: (attnkit.layers.T5RelativeBias(num_buckets=8, max_distance=6),
                    ("t5", dict(num_buckets=8, max_distance=6))),

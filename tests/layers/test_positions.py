@@ -252,7 +252,7 @@ def test_flash_attention_with_a_term_it_cannot_run_raises_at_construction():
 
 
 @pytest.mark.parametrize("position", [
-    lambda: attnkit.layers.ShawRelativePosition(3, use_values=False),
+    lambda: attnkit.layers.ShawRelativePosition(3, use_relative_values=False),
     lambda: attnkit.layers.T5RelativeBias(num_buckets=8, max_distance=5),
     lambda: attnkit.layers.AlibiBias(),
 ])
@@ -279,3 +279,23 @@ def test_old_names_of_clip_distance_warn_and_still_work():
     assert layer.clip_distance == 5
     with pytest.raises(ValueError, match="give one"):
         attnkit.layers.ShawRelativePosition(2, max_relative_position=3)
+
+
+def test_use_values_is_the_old_name_of_use_relative_values():
+    with pytest.warns(DeprecationWarning, match="use_relative_values"):
+        shaw = attnkit.layers.ShawRelativePosition(3, use_values=False)
+    assert shaw.use_relative_values is False
+    assert "use_values" not in shaw.get_config()
+    assert shaw.get_config()["use_relative_values"] is False
+    assert attnkit.layers.ShawRelativePosition(3).use_relative_values is True
+    # A config saved before the rename loads without a word.
+    old = dict(shaw.get_config())
+    old["use_values"] = old.pop("use_relative_values")
+    assert attnkit.layers.ShawRelativePosition.from_config(old).use_relative_values is False
+    with pytest.raises(ValueError, match="give one"):
+        attnkit.layers.ShawRelativePosition(3, use_relative_values=True, use_values=False)
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    layer = MultiHeadAttention(2, 4, position=attnkit.layers.ShawRelativePosition(
+        2, use_relative_values=False))
+    layer(x, x)
+    assert not hasattr(layer.position, "value_embeddings")

@@ -84,9 +84,9 @@ def make_case(name, n, t=T, s=S, seed=0):
     elif name == "mask_mod_document":
         lib["mask_mod"] = ak.document_mask(doc_ids())
         ref["mask_mod"] = _doc_np
-    elif name == "mask_mod_prefix_and_causal_offset":
-        lib.update(mask_mod=ak.prefix_lm_mask(1), is_causal=True, q_offset=1)
-        ref["mask_mod"] = lambda b, h, q, k: (k < 1) | (q >= k)
+    elif name == "mask_mod_window_and_causal_offset":
+        lib.update(mask_mod=ak.sliding_window_mask(3), is_causal=True, q_offset=1)
+        ref["mask_mod"] = lambda b, h, q, k: np.abs(q - k) < 3
     elif name == "soft_cap_large_logits":
         lib["logit_soft_cap"] = 5.0
         logit_scale = 30.0
@@ -104,7 +104,7 @@ CASES = [
     "mask_4d_full", "all_masked", "bias_4d", "bias_2d_and_mask", "causal",
     "causal_offset", "causal_negative_offset", "window",
     "causal_window_offset", "score_mod_alibi", "score_mod_indices",
-    "mask_mod_document", "mask_mod_prefix_and_causal_offset",
+    "mask_mod_document", "mask_mod_window_and_causal_offset",
     "soft_cap_large_logits", "scale",
 ]
 

@@ -131,3 +131,38 @@ def test_alibi_slopes_follow_the_paper(n, expected):
 def test_builders_reject_bad_arguments(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def _qkv():
+    rng = np.random.default_rng(5)
+    return (rng.normal(size=(B, T, N, 4)).astype("float32"),
+            rng.normal(size=(B, S, N, 4)).astype("float32"),
+            rng.normal(size=(B, S, N, 6)).astype("float32"))
+
+
+@pytest.mark.parametrize("mask_mod, union, padded", [
+    (ak.prefix_lm_mask(3), lambda b, q, k: (k < 3) | (k <= q), False),
+    (ak.and_masks(ak.prefix_lm_mask(PREFIX), ak.padding_mask(lengths=LENGTHS)),
+     lambda b, q, k: ((k < PREFIX[b]) | (k <= q)) & (k < LENGTHS[b]), True)],
+    ids=["prefix", "and_prefix"])
+def test_a_prefix_lm_mask_under_is_causal_warns_and_is_causal_attention(mask_mod, union, padded):
+    # The AND with causal hides every prefix key a query precedes: plain
+    # causal attention (with the padding), which the user did not ask for.
+    q, k, v = _qkv()
+    with pytest.warns(UserWarning, match="plain causal attention"):
+        got = ak.attention(q, k, v, mask_mod=mask_mod, is_causal=True)
+    b, _, qi, ki = grid()
+    want, _ = attention_reference(q, k, v, mask=np.broadcast_to(
+        (ki <= qi) & union(b, qi, ki), (B, N, T, S)))
+    np.testing.assert_allclose(to_numpy(got), want, rtol=1e-5, atol=1e-5)
+    padding = (ki < LENGTHS[b]) if padded else True
+    causal, _ = attention_reference(q, k, v, mask=np.broadcast_to((ki <= qi) & padding,
+                                                                  (B, N, T, S)))
+    np.testing.assert_allclose(want, causal)  # the prefix changed nothing
+
+
+def test_a_prefix_lm_mask_alone_or_in_an_or_does_not_warn():
+    q, k, v = _qkv()
+    ak.attention(q, k, v, mask_mod=ak.prefix_lm_mask(3))
+    ak.attention(q, k, v, mask_mod=ak.or_masks(ak.prefix_lm_mask(3), ak.sliding_window_mask(2)),
+                 is_causal=True)

@@ -1,6 +1,6 @@
 """Attention terms as saveable objects: every built-in round-trips through
 keras serialization, models using them load in a fresh process, and an
-unregistered function is refused when the model is saved."""
+unregistered function or class is refused when the model is saved."""
 
 import json
 
@@ -89,6 +89,41 @@ def test_an_unregistered_function_is_refused_at_save_time(tmp_path):
     assert not path.exists() or path.stat().st_size == 0
 
 
+class UnregisteredScheme(attnkit.layers.PositionScheme):
+    """A position scheme nobody registered with keras."""
+
+
+class UnregisteredAttention(attnkit.layers.MonotonicAttention):
+    """A stateful attention nobody registered with keras."""
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda: attnkit.layers.MultiHeadAttention(2, 4, position=UnregisteredScheme()),
+     "position"),
+    (lambda: attnkit.layers.AttentionDecoder(
+        keras.layers.GRUCell(8), UnregisteredAttention(8)), "attention")],
+    ids=["position_scheme", "decoder_attention"])
+def test_an_unregistered_class_is_refused_at_save_time(build, name):
+    # Before, the file saved and failed at load with "Could not locate class".
+    layer = build()
+    with pytest.raises(ValueError, match="register_keras_serializable") as error:
+        layer.get_config()
+    assert f"`{name}` is the class" in str(error.value)
+    assert "Unregistered" in str(error.value) and "closure" not in str(error.value)
+
+
+def test_keras_own_classes_and_registered_ones_serialize():
+    decoder = attnkit.layers.AttentionDecoder(keras.layers.GRUCell(8),
+                                              attnkit.layers.MonotonicAttention(8))
+    config = decoder.get_config()
+    assert config["cell"]["class_name"] == "GRUCell"
+    again = attnkit.layers.AttentionDecoder.from_config(config)
+    assert type(again.attention) is attnkit.layers.MonotonicAttention
+    layer = attnkit.layers.MultiHeadAttention(2, 4, position=attnkit.layers.AlibiBias())
+    again = attnkit.layers.MultiHeadAttention.from_config(layer.get_config())
+    assert type(again.position) is attnkit.layers.AlibiBias
+
+
 def test_alibi_with_the_wrong_head_count_says_so():
     q = np.zeros((1, 3, 4, 8), "float32")
     with pytest.raises(ValueError, match=r"alibi\(3\).*4 query heads"):
@@ -102,7 +137,7 @@ def all_terms_model():
         dict(position=attnkit.layers.AlibiBias(), mask_mod=ak.causal_mask()),
         dict(position=attnkit.layers.T5RelativeBias(num_buckets=8, max_distance=5),
              mask_mod=ak.document_mask(SEGMENTS)),
-        dict(position=attnkit.layers.ShawRelativePosition(2, use_values=True),
+        dict(position=attnkit.layers.ShawRelativePosition(2, use_relative_values=True),
              mask_mod=ak.prefix_lm_mask(2)),
         dict(position=attnkit.layers.RotaryEmbedding(), sliding_window=3,
              score_mod=ak.soft_cap(3.0)),

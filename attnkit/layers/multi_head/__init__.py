@@ -6,6 +6,7 @@ from attnkit.layers.multi_head.cached_multi_head_attention import CachedMultiHea
 from attnkit.layers.multi_head.cached_multi_head_attention import substitute_keras_attention
 from attnkit.layers.multi_head.multi_head_attention import MultiHeadAttention
 from attnkit.layers.multi_head.relative_positional_attention import RelativePositionalAttention
+from attnkit.layers.multi_head.score_mod_layer import ScoreModLayer
 
 __all__ = ["CachedMultiHeadAttention", "MultiHeadAttention", "RelativePositionalAttention",
-           "substitute_keras_attention"]
+           "ScoreModLayer", "substitute_keras_attention"]

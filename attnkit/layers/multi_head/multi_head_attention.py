@@ -76,7 +76,14 @@ class MultiHeadAttention(keras.layers.Layer):
             layer; a function of yours must be registered with
             `keras.saving.register_keras_serializable` (saving refuses an
             unregistered one, saying so).
+            A `ScoreModLayer` brings weights of its own, which this layer
+            builds, trains and saves.
         mask_mod: as in `attnkit.ops.attention`, and saved as `score_mod`.
+        weights_mod: as in `attnkit.ops.attention`: `weights_mod(weights)`
+            on the normalized weights `(B, N, T, S)`, a hook after the
+            normalizer (math path). A keras layer here is built for
+            `(None, N, None, None)` and trains and saves with this one
+            (talking-heads attention mixes the heads' weights so).
         logit_soft_cap: as in `attnkit.ops.attention`.
         implementation: `None`, `"math"`, `"fused"` or `"chunked"` (see
             `attnkit.ops.explain`).
@@ -149,7 +156,8 @@ class MultiHeadAttention(keras.layers.Layer):
                  num_key_value_heads: int | None = None, position: PositionScheme | None = None,
                  score_mod: Callable | None = None, mask_mod: Callable | None = None,
                  logit_soft_cap: float | None = None, implementation: str | None = None,
-                 normalizer: str = "softmax", **kwargs):
+                 normalizer: str = "softmax", weights_mod: Callable | None = None,
+                 **kwargs):
         check_positive_int("num_heads", num_heads)
         check_positive_int("key_dim", key_dim)
         check_positive_int("value_dim", value_dim, allow_none=True)
@@ -181,8 +189,10 @@ class MultiHeadAttention(keras.layers.Layer):
                 "`position` must be an attnkit.layers.PositionScheme (e.g. "
                 f"RotaryEmbedding()). Received: {position!r}."
             )
-        score_mod, mask_mod = (ak.deserialize_term(f) for f in (score_mod, mask_mod))
-        for name, fn in (("score_mod", score_mod), ("mask_mod", mask_mod)):
+        score_mod, mask_mod, weights_mod = (
+            ak.deserialize_term(f) for f in (score_mod, mask_mod, weights_mod))
+        for name, fn in (("score_mod", score_mod), ("mask_mod", mask_mod),
+                         ("weights_mod", weights_mod)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"`{name}` must be callable. Received: {fn!r}.")
         _checks.check_positive_number("logit_soft_cap", logit_soft_cap, allow_none=True)
@@ -192,7 +202,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 f"flash_attention=True runs the native softmax kernels; normalizer="
                 f"{normalizer!r} runs on the math path. Received both.")
         if flash_attention:
-            _check_fusable(position, score_mod, logit_soft_cap, implementation)
+            _check_fusable(position, score_mod, logit_soft_cap, implementation, weights_mod)
         output_shape = M.check_output_shape(output_shape)
         if isinstance(attention_axes, int):
             attention_axes = (attention_axes,)
@@ -225,6 +235,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.position = position
         self.score_mod = score_mod
         self.mask_mod = mask_mod
+        self.weights_mod = weights_mod
         self.normalizer = normalizer
         self.logit_soft_cap = logit_soft_cap
         self.implementation = implementation
@@ -281,6 +292,13 @@ class MultiHeadAttention(keras.layers.Layer):
         if self.position is not None and not self.position.built:
             self.position.dtype_policy = self.dtype_policy
             self.position.build_heads(n, h, hv)
+        for term in (self.score_mod, self.weights_mod):  # terms with weights
+            if isinstance(term, keras.layers.Layer) and not term.built:
+                if hasattr(term, "build_heads"):
+                    term.dtype_policy = self.dtype_policy
+                    term.build_heads(n, h, hv)
+                else:
+                    term.build((None, n, None, None))
 
     def _projection(self, name, input_shape, heads, dim, activation=None):
         equation, bias_axes, rank = M.projection_equation(len(input_shape) - 1, 1, 2)
@@ -413,6 +431,7 @@ class MultiHeadAttention(keras.layers.Layer):
             bias=bias, mask=mask, scale=self._scale, is_causal=bool(is_causal),
             q_offset=q_offset, sliding_window=self._sliding_window, score_mod=score_mod,
             mask_mod=self.mask_mod, logit_soft_cap=self.logit_soft_cap,
+            weights_mod=self.weights_mod,
             dropout_rate=self._dropout, seed=self.seed_generator, training=bool(training),
             return_weights=return_scores, implementation=implementation,
             normalizer=self.normalizer)
@@ -549,7 +568,6 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        serialize = keras.saving.serialize_keras_object
         config.update({
             "num_heads": self._num_heads,
             "key_dim": self._key_dim,
@@ -570,9 +588,10 @@ class MultiHeadAttention(keras.layers.Layer):
             "bias_constraint": keras.constraints.serialize(self._bias_constraint),
             "seed": self.seed,
             "num_key_value_heads": self._num_key_value_heads,
-            "position": None if self.position is None else serialize(self.position),
+            "position": ak.serialize_term(self.position, "position"),
             "score_mod": ak.serialize_term(self.score_mod, "score_mod"),
             "mask_mod": ak.serialize_term(self.mask_mod, "mask_mod"),
+            "weights_mod": ak.serialize_term(self.weights_mod, "weights_mod"),
             "logit_soft_cap": self.logit_soft_cap,
             "implementation": self.implementation,
             "normalizer": self.normalizer,
@@ -586,19 +605,21 @@ _FLASH_SCORES = (
     "(With flash_attention=None, attnkit returns them from its math path.)")
 
 
-def _check_fusable(position, score_mod, logit_soft_cap, implementation):
+def _check_fusable(position, score_mod, logit_soft_cap, implementation, weights_mod=None):
     """flash_attention=True asks for the native kernel: refuse at construction
     what it cannot compute, naming what the user asked for. Relative logits
     and additive score terms reach it as a dense bias; a relative value
     table, a general score_mod and a soft cap cannot."""
     asked = []
-    if isinstance(position, ShawRelativePosition) and position.use_values:
-        asked.append("position=ShawRelativePosition(use_values=True) (a value term "
+    if isinstance(position, ShawRelativePosition) and position.use_relative_values:
+        asked.append("position=ShawRelativePosition(use_relative_values=True) (a value term "
                      "needs the attention weights)")
     if score_mod is not None and not getattr(score_mod, "additive", False):
         asked.append("score_mod (only additive attnkit.ops.ScoreMod terms can)")
     if logit_soft_cap is not None:
         asked.append("logit_soft_cap")
+    if weights_mod is not None:
+        asked.append("weights_mod (the kernels never hold the weights)")
     if implementation not in (None, "fused"):
         asked.append(f"implementation={implementation!r}")
     if asked:

@@ -49,7 +49,7 @@ class RelativePositionalAttention(MultiHeadAttention):
         clip_distance = 16 if clip_distance is None else clip_distance
         kwargs.pop("position", None)  # rebuilt from the arguments below
         position = ShawRelativePosition(
-            clip_distance, use_values=use_relative_values,
+            clip_distance, use_relative_values=use_relative_values,
             per_head=per_head, name="relative_position")
         super().__init__(num_heads, key_dim, position=position, **kwargs)
         self.clip_distance = clip_distance

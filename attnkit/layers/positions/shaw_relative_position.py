@@ -30,12 +30,14 @@ class ShawRelativePosition(PositionScheme):
 
     Args:
         clip_distance: `k`, the largest distance told apart.
-        use_values: also learn the value table `a^V` (equation 3).
+        use_relative_values: also learn the value table `a^V` (equation 3),
+            as `RelativePositionalAttention(use_relative_values=)`.
         per_head: one table per head instead of one shared by all heads
             (the paper shares them).
         embeddings_initializer: the initializer of both tables.
         embeddings_regularizer: the regularizer of both tables.
         max_relative_position: deprecated name of `clip_distance`.
+        use_values: deprecated name of `use_relative_values`.
 
     Example:
 
@@ -51,17 +53,20 @@ class ShawRelativePosition(PositionScheme):
         Representations".
     """
 
-    def __init__(self, clip_distance: int | None = None, use_values: bool = True,
+    def __init__(self, clip_distance: int | None = None, use_relative_values: bool | None = None,
                  per_head: bool = False,
                  embeddings_initializer: str | keras.initializers.Initializer = "glorot_uniform",
                  embeddings_regularizer: str | keras.regularizers.Regularizer | None = None,
-                 max_relative_position: int | None = None, **kwargs):
+                 max_relative_position: int | None = None, use_values: bool | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         clip_distance = _checks.renamed_argument(
             "clip_distance", clip_distance, "max_relative_position", max_relative_position)
         _checks.check_positive_int("clip_distance", clip_distance)
         self.clip_distance = clip_distance
-        self.use_values = bool(use_values)
+        use_relative_values = _checks.renamed_argument(
+            "use_relative_values", use_relative_values, "use_values", use_values)
+        self.use_relative_values = True if use_relative_values is None else bool(use_relative_values)
         self.per_head = bool(per_head)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
@@ -71,7 +76,7 @@ class ShawRelativePosition(PositionScheme):
         rows = self.buckets.num_buckets
         heads = (num_heads,) if self.per_head else ()
         self.key_embeddings = self._table("key_embeddings", (rows,) + heads + (key_dim,))
-        if self.use_values:
+        if self.use_relative_values:
             self.value_embeddings = self._table(
                 "value_embeddings", (rows,) + heads + (value_dim,))
         super().build_heads(num_heads, key_dim, value_dim)
@@ -83,7 +88,7 @@ class ShawRelativePosition(PositionScheme):
 
     def attention_terms(self):
         terms = {"buckets": self.buckets, "key_table": self.key_embeddings}
-        if self.use_values:
+        if self.use_relative_values:
             terms["value_table"] = self.value_embeddings
         return terms
 
@@ -91,10 +96,16 @@ class ShawRelativePosition(PositionScheme):
         config = super().get_config()
         config.update({
             "clip_distance": self.clip_distance,
-            "use_values": self.use_values,
+            "use_relative_values": self.use_relative_values,
             "per_head": self.per_head,
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
             "embeddings_regularizer": keras.regularizers.serialize(self.embeddings_regularizer),
         })
         return config
 
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "use_values" in config:  # saved before the rename: load it quietly
+            config["use_relative_values"] = config.pop("use_values")
+        return cls(**config)

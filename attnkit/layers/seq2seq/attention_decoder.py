@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from attnkit.layers.seq2seq.stateful_attention import StatefulAttention
+from attnkit.ops import serialize_term
 from attnkit.types import Tensor
 
 STYLES = ("bahdanau", "luong")
@@ -316,8 +317,8 @@ class AttentionDecoder(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({
-            "cell": keras.saving.serialize_keras_object(self.cell),
-            "attention": keras.saving.serialize_keras_object(self.attention),
+            "cell": serialize_term(self.cell, "cell"),
+            "attention": serialize_term(self.attention, "attention"),
             "style": self.style,
             "input_feeding": self.input_feeding,
             "attentional_units": self.attentional_units,
