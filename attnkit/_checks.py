@@ -191,14 +191,13 @@ def _equal(what, **dims):
         raise ValueError(f"Mismatched {what}: {got}. They must be equal.")
 
 
-def check_broadcast(name, x, target):
-    """Check that `x` broadcasts to `target` = (B, N, T, S) (NumPy rules)."""
+def check_broadcast(name, x, target, legend="(B, N, T, S)"):
+    """Check that `x` broadcasts to `target` (`legend`) by NumPy rules."""
     shape = static_shape(x)
-    legend = "(B, N, T, S)"
-    if len(shape) > 4:
+    if len(shape) > len(target):
         raise ValueError(
-            f"`{name}` must have rank at most 4, broadcastable to {legend}="
-            f"{target}. Received: {name}.shape={shape}."
+            f"`{name}` must have rank at most {len(target)}, broadcastable to "
+            f"{legend}={target}. Received: {name}.shape={shape}."
         )
     for have, want in zip(reversed(shape), reversed(target)):
         if have is None or want is None or have in (1, want):

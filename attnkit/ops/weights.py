@@ -8,9 +8,9 @@ Shape legend: any leading axes, S the keys (the normalized axis).
 from keras import backend
 from keras import ops
 
+from attnkit import _backends
 from attnkit import _checks
 from attnkit.ops import _math
-from attnkit import _backends
 from attnkit.types import Tensor
 
 

@@ -117,6 +117,19 @@ def test_matches_reference_with_every_mask(name):
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_without_the_weights_matches_the_reference(name):
+    # A dot-product score without the weights asked for goes to the core's
+    # eligible paths; the output is the same.
+    q, v, k = inputs()
+    layer = CONFIGS[name]()
+    value_mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    out = layer(q, v, k, value_mask=value_mask, use_causal_mask=True)
+    merged = np.broadcast_to(value_mask[:, None], (B, T, S))
+    want_out, _ = expected(name, layer, q, v, k, mask=merged, causal=True)
+    np.testing.assert_allclose(to_numpy(out), want_out, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_rank2_query_is_one_decoder_step_per_batch_row(name):
     """Regression: a rank-2 query must not attend across the batch (as a
     `matmul` of a (B, D) query with (B, S, D) keys does)."""

@@ -8,6 +8,7 @@ step: it is treated as `T = 1` and the axis is dropped again on the way out.
 import math
 
 import keras
+from keras import backend
 from keras import ops
 
 import attnkit.ops as ak
@@ -16,13 +17,17 @@ from attnkit.layers._masking import merge_masks
 
 
 class SingleHeadAttention(keras.layers.Layer):
-    """Base class: subclasses define `_score_inputs(query, key)`.
+    """Base class: subclasses define how a query scores the keys.
 
-    `_score_inputs` returns `(q, k, bias, scale)` for `attnkit.ops.attention`
-    with `q` `(B, T, 1, H)`, `k` `(B, S, 1, H)`, `bias` `(B, 1, T, S)` or None
-    and a Python float `scale`; it reads the keys through `project_keys`
-    (their projection by the layer's key weights, the same for every query)
-    unless the call passes them projected as `keys`.
+    A score that is a scaled dot product defines `_dot_inputs(query, keys)`
+    -> `(q (B, T, H), k (B, S, H), scale or None)`: a call that does not ask
+    for the weights then goes to `attnkit.ops.attention`, which takes its
+    fused or memory-lean paths. Any other score defines `_scores(query,
+    keys)` -> `(B, T, S)`; the weights then come from
+    `attnkit.ops.attention_weights`, the core's public normalization. Both
+    read the keys through `project_keys` (their projection by the layer's
+    key weights, the same for every query) unless the call passes them
+    projected as `keys`.
     """
 
     def __init__(self, dropout=0.0, seed=None, normalizer="softmax", **kwargs):
@@ -51,6 +56,17 @@ class SingleHeadAttention(keras.layers.Layer):
         many decoder steps and passed to each call as `keys`."""
         return key
 
+    def _dot_inputs(self, query, keys):
+        """`(q (B, T, H), k (B, S, H), scale or None)` where the score is a
+        scaled dot product, else None."""
+        return None
+
+    def _scores(self, query, keys):
+        """The scores `(B, T, S)` of `query` `(B, T, D)` against `keys`,
+        where they are not a scaled dot product."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement _dot_inputs or _scores.")
+
     def __call__(self, *args, **kwargs):
         _checks.check_layer_call(args, kwargs, ("query", "value", "key?"),
                                  masks=("query_mask", "value_mask", "attention_mask"))
@@ -69,47 +85,46 @@ class SingleHeadAttention(keras.layers.Layer):
             if attention_mask is not None and len(attention_mask.shape) == 2:
                 attention_mask = ops.expand_dims(attention_mask, 1)
         mask = merge_masks(query_mask, value_mask, None, attention_mask)
-        q, k, bias, scale = self._score_inputs(
-            query, self.project_keys(key) if keys is None else keys)
-        if step and not use_causal_mask and _fits(mask, query.shape[0], key.shape[1]):
-            out, weights = self._step(q, k, value, bias, scale, mask, training)
-            return (out, weights) if return_attention_scores else out
-        out, weights = ak.attention(
-            q, k, ops.expand_dims(value, 2),
-            bias=bias,
-            mask=None if mask is None else ops.expand_dims(mask, 1),  # (B, 1, T, S)
-            scale=scale, is_causal=bool(use_causal_mask),
-            dropout_rate=self.dropout, seed=self.seed_generator,
-            training=bool(training), return_weights=True, normalizer=self.normalizer,
-        )  # (B, T, 1, Dv), (B, 1, T, S)
-        out, weights = out[:, :, 0], weights[:, 0]
+        keys = self.project_keys(key) if keys is None else keys
+        dot = self._dot_inputs(query, keys)
+        if dot is not None and not return_attention_scores and not step:
+            out, weights = self._core(dot, value, mask, use_causal_mask, training), None
+        else:
+            scores = self._scores(query, keys) if dot is None else _dot_scores(*dot)
+            out, weights = self._weighted(scores, value, mask, use_causal_mask, training)
         if step:
-            out, weights = out[:, 0], weights[:, 0]
-        if return_attention_scores:
-            return out, weights
-        return out
+            out = out[:, 0]
+            weights = None if weights is None else weights[:, 0]
+        return (out, weights) if return_attention_scores else out
 
-    def _step(self, q, k, value, bias, scale, mask, training):
-        """One decoder step `(B, D)` -> (output (B, Dv), weights (B, S)):
-        the scores, `attnkit.ops.attention_weights` and the weighted values,
-        a few operations where the core's path takes dozens for one query.
-        `q` `(B, 1, 1, H)`, `k` `(B, S, 1, H)`, `bias` `(B, 1, 1, S)`, `mask`
-        `(B, 1, S)` or None."""
-        scores = None
-        if q.shape[-1] != 0:
-            if scale is None:  # the core's default, 1 / sqrt(H)
-                scale = 1.0 / math.sqrt(q.shape[-1])
-            scores = ops.einsum("bh,bsh->bs", q[:, 0, 0], k[:, :, 0]) * scale
-        if bias is not None:
-            bias = ops.cast(bias[:, 0, 0], q.dtype)
-            scores = bias if scores is None else scores + bias
-        weights = ak.attention_weights(
-            scores, None if mask is None else mask[:, 0], self.normalizer)
+    def _core(self, dot, value, mask, use_causal_mask, training):
+        """The output `(B, T, Dv)` by `attnkit.ops.attention` (one head)."""
+        q, k, scale = dot
+        out = ak.attention(
+            ops.expand_dims(q, 2), ops.expand_dims(k, 2), ops.expand_dims(value, 2),
+            mask=None if mask is None else ops.expand_dims(mask, 1),  # (B, 1, T, S)
+            scale=scale, is_causal=bool(use_causal_mask), dropout_rate=self.dropout,
+            seed=self.seed_generator, training=bool(training), normalizer=self.normalizer)
+        return out[:, :, 0]  # (B, T, Dv)
+
+    def _weighted(self, scores, value, mask, use_causal_mask, training):
+        """(output (B, T, Dv), weights (B, T, S)) from the scores `(B, T, S)`:
+        `attnkit.ops.attention_weights` and the weighted values, a few
+        operations (a decoder step's one query included)."""
+        t, s = ops.shape(scores)[1], ops.shape(scores)[2]
+        if mask is not None:
+            _checks.check_mask_dtype(mask)
+            _checks.check_broadcast("mask", mask, tuple(scores.shape), "(B, T, S)")
+        if use_causal_mask:  # query i sees keys j <= i, top-left as in keras
+            causal = ops.arange(t)[:, None] >= ops.arange(s)[None, :]
+            mask = causal if mask is None else ops.logical_and(mask, causal)
+        weights = ak.attention_weights(scores, mask, self.normalizer)
         dropped = weights
         if training and self.dropout > 0:
             dropped = keras.random.dropout(weights, self.dropout, seed=self.seed_generator)
-        out = ops.einsum("bs,bsd->bd", ops.cast(dropped, value.dtype), value)
-        return out, weights
+        dtype = _compute_dtype(value.dtype)
+        out = ops.einsum("bts,bsd->btd", ops.cast(dropped, dtype), ops.cast(value, dtype))
+        return ops.cast(out, value.dtype), weights
 
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
         return tuple(query_shape[:-1]) + (value_shape[-1],)
@@ -137,18 +152,6 @@ class SingleHeadAttention(keras.layers.Layer):
         return config
 
 
-def _fits(mask, batch, keys):
-    """Whether a merged step mask `(B, 1, S)` (or None) has shapes a step's
-    short path can broadcast; any other goes to the core, which says what
-    is wrong with it."""
-    if mask is None:
-        return True
-    shape = tuple(mask.shape)
-    return len(shape) == 3 and shape[1] == 1 and all(
-        n == 1 or n is None or want is None or n == want
-        for n, want in ((shape[0], batch), (shape[2], keys)))
-
-
 def _check_shapes(query_shape, value_shape, key_shape):
     if len(query_shape) not in (2, 3):
         raise ValueError(
@@ -168,3 +171,18 @@ def _check_shapes(query_shape, value_shape, key_shape):
             "`key` and `value` must have the same length S. Received: "
             f"key.shape={tuple(key_shape)}, value.shape={tuple(value_shape)}."
         )
+
+
+def _compute_dtype(dtype):
+    """float64 stays float64; every other float (half precision included)
+    is computed in float32, as in the core."""
+    return "float64" if backend.standardize_dtype(dtype) == "float64" else "float32"
+
+
+def _dot_scores(q, k, scale):
+    """`scale * q . k` `(B, T, S)` for `q` `(B, T, H)`, `k` `(B, S, H)`;
+    `scale` None is the core's `1 / sqrt(H)`."""
+    dtype = _compute_dtype(q.dtype)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = ops.einsum("bth,bsh->bts", ops.cast(q, dtype), ops.cast(k, dtype)) * scale
+    return ops.cast(scores, q.dtype)

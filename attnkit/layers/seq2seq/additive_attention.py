@@ -94,18 +94,12 @@ class AdditiveAttention(SingleHeadAttention):
     def project_keys(self, key):
         return ops.matmul(key, ops.cast(self.key_kernel, key.dtype))  # (B, S, U)
 
-    def _score_inputs(self, query, k):
+    def _scores(self, query, keys):
         dtype = query.dtype
         q = ops.matmul(query, ops.cast(self.query_kernel, dtype))  # (B, T, U)
         bias = ops.cast(self.bias, dtype) if self.use_bias else None
-        hidden = additive_hidden(q, k, bias)  # (B, T, S, U)
-        scores = ops.tensordot(hidden, ops.cast(self.score_kernel, dtype), 1)  # (B, T, S)
-        # The core computes softmax, masks and dropout; the scores arrive as
-        # its bias, with q . k made zero by empty (H = 0) heads.
-        b, t, s = ops.shape(scores)
-        empty_q = ops.zeros((b, t, 1, 0), dtype)
-        empty_k = ops.zeros((b, s, 1, 0), dtype)
-        return empty_q, empty_k, ops.expand_dims(scores, 1), 1.0
+        hidden = additive_hidden(q, keys, bias)  # (B, T, S, U)
+        return ops.tensordot(hidden, ops.cast(self.score_kernel, dtype), 1)  # (B, T, S)
 
     def get_config(self):
         config = super().get_config()

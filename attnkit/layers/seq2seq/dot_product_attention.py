@@ -119,8 +119,8 @@ class DotProductAttention(SingleHeadAttention):
     def project_keys(self, key):
         return _unit(key) if self.score_mode == "cosine" else key
 
-    def _score_inputs(self, query, key):
-        scale = None
+    def _dot_inputs(self, query, keys):
+        scale = None  # "scaled": the core's 1 / sqrt(Dk)
         if self.score_mode == "dot":
             scale = 1.0
         elif self.score_mode == "general":
@@ -129,7 +129,7 @@ class DotProductAttention(SingleHeadAttention):
         elif self.score_mode == "cosine":
             query = _unit(query) * ops.cast(ops.exp(self.log_temperature), query.dtype)
             scale = 1.0
-        return ops.expand_dims(query, 2), ops.expand_dims(key, 2), None, scale
+        return query, keys, scale
 
     def get_config(self):
         config = super().get_config()
