@@ -247,13 +247,7 @@ def check_options(
     if scale is not None and not math.isfinite(scale):
         raise ValueError(f"`scale` must be finite. Received: scale={scale!r}.")
     check_positive_int("sliding_window", sliding_window, allow_none=True)
-    if isinstance(q_offset, bool) or not (
-        isinstance(q_offset, numbers.Integral) or _is_int_scalar(q_offset)
-    ):
-        raise TypeError(
-            "`q_offset` must be an integer or a scalar integer tensor. "
-            f"Received: {q_offset!r}."
-        )
+    check_q_offset(q_offset)
     for name, fn in (("score_mod", score_mod), ("mask_mod", mask_mod),
                      ("weights_mod", weights_mod)):
         if fn is not None and not callable(fn):
@@ -268,6 +262,16 @@ def check_options(
             f"Received: {implementation!r}."
         )
     check_normalizer(normalizer)
+
+
+def check_q_offset(q_offset):
+    if isinstance(q_offset, bool) or not (
+        isinstance(q_offset, numbers.Integral) or _is_int_scalar(q_offset)
+    ):
+        raise TypeError(
+            "`q_offset` must be an integer or a scalar integer tensor. "
+            f"Received: {q_offset!r}."
+        )
 
 
 def check_normalizer(normalizer):

@@ -38,6 +38,7 @@ from attnkit.ops.score_mods import alibi
 from attnkit.ops.score_mods import alibi_slopes
 from attnkit.ops.score_mods import chain_score_mods
 from attnkit.ops.score_mods import soft_cap
+from attnkit.ops.spec import AttentionSpec
 from attnkit.ops.terms import MaskMod
 from attnkit.ops.terms import ScoreMod
 from attnkit.ops.terms import deserialize_term
@@ -47,6 +48,7 @@ from attnkit.ops.weights import attention_weights
 __all__ = [
     "Alibi",
     "AndMasks",
+    "AttentionSpec",
     "BlockMask",
     "CausalMask",
     "ChainedScoreMods",

@@ -13,6 +13,7 @@ from keras import ops
 from attnkit import _checks
 from attnkit.ops import _chunked
 from attnkit.ops._blockmask import BlockMask
+from attnkit.ops.spec import AttentionSpec
 from attnkit.ops import _fused
 from attnkit.ops import _math
 from attnkit.ops import _plan
@@ -49,7 +50,8 @@ def attention(query: Tensor, key: Tensor, value: Tensor, *, bias: Tensor | None 
               seed: int | None = None, training: bool = False, return_weights: bool = False,
               implementation: str | None = None, normalizer: str = "softmax",
               segment_ids: Tensor | None = None, kv_segment_ids: Tensor | None = None,
-              block_mask: BlockMask | None = None, weights_mod: Callable | None = None):
+              block_mask: BlockMask | None = None, weights_mod: Callable | None = None,
+              spec: AttentionSpec | None = None):
     """Scaled dot-product attention with masks, biases and score functions.
 
     Computes `softmax(visible, scale * q . k + bias -> score_mod -> cap) . v`
@@ -119,6 +121,11 @@ def attention(query: Tensor, key: Tensor, value: Tensor, *, bias: Tensor | None 
             of weights, so the call runs on the math path; hidden keys must
             stay at 0 for the masks to hold (the function decides).
             Returned weights are its output.
+        spec: an `attnkit.ops.AttentionSpec` holding `scale`,
+            `sliding_window`, the three `*_mod` functions, `logit_soft_cap`,
+            `dropout_rate`, `implementation` and `normalizer`, checked when
+            it was made (a layer makes one in its constructor); those
+            options are then not given to the call.
 
     On the chunked path, a pair of query and key blocks in which every
     mask hides everything is never computed, and one in which every pair is
@@ -145,7 +152,7 @@ def attention(query: Tensor, key: Tensor, value: Tensor, *, bias: Tensor | None 
         logit_soft_cap=logit_soft_cap, dropout_rate=dropout_rate, seed=seed,
         training=training, return_weights=return_weights,
         implementation=implementation, normalizer=normalizer, block_mask=block_mask,
-        weights_mod=weights_mod,
+        weights_mod=weights_mod, spec=spec,
     )
     tensors = dict(query=query, key=key, value=value, mask=mask, bias=bias,
                    segment_ids=segment_ids, kv_segment_ids=kv_segment_ids)
@@ -259,7 +266,7 @@ _TENSORS = ("mask", "bias", "segment_ids", "kv_segment_ids") + _TABLES
 _OPTIONS = {
     "scale", "is_causal", "q_offset", "sliding_window", "score_mod", "mask_mod",
     "logit_soft_cap", "dropout_rate", "seed", "training", "return_weights",
-    "implementation", "buckets", "normalizer", "block_mask", "weights_mod",
+    "implementation", "buckets", "normalizer", "block_mask", "weights_mod", "spec",
 }
 
 
@@ -318,7 +325,7 @@ class Attention(keras.Operation):
         return config
 
 
-_TERM_OPTIONS = ("score_mod", "mask_mod", "buckets", "weights_mod")
+_TERM_OPTIONS = ("score_mod", "mask_mod", "buckets", "weights_mod", "spec")
 _CHECKED = dict(scale=None, q_offset=0, sliding_window=None, score_mod=None, mask_mod=None,
                 logit_soft_cap=None, dropout_rate=0.0, implementation=None,
                 normalizer="softmax", weights_mod=None)

@@ -27,6 +27,7 @@ from attnkit.ops import masks
 from attnkit.ops import positions
 from attnkit.ops import score_mods
 from attnkit.ops import terms
+from attnkit.ops.spec import DEFAULTS as SPEC_DEFAULTS
 
 
 @dataclasses.dataclass
@@ -127,16 +128,26 @@ def make_plan(query, key, value, *, bias=None, mask=None, scale=None,
               mask_mod=None, logit_soft_cap=None, dropout_rate=0.0, seed=None,
               training=False, return_weights=False, implementation=None,
               normalizer="softmax", segment_ids=None, kv_segment_ids=None, block_mask=None,
-              weights_mod=None):
+              weights_mod=None, spec=None):
     for name, x in (("query", query), ("key", key), ("value", value)):
         if x is None:
             raise TypeError(f"`{name}` must be a tensor. Received: {name}=None.")
-    _checks.check_options(
-        scale=scale, q_offset=q_offset, sliding_window=sliding_window,
-        score_mod=score_mod, mask_mod=mask_mod, logit_soft_cap=logit_soft_cap,
-        dropout_rate=dropout_rate, implementation=implementation, normalizer=normalizer,
-        weights_mod=weights_mod,
-    )
+    given = dict(scale=scale, sliding_window=sliding_window, score_mod=score_mod,
+                 mask_mod=mask_mod, weights_mod=weights_mod, logit_soft_cap=logit_soft_cap,
+                 dropout_rate=dropout_rate, implementation=implementation,
+                 normalizer=normalizer)
+    if spec is None:
+        _checks.check_options(q_offset=q_offset, **given)
+    else:  # checked when the spec was made
+        _checks.check_q_offset(q_offset)
+        twice = sorted(n for n, v in given.items() if v is not SPEC_DEFAULTS[n]
+                       and v != SPEC_DEFAULTS[n])
+        if twice:
+            raise ValueError(
+                f"{', '.join(twice)} given beside `spec`, which holds them: give "
+                "them in the spec (spec.replace(...)) or leave `spec` out.")
+        (scale, sliding_window, score_mod, mask_mod, weights_mod, logit_soft_cap,
+         dropout_rate, implementation, normalizer) = (getattr(spec, n) for n in given)
     query, key, value = (_checks.as_tensor(name, x) for name, x in
                          (("query", query), ("key", key), ("value", value)))
     _checks.check_qkv(query, key, value)

@@ -170,8 +170,9 @@ def cache_key(term):
 
 
 def deserialize_term(config: dict | Callable | None):
-    """The inverse of `serialize_term`; passes callables and None through."""
-    if config is None or callable(config):
+    """The inverse of `serialize_term`; passes callables, objects with a
+    config (an `AttentionSpec`) and None through."""
+    if config is None or callable(config) or hasattr(config, "get_config"):
         return config
     return keras.saving.deserialize_keras_object(config)
 

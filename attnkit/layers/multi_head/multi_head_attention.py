@@ -189,14 +189,15 @@ class MultiHeadAttention(keras.layers.Layer):
                 "`position` must be an attnkit.layers.PositionScheme (e.g. "
                 f"RotaryEmbedding()). Received: {position!r}."
             )
+        # What every call shares, checked once here; the core takes it as is.
+        self._spec = ak.AttentionSpec(
+            scale=1.0 / math.sqrt(float(key_dim)), sliding_window=sliding_window,
+            score_mod=score_mod, mask_mod=mask_mod, weights_mod=weights_mod,
+            logit_soft_cap=logit_soft_cap, dropout_rate=dropout,
+            implementation="fused" if implementation is None and flash_attention
+            else implementation, normalizer=normalizer)
         score_mod, mask_mod, weights_mod = (
-            ak.deserialize_term(f) for f in (score_mod, mask_mod, weights_mod))
-        for name, fn in (("score_mod", score_mod), ("mask_mod", mask_mod),
-                         ("weights_mod", weights_mod)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"`{name}` must be callable. Received: {fn!r}.")
-        _checks.check_positive_number("logit_soft_cap", logit_soft_cap, allow_none=True)
-        _checks.check_normalizer(normalizer)
+            self._spec.score_mod, self._spec.mask_mod, self._spec.weights_mod)
         if flash_attention and normalizer != "softmax":
             raise ValueError(
                 f"flash_attention=True runs the native softmax kernels; normalizer="
@@ -240,7 +241,6 @@ class MultiHeadAttention(keras.layers.Layer):
         self.logit_soft_cap = logit_soft_cap
         self.implementation = implementation
         self.seed_generator = keras.random.SeedGenerator(seed) if dropout > 0 else None
-        self._scale = 1.0 / math.sqrt(float(key_dim))
 
     num_heads = property(lambda self: self._num_heads)
     key_dim = property(lambda self: self._key_dim)
@@ -423,18 +423,14 @@ class MultiHeadAttention(keras.layers.Layer):
         `(out (B, T, N, Hv), weights (B, N, T, S) or None)`. The core computes
         every term and chooses the path."""
         terms = {} if self.position is None else dict(self.position.attention_terms())
-        score_mod = ak.chain_score_mods(terms.pop("score_mod", None), self.score_mod)
-        implementation = self.implementation
-        if implementation is None and self._flash_attention:
-            implementation = "fused"
+        spec = self._spec
+        if "score_mod" in terms:  # the position's own term, before the layer's
+            spec = spec.replace(score_mod=ak.chain_score_mods(terms.pop("score_mod"),
+                                                              self.score_mod))
         options = dict(
-            bias=bias, mask=mask, scale=self._scale, is_causal=bool(is_causal),
-            q_offset=q_offset, sliding_window=self._sliding_window, score_mod=score_mod,
-            mask_mod=self.mask_mod, logit_soft_cap=self.logit_soft_cap,
-            weights_mod=self.weights_mod,
-            dropout_rate=self._dropout, seed=self.seed_generator, training=bool(training),
-            return_weights=return_scores, implementation=implementation,
-            normalizer=self.normalizer)
+            bias=bias, mask=mask, is_causal=bool(is_causal), q_offset=q_offset,
+            seed=self.seed_generator, training=bool(training),
+            return_weights=return_scores, spec=spec)
         if segment_ids is not None:  # the queries' (and keys') documents
             options["segment_ids"] = segment_ids
         if block_mask is not None:
