@@ -334,26 +334,33 @@ class MultiHeadAttention(keras.layers.Layer):
         if return_attention_scores and self._flash_attention:
             raise ValueError(_FLASH_SCORES)
         key = value if key is None else key
+        with masks_hidden(query, value, key):
+            if not self._single_axis:
+                if segment_ids is not None or block_mask is not None:
+                    raise ValueError(
+                        "`segment_ids` and `block_mask` need attention over one sequence "
+                        f"axis; this layer attends over axes {self._attention_axes}.")
+                return self._call_axes(
+                    query, value, key, query_mask=query_mask, value_mask=value_mask,
+                    key_mask=key_mask, attention_mask=attention_mask,
+                    attention_bias=attention_bias, return_scores=return_attention_scores,
+                    training=training, use_causal_mask=use_causal_mask, cache=cache)
+            return self._call_one_axis(
+                query, value, key, query_mask=query_mask, value_mask=value_mask,
+                key_mask=key_mask, attention_mask=attention_mask,
+                return_attention_scores=return_attention_scores, training=training,
+                use_causal_mask=use_causal_mask, attention_bias=attention_bias, cache=cache,
+                cache_update_index=cache_update_index, segment_ids=segment_ids,
+                block_mask=block_mask)
+
+    def _call_one_axis(self, query, value, key, *, query_mask, value_mask, key_mask,
+                       attention_mask, return_attention_scores, training, use_causal_mask,
+                       attention_bias, cache, cache_update_index, segment_ids, block_mask):
+        """Attention over one sequence axis: the projections, the cache and
+        the position here; masks, terms and the path in the core."""
         documents = {} if segment_ids is None and block_mask is None else dict(
             segment_ids=None if segment_ids is None else ops.cast(segment_ids, "int32"),
             block_mask=block_mask)
-        with masks_hidden(query, value, key):
-            return self._call(query, value, key, query_mask, value_mask, key_mask,
-                              attention_mask, return_attention_scores, training,
-                              use_causal_mask, attention_bias, cache, cache_update_index,
-                              documents)
-
-    def _call(self, query, value, key, query_mask, value_mask, key_mask,
-              attention_mask, return_attention_scores, training, use_causal_mask,
-              attention_bias, cache, cache_update_index, documents):
-        if not self._single_axis:
-            if documents:
-                raise ValueError(
-                    "`segment_ids` and `block_mask` need attention over one sequence "
-                    f"axis; this layer attends over axes {self._attention_axes}.")
-            return self._call_axes(query, value, key, query_mask, value_mask, key_mask,
-                                   attention_mask, attention_bias, return_attention_scores,
-                                   training, use_causal_mask, cache)
         self._check_inputs(query, value, key, cache, cache_update_index)
         gate = self._gate_dense(query) if self._use_gate else None
         t = ops.shape(query)[1]
@@ -473,7 +480,7 @@ class MultiHeadAttention(keras.layers.Layer):
             out = ops.multiply(out, ops.cast(gate, out.dtype))
         return self._output_dense(out)
 
-    def _call_axes(self, query, value, key, query_mask, value_mask, key_mask,
+    def _call_axes(self, query, value, key, *, query_mask, value_mask, key_mask,
                    attention_mask, attention_bias, return_scores, training,
                    use_causal_mask, cache):
         """Attention over several axes (keras's `attention_axes`), flattened."""
