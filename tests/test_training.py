@@ -345,3 +345,31 @@ def test_a_model_that_cannot_build_in_a_stateless_scope_loads_as_usual(tmp_path)
     loaded = training._load_model(tmp_path / "m.keras")
     x = np.arange(6, dtype="float32").reshape(2, 3)
     np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["rnn", "transformer"])
+def test_last_keras_keeps_the_model_class_and_a_resumed_training_steps_it(model, tmp_path,
+                                                                         monkeypatch):
+    import keras
+
+    from attnkit.models import _saved_v01
+    from attnkit.models import RNNSeq2Seq
+    from attnkit.models import TransformerSeq2Seq
+
+    config = training.TrainConfig(model=model, units=8, heads=2, layers=1, epochs=1,
+                                  batch_size=32, target_unit="word", max_valid=10)
+    pairs, valid = reversal_pairs(100, 0), reversal_pairs(10, 1)
+    training.train(pairs, valid, tmp_path, config, verbose=0, log=lambda line: None)
+    trainer = keras.saving.load_model(tmp_path / "last.keras")
+    assert isinstance(trainer, training.LogitsTrainer)
+    assert isinstance(trainer.seq2seq, RNNSeq2Seq if model == "rnn" else TransformerSeq2Seq)
+
+    def no_adapter(model):
+        raise AssertionError("decoded through the adapter for saved 0.1 models")
+
+    monkeypatch.setattr(_saved_v01, "adapt", no_adapter)
+    config.epochs = 2
+    lines = []
+    result = training.train(pairs, valid, tmp_path, config, resume=True, verbose=0,
+                            log=lines.append)
+    assert result["epochs"] == 2 and lines[0].startswith("resuming from epoch 1")

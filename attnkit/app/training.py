@@ -174,6 +174,31 @@ class SmoothedSequenceLoss(keras.losses.Loss):
         return {**super().get_config(), "smoothing": self.smoothing}
 
 
+@keras.saving.register_keras_serializable(package="attnkit")
+class LogitsTrainer(keras.Model):
+    """A sequence-to-sequence model trained on its logits alone (its
+    alignments, its second output, are no training target).
+
+    It holds the model itself, so `last.keras` keeps the model's class: a
+    resumed training decodes through the model's own stepping contract.
+    It has no weights of its own.
+    """
+
+    def __init__(self, seq2seq: keras.Model, **kwargs):
+        if isinstance(seq2seq, dict):
+            seq2seq = keras.saving.deserialize_keras_object(seq2seq)
+        super().__init__(**kwargs)
+        self.seq2seq = seq2seq
+        self.built = seq2seq.built
+
+    def call(self, inputs, training=None):
+        return self.seq2seq(inputs, training=training)[0]
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "seq2seq": keras.saving.serialize_keras_object(self.seq2seq)}
+
+
 class BucketedBatches(keras.utils.PyDataset):
     """Batches of pairs of similar source length, padded to a multiple of 8
     (few distinct shapes to compile); batch order reshuffled every epoch.
@@ -413,8 +438,13 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
     if resume and state_path.is_file() and last_path.is_file():
         state = json.loads(state_path.read_text())
         trainer = keras.saving.load_model(last_path)
-        model = trainer if len(trainer.outputs) == 2 else keras.Model(
-            trainer.inputs, [trainer.outputs[0], _alignments(trainer)], name=trainer.name)
+        if isinstance(trainer, LogitsTrainer):
+            model = trainer.seq2seq
+        elif len(trainer.outputs) == 2:
+            model = trainer
+        else:  # last.keras of a version that trained a functional logits-only copy
+            model = keras.Model(trainer.inputs, [trainer.outputs[0], _alignments(trainer)],
+                                name=trainer.name)
         log(f"resuming from epoch {state['epoch']} in {out}")
     else:
         model = build_model(config, len(source_vocab), len(target_vocab))
@@ -425,7 +455,7 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
                                         CoverageLoss()],
                             loss_weights=[1.0, config.coverage_loss])
         else:
-            trainer = keras.Model(model.inputs, model.outputs[0], name=model.name)
+            trainer = LogitsTrainer(model, name=model.name)
             trainer.compile(optimizer, SmoothedSequenceLoss(config.label_smoothing))
     translator = Translator(model, source_vocab, target_vocab, target_length)
     budget = None if config.time_budget is None else 60 * config.time_budget - state["seconds"]
