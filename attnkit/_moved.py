@@ -64,11 +64,11 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec):
         warn_moved(spec.name, MOVED[spec.name])
         module = importlib.import_module(MOVED[spec.name])
-        self._spec = module.__spec__  # importlib sets the old spec on it
+        spec.loader_state = module.__spec__  # importlib sets the old spec on it
         return module
 
     def exec_module(self, module):
-        module.__spec__ = self._spec
+        module.__spec__ = module.__spec__.loader_state  # its own spec again
 
 
 _FINDER = _MovedFinder()

@@ -24,11 +24,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from attnkit import _backends
 from attnkit._checks import NORMALIZERS
 from attnkit.app import metrics
 from attnkit.app.vocabulary import Vocabulary
 from attnkit.losses import CoverageLoss
-from attnkit import _backends
 from attnkit.models import beam_search_decode
 from attnkit.models import build_rnn_seq2seq
 from attnkit.models import build_transformer_seq2seq

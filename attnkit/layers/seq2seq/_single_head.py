@@ -8,10 +8,10 @@ step: it is treated as `T = 1` and the axis is dropped again on the way out.
 import math
 
 import keras
-from keras import backend
 from keras import ops
 
 import attnkit.ops as ak
+from attnkit import _backends
 from attnkit import _checks
 from attnkit.layers._masking import merge_masks
 
@@ -112,8 +112,7 @@ class SingleHeadAttention(keras.layers.Layer):
         `attnkit.ops.attention_weights` and the weighted values, a few
         operations (a decoder step's one query included)."""
         t, s = ops.shape(scores)[1], ops.shape(scores)[2]
-        if mask is not None:
-            _checks.check_mask_dtype(mask)
+        if mask is not None:  # boolean: merge_masks casts every part
             _checks.check_broadcast("mask", mask, tuple(scores.shape), "(B, T, S)")
         if use_causal_mask:  # query i sees keys j <= i, top-left as in keras
             causal = ops.arange(t)[:, None] >= ops.arange(s)[None, :]
@@ -122,7 +121,7 @@ class SingleHeadAttention(keras.layers.Layer):
         dropped = weights
         if training and self.dropout > 0:
             dropped = keras.random.dropout(weights, self.dropout, seed=self.seed_generator)
-        dtype = _compute_dtype(value.dtype)
+        dtype = _backends.compute_dtype_for(value.dtype)
         out = ops.einsum("bts,bsd->btd", ops.cast(dropped, dtype), ops.cast(value, dtype))
         return ops.cast(out, value.dtype), weights
 
@@ -173,16 +172,10 @@ def _check_shapes(query_shape, value_shape, key_shape):
         )
 
 
-def _compute_dtype(dtype):
-    """float64 stays float64; every other float (half precision included)
-    is computed in float32, as in the core."""
-    return "float64" if backend.standardize_dtype(dtype) == "float64" else "float32"
-
-
 def _dot_scores(q, k, scale):
     """`scale * q . k` `(B, T, S)` for `q` `(B, T, H)`, `k` `(B, S, H)`;
     `scale` None is the core's `1 / sqrt(H)`."""
-    dtype = _compute_dtype(q.dtype)
+    dtype = _backends.compute_dtype_for(q.dtype)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = ops.einsum("bth,bsh->bts", ops.cast(q, dtype), ops.cast(k, dtype)) * scale
     return ops.cast(scores, q.dtype)
