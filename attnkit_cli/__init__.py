@@ -19,7 +19,7 @@ from attnkit_cli import _environment
 RNN_ATTENTION = ("additive", "dot", "scaled", "general", "cosine", "monotonic", "mocha",
                  "location", "coverage")
 TRANSFORMER_ATTENTION = ("relative", "t5", "alibi", "rotary")
-DEFAULT_EPOCHS = {"rnn": 3, "transformer": 10}
+DEFAULT_EPOCHS = {"rnn": 5, "transformer": 10}
 ATTENTION_HELP = (f"rnn: {', '.join(RNN_ATTENTION)}; transformer: "
                   f"{', '.join(TRANSFORMER_ATTENTION)} (default: {RNN_ATTENTION[0]} for rnn, "
                   f"{TRANSFORMER_ATTENTION[0]} (Shaw) for transformer)")
@@ -183,11 +183,11 @@ def _train_parser(sub):
                             "depend on the machine (default: no limit)")
     train.add_argument("--schedule", default="plateau", choices=["plateau", "linear"],
                        help="learning rate: halved after an epoch without dev improvement "
-                            "(plateau), and also falling linearly to 0 at the end of the "
-                            "time budget or the epochs (linear)")
+                            "(plateau), or falling linearly to 1%% of it over --max-steps "
+                            "or the epochs (linear)")
     train.add_argument("--out", required=True,
                        help="folder for the best model (model.keras, model.vocab.json) "
-                            "and the latest one to resume from (last.keras, state.json)")
+                            "and what --resume needs (backup/, state.json)")
     resume = train.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true",
                         help="continue the training saved in --out")

@@ -13,7 +13,6 @@ import zipfile
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from attnkit.app import training
 from attnkit_cli import DEFAULT_EPOCHS
@@ -48,7 +47,9 @@ def _output_folder(out, resume=False, overwrite=False):
         raise CommandError(f"--out {out} is a file; give a folder (it is created if missing)")
     present = [name for name in training.RUN_FILES if (out / name).exists()]
     if resume:
-        missing = [name for name in ("last.keras", "state.json") if name not in present]
+        missing = [name for name in ("state.json",) if name not in present]
+        if not {"backup", "last.keras"} & set(present):  # last.keras: a run of 0.1
+            missing.insert(0, "backup")
         if missing:
             where = f"{out} has no {' or '.join(missing)}" if out.is_dir() else \
                 f"{out} does not exist"
@@ -60,17 +61,16 @@ def _output_folder(out, resume=False, overwrite=False):
             "--resume to continue it, --overwrite to replace it, or another --out")
     elif present:
         for name in present:
-            (out / name).unlink()
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+            else:
+                (out / name).unlink()
     return out
 
 
-def _encode(pairs, source_vocab, target_vocab, length):
-    source = np.array([source_vocab.encode(t, length=length) for t, _ in pairs], "int32")
-    target = np.array([target_vocab.encode(d, add_start_end=True) for _, d in pairs], "int32")
-    return source, target[:, :-1], target[:, 1:]
-
-
 def demo(args):
+    """`train --data dates` with the demo's settings, then the exact match
+    on held-out dates, a few samples and a plot of their alignments."""
     kinds = RNN_ATTENTION if args.model == "rnn" else TRANSFORMER_ATTENTION
     args.attention = args.attention or kinds[0]
     args.epochs = DEFAULT_EPOCHS[args.model] if args.epochs is None else args.epochs
@@ -82,46 +82,25 @@ def demo(args):
     out = _output_folder(args.out, overwrite=args.overwrite)
 
     from attnkit.datasets import dates
-    from attnkit.models import build_rnn_seq2seq
-    from attnkit.models import build_transformer_seq2seq
-    from attnkit.models import greedy_decode
 
     start = time.time()
-    keras.utils.set_random_seed(args.seed)
     data = dates.load_data(args.train, max(1, args.test // 4), args.test, seed=args.seed)
-    src_vocab, tgt_vocab = data.source_vocab, data.target_vocab
-    length = 48  # the longest generated text is under 40 characters
-    train_set = _encode(data.train, src_vocab, tgt_vocab, length)
-    val = _encode(data.val, src_vocab, tgt_vocab, length)
-    if args.model == "rnn":
-        model = build_rnn_seq2seq(len(src_vocab), len(tgt_vocab),
-                                  attention=args.attention, units=args.units)
-    else:
-        model = build_transformer_seq2seq(len(src_vocab), len(tgt_vocab), units=args.units,
-                                          ff_units=2 * args.units, position=args.attention)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(keras.optimizers.Adam(3e-3 if args.model == "rnn" else 1e-3), [loss, None],
-                  jit_compile=keras.backend.backend() != "torch")
+    config = training.TrainConfig(
+        model=args.model, attention=args.attention, units=args.units,
+        epochs=args.epochs, learning_rate=3e-3 if args.model == "rnn" else 1e-3,
+        label_smoothing=0.0, patience=args.epochs, seed=args.seed)
     print(f"attnkit demo: {args.model} model, {args.attention} attention, "
-          f"{len(data.train)} training pairs, backend {keras.backend.backend()}")
-    # Targets as (logits, no alignment target): a bare array whose first
-    # axis happens to equal the number of outputs would be split by keras.
-    model.fit([train_set[0], train_set[1]], (train_set[2], None),
-              validation_data=([val[0], val[1]], (val[2], None)),
-              batch_size=64, epochs=args.epochs, verbose="auto")
-    test_src = _encode(data.test, src_vocab, tgt_vocab, length)[0]
-    tokens, alignments = greedy_decode(model, test_src, dates.TARGET_LENGTH + 1)
-    predictions = [tgt_vocab.decode(row) for row in tokens]
+          f"{len(data.train)} training pairs, backend {keras.backend.backend()}", flush=True)
+    training.train(data.train, data.val, out, config, log=lambda line: print(line, flush=True),
+                   verbose=1 if sys.stdout.isatty() else 2,
+                   vocabularies=(data.source_vocab, data.target_vocab))
+    translator = training.load(out)
+    predictions = translator.translate([text for text, _ in data.test])
     right = sum(p == iso for p, (_, iso) in zip(predictions, data.test))
     total = len(data.test)
     print(f"exact match: {exact_match_percent(right, total)} ({right}/{total})")
     _print_samples(data.test, predictions)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / "model.keras")
-    (out / "model.vocab.json").write_text(json.dumps({
-        "source": src_vocab.characters, "target": tgt_vocab.characters,
-        "length": length, "target_length": dates.TARGET_LENGTH}, ensure_ascii=False))
-    _plot_examples(data.test, predictions, alignments, out / "attention.png")
+    _plot_examples(data.test, translator, out / "attention.png")
     print(f"wrote {out / 'model.keras'}, {out / 'attention.png'} "
           f"in {time.time() - start:.0f} s")
     return 0
@@ -140,7 +119,7 @@ def _print_samples(pairs, predictions, count=10):
         print(f"{text:<{width}}  {iso:<10}  {pred:<10}{mark}")
 
 
-def _plot_examples(pairs, predictions, alignments, path, count=4):
+def _plot_examples(pairs, translator, path, count=4):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,8 +135,9 @@ def _plot_examples(pairs, predictions, alignments, path, count=4):
     fig, axes = plt.subplots(len(chosen), 1, figsize=(8, 3.0 * len(chosen)), squeeze=False)
     axes = axes[:, 0]
     for ax, i in zip(axes, chosen):
-        text, pred = pairs[i][0], predictions[i]
-        weights = alignments[i, : len(pred), : len(text)]
+        text = pairs[i][0]
+        pred, alignments = translator.align(text)
+        weights = alignments[: len(pred), : len(text)]
         plot_attention(weights, list(text), list(pred), ax=ax, title=f"{text} -> {pred}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -7,14 +7,18 @@ batches, label smoothing, a halving learning rate and early stopping on the
 dev error rate, keeping the best model in an output folder.
 
 An output folder holds `model.keras` (the best model so far),
-`model.vocab.json` (vocabularies and lengths), `last.keras` and
-`state.json` (the latest model with its optimizer, to resume from).
+`model.vocab.json` (vocabularies and lengths), and what a training resumes
+from: `backup/` (keras's `BackupAndRestore`: the latest weights with the
+optimizer's state, and the epoch) and `state.json` (what keras's callbacks
+do not keep: their best dev scores and counters, the updates and seconds
+spent). Folders of attnkit 0.1 (`last.keras` and `state.json`) resume too.
 """
 
 import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 import typing
 from collections.abc import Callable
@@ -38,7 +42,9 @@ from attnkit.models import transformer_seq2seq
 
 
 # What a training run writes into its output folder.
-RUN_FILES = ("model.keras", "model.vocab.json", "last.keras", "state.json")
+RUN_FILES = ("model.keras", "model.vocab.json", "state.json", "backup", "last.keras")
+# The folder of `keras.callbacks.BackupAndRestore` in the output folder.
+BACKUP = "backup"
 
 
 def read_pairs(path: str | os.PathLike):
@@ -103,7 +109,7 @@ class TrainConfig:
     min_epoch_steps: int = 1
     batch_size: int = 64
     learning_rate: float = None  # default 2e-3 (rnn), 1e-3 (transformer)
-    schedule: str = "plateau"  # or "linear": decays to 0 over the time budget / epochs
+    schedule: str = "plateau"  # or "linear": to 1% over max_steps or the epochs
     label_smoothing: float = 0.1
     coverage_loss: float = 0.0  # weight of attnkit.losses.CoverageLoss on the alignments
     patience: int = 4  # dev evaluations without improvement before stopping
@@ -329,9 +335,13 @@ class Translator:
         return scores, predictions
 
     def save(self, folder: str | os.PathLike):
-        folder = Path(folder)
-        self.model.save(folder / "model.keras")
-        (folder / "model.vocab.json").write_text(json.dumps({
+        """Writes `model.keras` and `model.vocab.json` into `folder`."""
+        self.model.save(Path(folder) / "model.keras")
+        self.save_vocabularies(folder)
+
+    def save_vocabularies(self, folder: str | os.PathLike):
+        """Writes `model.vocab.json`: the vocabularies and lengths."""
+        (Path(folder) / "model.vocab.json").write_text(json.dumps({
             "source": self.source_vocab.tokens, "target": self.target_vocab.tokens,
             "source_unit": self.source_vocab.unit, "target_unit": self.target_vocab.unit,
             "target_length": self.target_length}, ensure_ascii=False))
@@ -403,18 +413,35 @@ def build_model(config: TrainConfig, source_size: int, target_size: int):
 
 def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]],
           out: str | os.PathLike, config: TrainConfig | None = None, *, resume: bool = False,
-          verbose: int | str = "auto", log: Callable[[str], None] = print):
+          verbose: int | str = "auto", log: Callable[[str], None] = print,
+          callbacks: list[keras.callbacks.Callback] = (),
+          vocabularies: tuple[Vocabulary, Vocabulary] | None = None):
     """Trains on `train_pairs`, keeps the model best on `valid_pairs` in `out`.
 
-    Returns a dict: the best dev scores, epochs run, seconds, why it stopped.
+    keras's callbacks do the work: `DevMetrics` puts the dev error rates in
+    the logs, `ModelCheckpoint` keeps the best model, `ReduceLROnPlateau`
+    halves the rate after an epoch without improvement (or a linear
+    `PolynomialDecay` schedule lowers it), `EarlyStopping` stops after
+    `patience` of them and `BackupAndRestore` keeps what a resumed training
+    needs. `callbacks`, keras callbacks of your own, run after these (their
+    logs have `dev_wer`, `dev_ter` and `dev_score`). `vocabularies`: the
+    (source, target) vocabularies of a data set that has its own (its
+    generator's alphabet); by default both are the tokens of the training
+    pairs, in `config`'s units. Returns a dict: the
+    best dev scores, epochs run, updates, seconds, why it stopped.
     """
     config = (config or TrainConfig()).check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     keras.utils.set_random_seed(config.seed)
-    source_vocab = Vocabulary.from_texts([s for s, _ in train_pairs], unit=config.source_unit)
-    target_vocab = Vocabulary.from_texts([t for _, t in train_pairs], unit=config.target_unit)
+    if vocabularies is not None:
+        source_vocab, target_vocab = vocabularies
+    else:
+        source_vocab = Vocabulary.from_texts([s for s, _ in train_pairs],
+                                             unit=config.source_unit)
+        target_vocab = Vocabulary.from_texts([t for _, t in train_pairs],
+                                             unit=config.target_unit)
     valid_pairs = [(s, t) for s, t in valid_pairs
                    if _encodes(source_vocab, s) and _encodes(target_vocab, t)]
     if not valid_pairs:
@@ -432,23 +459,35 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
         target_width="longest" if static_target else None,
         outputs=2 if config.coverage_loss else 1, min_batches=config.min_epoch_steps)
 
-    state_path, last_path = out / "state.json", out / "last.keras"
-    state = {"epoch": 0, "steps": 0, "best": None, "stale": 0,
-             "learning_rate": config.learning_rate, "seconds": 0.0}
-    if resume and state_path.is_file() and last_path.is_file():
+    state_path = out / "state.json"
+    state = {"epoch": 0, "steps": 0, "best": None, "seconds": 0.0}
+    resuming = resume and state_path.is_file()
+    if resuming and not any((out / name).exists() for name in (BACKUP, "last.keras")):
+        raise ValueError(f"Nothing to resume in {out}: it has state.json but no {BACKUP} "
+                         "folder.")
+    if not resuming:  # a backup left there would be resumed from
+        shutil.rmtree(out / BACKUP, ignore_errors=True)
+    if resuming:
         state = json.loads(state_path.read_text())
-        trainer = keras.saving.load_model(last_path)
+        log(f"resuming from epoch {state['epoch']} in {out}")
+    if resuming and not (out / BACKUP).is_dir() and (out / "last.keras").is_file():
+        # A run of an earlier version: its latest model, optimizer included.
+        trainer = keras.saving.load_model(out / "last.keras")
         if isinstance(trainer, LogitsTrainer):
             model = trainer.seq2seq
         elif len(trainer.outputs) == 2:
             model = trainer
-        else:  # last.keras of a version that trained a functional logits-only copy
+        else:  # a functional logits-only copy (attnkit 0.1)
             model = keras.Model(trainer.inputs, [trainer.outputs[0], _alignments(trainer)],
                                 name=trainer.name)
-        log(f"resuming from epoch {state['epoch']} in {out}")
     else:
         model = build_model(config, len(source_vocab), len(target_vocab))
-        optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=1.0)
+        rate = config.learning_rate
+        if config.schedule == "linear":
+            steps = config.max_steps or config.epochs * len(batches)
+            rate = keras.optimizers.schedules.PolynomialDecay(
+                rate, steps, end_learning_rate=0.01 * rate)
+        optimizer = keras.optimizers.Adam(rate, clipnorm=1.0)
         if config.coverage_loss:  # the alignments are trained too
             trainer = model
             trainer.compile(optimizer, [SmoothedSequenceLoss(config.label_smoothing),
@@ -458,18 +497,29 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
             trainer = LogitsTrainer(model, name=model.name)
             trainer.compile(optimizer, SmoothedSequenceLoss(config.label_smoothing))
     translator = Translator(model, source_vocab, target_vocab, target_length)
-    budget = None if config.time_budget is None else 60 * config.time_budget - state["seconds"]
-    evaluation = _DevEvaluation(translator, valid_refs, out, config, state, start, budget,
-                                trainer, log)
-    # The display comes last, to show the dev scores the evaluation logs.
-    callbacks = [evaluation]
-    if verbose:
-        bar = 1 if verbose == "auto" else verbose
-        callbacks.append(_Progress(len(batches), config.epochs, bar))
+    translator.save_vocabularies(out)
+    budget = _Budget(config, state, start)
+    users = list(callbacks)
+    callbacks = [
+        DevMetrics(translator, valid_refs),
+        _BestModel(out / "model.keras", monitor="dev_score", mode="min", save_best_only=True),
+        keras.callbacks.EarlyStopping("dev_score", patience=config.patience, mode="min"),
+        budget,
+        keras.callbacks.BackupAndRestore(out / BACKUP, delete_checkpoint=False,
+                                         double_checkpoint=True),
+    ]
+    if config.schedule == "plateau":
+        callbacks.insert(2, keras.callbacks.ReduceLROnPlateau(
+            "dev_score", factor=0.5, patience=1, mode="min", min_delta=0.0, min_lr=0.0))
+    callbacks += [_RunState(callbacks, state, state_path, budget, log)] + users
+    if verbose:  # last, to show the dev scores in the logs
+        callbacks.append(_Progress(len(batches), config.epochs, 1 if verbose == "auto" else verbose))
     trainer.fit(batches, epochs=config.epochs, initial_epoch=state["epoch"],
                 callbacks=callbacks, verbose=0)
-    return {"best": state["best"], "epochs": state["epoch"], "stopped": evaluation.stopped,
-            "seconds": state["seconds"], "steps": state.get("steps", 0)}
+    stopping = callbacks[3 if config.schedule == "plateau" else 2]
+    stopped = budget.stopped or ("no dev improvement" if stopping.stopped_epoch else "epochs")
+    return {"best": state["best"], "epochs": state["epoch"], "stopped": stopped,
+            "seconds": state["seconds"], "steps": state["steps"]}
 
 
 def _batch_shards():
@@ -524,76 +574,112 @@ class _Progress(keras.callbacks.Callback):
         self.bar.update(self.seen, list((logs or {}).items()), finalize=True)
 
 
-class _DevEvaluation(keras.callbacks.Callback):
-    """After every epoch: dev error rates in the logs (and the progress
-    bar), the best model saved, the learning rate halved after an epoch
-    without improvement, a stop after `patience` of them or past the
-    time budget or `max_steps` (checked after every batch too). With the
-    `"linear"` schedule the rate also falls linearly, batch by batch, to
-    zero at the end of the time budget (or of the steps, or the epochs)."""
+# What `DevMetrics` logs as `dev_score`, the value the callbacks monitor: the
+# WER, ties broken by the TER, weighed so little that it never outweighs
+# one word of WER.
+TIE_BREAK = 1e-6
 
-    def __init__(self, translator, refs, out, config, state, start, budget, trainer, log):
+
+class DevMetrics(keras.callbacks.Callback):
+    """After every epoch, the error rates of `translator` (a `Translator`)
+    on `refs` ({input: [outputs]}) in the logs: `dev_wer`, `dev_ter`, and
+    `dev_score` (the WER, ties broken by the TER) for keras's callbacks to
+    monitor; put it before them in the list of callbacks."""
+
+    def __init__(self, translator: "Translator", refs: dict[str, list[str]]):
         super().__init__()
-        self.translator, self.refs, self.out = translator, refs, out
-        self.config, self.state, self.start, self.budget = config, state, start, budget
-        self.trainer, self.log, self.stopped = trainer, log, "epochs"
-        self.spent = state["seconds"]  # by earlier runs of a resumed training
-        self.epoch, self.rate = state["epoch"], None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.config.schedule != "linear":
-            return
-        if self.config.time_budget is not None:
-            done = (self.spent + time.time() - self.start) / (60 * self.config.time_budget)
-        elif self.config.max_steps is not None:
-            done = self.state.get("steps", 0) / self.config.max_steps
-        else:
-            steps = max(1, self.params.get("steps") or 1)
-            done = (self.epoch + batch / steps) / self.config.epochs
-        rate = self.state["learning_rate"] * max(1.0 - done, 0.01)
-        # Set in steps of 2%: on JAX a write mid-epoch syncs the whole state.
-        if self.rate is None or abs(rate - self.rate) > 0.02 * self.rate:
-            self.model.optimizer.learning_rate.assign(rate)  # .model syncs JAX's state
-            self.rate = rate
-
-    def _over_budget(self):
-        return self.budget is not None and time.time() - self.start > self.budget
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.state["steps"] = self.state.get("steps", 0) + 1
-        if self._over_budget():
-            self.trainer.stop_training = True
-            self.stopped = "time budget"
-        elif self.config.max_steps is not None and self.state["steps"] >= self.config.max_steps:
-            self.trainer.stop_training = True
-            self.stopped = "max steps"
+        self.translator, self.refs = translator, refs
+        self.scores = None
 
     def on_epoch_end(self, epoch, logs=None):
-        scores, _ = self.translator.score(self.refs)
+        self.scores, _ = self.translator.score(self.refs)
         if logs is not None:
-            logs["dev_wer"], logs["dev_ter"] = scores["wer"], scores["per"]
-        state = self.state
-        state["epoch"] = epoch + 1
-        state["seconds"] = self.spent + time.time() - self.start
-        improved = state["best"] is None or scores["wer"] < state["best"]["wer"] or (
-            scores["wer"] == state["best"]["wer"] and scores["per"] < state["best"]["per"])
+            logs.update(dev_wer=self.scores["wer"], dev_ter=self.scores["per"],
+                        dev_score=_dev_score(self.scores))
+
+
+def _dev_score(scores):
+    return scores["wer"] + TIE_BREAK * scores["per"]
+
+
+class _BestModel(keras.callbacks.ModelCheckpoint):
+    """keras's `ModelCheckpoint` saving the model a `LogitsTrainer` trains,
+    not the trainer: `model.keras` holds the seq2seq model alone."""
+
+    @property
+    def model(self):
+        trainer = super().model
+        return getattr(trainer, "seq2seq", trainer)
+
+
+class _Budget(keras.callbacks.Callback):
+    """A stop past the time budget or `max_steps` updates, checked after
+    every batch (keras has no callback for either); counts the updates."""
+
+    def __init__(self, config, state, start):
+        super().__init__()
+        self.config, self.state, self.start = config, state, start
+        self.spent = state["seconds"]  # by earlier runs of a resumed training
+        self.stopped = None
+
+    def seconds(self):
+        return self.spent + time.time() - self.start
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.state["steps"] += 1
+        # `_model`: on JAX, `.model` would copy the training state back
+        # into the variables after every batch.
+        if self.config.time_budget is not None and \
+                self.seconds() > 60 * self.config.time_budget:
+            self._model.stop_training, self.stopped = True, "time budget"
+        elif self.config.max_steps is not None and self.state["steps"] >= self.config.max_steps:
+            self._model.stop_training, self.stopped = True, "max steps"
+
+
+class _RunState(keras.callbacks.Callback):
+    """What keras's callbacks do not keep across a kill, in `state.json`
+    after every epoch: the epochs, updates and seconds so far, the best dev
+    scores, and the best value and counter of each monitoring callback
+    (`BackupAndRestore` keeps the weights, the optimizer and the epoch);
+    put back into those callbacks when a training resumes. Logs a line per
+    epoch."""
+
+    def __init__(self, callbacks, state, path, budget, log):
+        super().__init__()
+        self.dev = next(c for c in callbacks if isinstance(c, DevMetrics))
+        self.monitors = [c for c in callbacks
+                         if isinstance(c, (keras.callbacks.ModelCheckpoint,
+                                           keras.callbacks.EarlyStopping,
+                                           keras.callbacks.ReduceLROnPlateau))]
+        self.state, self.path, self.budget, self.log = state, path, budget, log
+
+    def on_train_begin(self, logs=None):
+        saved = self.state.get("monitors")
+        if saved is None and self.state["best"] is not None:  # state.json of 0.1
+            best = _dev_score(self.state["best"])
+            saved = {"ModelCheckpoint": {"best": best},
+                     "EarlyStopping": {"best": best, "wait": self.state.get("stale", 0)},
+                     "ReduceLROnPlateau": {"best": best, "wait": 0}}
+        for callback in self.monitors:
+            for key, value in (saved or {}).get(_kind(callback), {}).items():
+                setattr(callback, key, value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores, state = self.dev.scores, self.state
+        improved = state["best"] is None or _dev_score(scores) < _dev_score(state["best"])
         if improved:
-            state["best"], state["stale"] = dict(scores, epoch=epoch + 1), 0
-            self.translator.save(self.out)
-        else:
-            state["stale"] += 1
-            state["learning_rate"] *= 0.5
-            if self.config.schedule == "plateau":
-                self.trainer.optimizer.learning_rate.assign(state["learning_rate"])
-            self.rate = None  # "linear" sets the halved rate at the next batch
-            if state["stale"] >= self.config.patience:
-                self.trainer.stop_training = True
-                self.stopped = "no dev improvement"
-        self.trainer.save(self.out / "last.keras")
-        (self.out / "state.json").write_text(json.dumps(state))
+            state["best"] = dict(scores, epoch=epoch + 1)
+        state["epoch"] = epoch + 1
+        state["seconds"] = self.budget.seconds()
+        state["monitors"] = {_kind(c): {key: getattr(c, key) for key in ("best", "wait")
+                                        if hasattr(c, key)} for c in self.monitors}
+        self.path.write_text(json.dumps(state))
         self.log(f"epoch {epoch + 1}: dev WER {100 * scores['wer']:.2f}% "
-                 f"TER {100 * scores['per']:.2f}%"
-                 + ("  (best, saved)" if improved else ""))
+                 f"TER {100 * scores['per']:.2f}%" + ("  (best, saved)" if improved else ""))
+
+
+def _kind(callback):
+    for kind in (keras.callbacks.ModelCheckpoint, keras.callbacks.EarlyStopping,
+                 keras.callbacks.ReduceLROnPlateau):
+        if isinstance(callback, kind):
+            return kind.__name__
