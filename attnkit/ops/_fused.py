@@ -15,18 +15,40 @@ from attnkit import _backends
 from attnkit.ops import _blocks
 
 
+def option_refusals(*, normalizer="softmax", weights_mod=None, score_mod=None,
+                    logit_soft_cap=None):
+    """What among options fixed before any call (those of an
+    `AttentionSpec`) the native kernels cannot compute: a list of reasons,
+    each naming its option, empty when they can."""
+    refusals = []
+    if normalizer != "softmax":
+        refusals.append(f"normalizer={normalizer!r}: the native kernels compute softmax, "
+                        f"not {normalizer}")
+    if weights_mod is not None:
+        refusals.append("weights_mod: the native kernels never hold the weights weights_mod "
+                        "changes")
+    if score_mod is not None and not getattr(score_mod, "additive", False):
+        refusals.append("score_mod: a Python function the native kernels cannot run (only "
+                        "additive attnkit.ops.ScoreMod terms reach them, as a bias)")
+    if logit_soft_cap is not None:
+        refusals.append("logit_soft_cap: keras's native soft cap is not c * tanh(s / c)")
+    return refusals
+
+
 def ineligible_reason(plan):
     """Why the native kernel cannot compute `plan` exactly, or None."""
+    early = option_refusals(normalizer=plan.normalizer, weights_mod=plan.weights_mod)
+    if early:
+        return early[0]
     if plan.return_weights:
         return "the native kernels do not return attention weights"
     if plan.dropout_active:
         return "the native kernels have no dropout on the weights"
     if plan.relative is not None and plan.relative.value_table is not None:
         return "the native kernels cannot add relative-position value terms"
-    if not plan.additive_score_mod:
-        return "score_mod is a Python function the native kernels cannot run"
-    if plan.logit_soft_cap is not None:
-        return "keras's native soft cap is not c * tanh(s / c)"
+    late = option_refusals(score_mod=plan.score_mod, logit_soft_cap=plan.logit_soft_cap)
+    if late:
+        return late[0]
     return _backends.native_kernel_refuses(plan)
 
 

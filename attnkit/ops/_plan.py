@@ -361,14 +361,12 @@ def choose(plan):
     if fused_reason:
         ineligible["fused"] = fused_reason
     if plan.normalizer != "softmax":
-        ineligible["fused"] = f"the native kernels compute softmax, not {plan.normalizer}"
         ineligible["chunked"] = (
             f"{plan.normalizer} needs whole rows of scores (its threshold depends on "
             "every score of a row), blocks give an online softmax")
         if plan.implementation is None:
             return "math", f"{plan.normalizer} runs on the math path only", ineligible
     elif plan.weights_mod is not None:
-        ineligible["fused"] = "the native kernels never hold the weights weights_mod changes"
         ineligible["chunked"] = (
             "weights_mod needs whole rows of weights, blocks give an online softmax")
         if plan.implementation is None:

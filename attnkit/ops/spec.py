@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Callable
 
 from attnkit import _checks
+from attnkit.ops import _fused
 from attnkit.ops.terms import deserialize_term
 from attnkit.ops.terms import register
 from attnkit.ops.terms import serialize_term
@@ -65,6 +66,16 @@ class AttentionSpec:
             score_mod=self.score_mod, mask_mod=self.mask_mod, weights_mod=self.weights_mod,
             logit_soft_cap=self.logit_soft_cap, dropout_rate=self.dropout_rate,
             implementation=self.implementation, normalizer=self.normalizer)
+        if self.implementation == "fused":
+            refusals = _fused.option_refusals(
+                normalizer=self.normalizer, weights_mod=self.weights_mod,
+                score_mod=self.score_mod, logit_soft_cap=self.logit_soft_cap)
+            if refusals:
+                raise ValueError(
+                    "implementation='fused' runs the backend's native kernel, which cannot "
+                    f"compute {'; '.join(refusals)}. Leave implementation=None: attnkit "
+                    "then runs these on its chunked or math path (attnkit.ops.explain says "
+                    "which).")
 
     def replace(self, **changes):
         """A copy with `changes`, checked."""

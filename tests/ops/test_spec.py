@@ -69,3 +69,22 @@ def test_multi_head_attention_checks_its_options_once(monkeypatch):
     assert calls == []
     assert layer._spec.sliding_window == 3 and layer._spec.logit_soft_cap == 20.0
     assert tuple(out.shape) == (B, T, 8)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("logit_soft_cap", 5.0), ("normalizer", "sparsemax"),
+    ("weights_mod", lambda weights: weights), ("score_mod", lambda s, b, h, q, k: s * 2.0)])
+def test_the_fused_kernel_refuses_what_it_cannot_run_when_the_spec_is_made(option, value):
+    """One list of what the native kernels cannot compute: a spec asking
+    for them is refused when made, a layer's flash_attention=True says so
+    in its own words, and a call asking for them names the same option."""
+    with pytest.raises(ValueError, match=f"implementation='fused'.*{option}"):
+        ak.AttentionSpec(implementation="fused", **{option: value})
+    with pytest.raises(ValueError, match=f"flash_attention=True.*{option}.*flash_attention=None"):
+        attnkit.layers.MultiHeadAttention(num_heads=2, key_dim=4, flash_attention=True,
+                                          **{"normalizer" if option == "normalizer" else
+                                             option: value})
+    q = np.ones((1, 4, 2, 8), "float32")
+    with pytest.raises(ValueError, match=f"'fused' cannot compute this call.*{option}"):
+        ak.attention(q, q, q, implementation="fused", **{option: value})
+    ak.AttentionSpec(**{option: value})  # the other paths run it

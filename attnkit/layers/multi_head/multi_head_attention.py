@@ -189,21 +189,25 @@ class MultiHeadAttention(keras.layers.Layer):
                 "`position` must be an attnkit.layers.PositionScheme (e.g. "
                 f"RotaryEmbedding()). Received: {position!r}."
             )
-        # What every call shares, checked once here; the core takes it as is.
-        self._spec = ak.AttentionSpec(
-            scale=1.0 / math.sqrt(float(key_dim)), sliding_window=sliding_window,
-            score_mod=score_mod, mask_mod=mask_mod, weights_mod=weights_mod,
-            logit_soft_cap=logit_soft_cap, dropout_rate=dropout,
-            implementation="fused" if implementation is None and flash_attention
-            else implementation, normalizer=normalizer)
+        if flash_attention:
+            _check_flash_attention(position, implementation)
+        # What every call shares, checked once here (the core checks what
+        # the fused kernel cannot run); the core takes it as is.
+        try:
+            self._spec = ak.AttentionSpec(
+                scale=1.0 / math.sqrt(float(key_dim)), sliding_window=sliding_window,
+                score_mod=score_mod, mask_mod=mask_mod, weights_mod=weights_mod,
+                logit_soft_cap=logit_soft_cap, dropout_rate=dropout,
+                implementation="fused" if flash_attention else implementation,
+                normalizer=normalizer)
+        except ValueError as error:
+            if not flash_attention:
+                raise
+            raise ValueError(f"flash_attention=True asks for the backend's fused kernel: "
+                             f"{error}".replace("Leave implementation=None", "Leave "
+                                                "flash_attention=None")) from None
         score_mod, mask_mod, weights_mod = (
             self._spec.score_mod, self._spec.mask_mod, self._spec.weights_mod)
-        if flash_attention and normalizer != "softmax":
-            raise ValueError(
-                f"flash_attention=True runs the native softmax kernels; normalizer="
-                f"{normalizer!r} runs on the math path. Received both.")
-        if flash_attention:
-            _check_fusable(position, score_mod, logit_soft_cap, implementation, weights_mod)
         output_shape = M.check_output_shape(output_shape)
         if isinstance(attention_axes, int):
             attention_axes = (attention_axes,)
@@ -608,21 +612,15 @@ _FLASH_SCORES = (
     "(With flash_attention=None, attnkit returns them from its math path.)")
 
 
-def _check_fusable(position, score_mod, logit_soft_cap, implementation, weights_mod=None):
-    """flash_attention=True asks for the native kernel: refuse at construction
-    what it cannot compute, naming what the user asked for. Relative logits
-    and additive score terms reach it as a dense bias; a relative value
-    table, a general score_mod and a soft cap cannot."""
+def _check_flash_attention(position, implementation):
+    """flash_attention=True asks for the native kernel: refuse at
+    construction what the layer alone knows it cannot compute (the core
+    refuses the attention options, through the spec). Relative logits reach
+    the kernel as a dense bias; a relative value table cannot."""
     asked = []
     if isinstance(position, ShawRelativePosition) and position.use_relative_values:
         asked.append("position=ShawRelativePosition(use_relative_values=True) (a value term "
                      "needs the attention weights)")
-    if score_mod is not None and not getattr(score_mod, "additive", False):
-        asked.append("score_mod (only additive attnkit.ops.ScoreMod terms can)")
-    if logit_soft_cap is not None:
-        asked.append("logit_soft_cap")
-    if weights_mod is not None:
-        asked.append("weights_mod (the kernels never hold the weights)")
     if implementation not in (None, "fused"):
         asked.append(f"implementation={implementation!r}")
     if asked:
