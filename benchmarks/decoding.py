@@ -11,9 +11,9 @@ which stops once every word has ended. One process per backend:
   the first 2,048, in batches of 256 (`Translator.translate`), the first
   pass (compilation included) and the median of the next ones;
 - `attnkit translate --model M WORD`: wall time of the whole command minus
-  that of `python -c "import keras"` (median of 3), the first run with an
-  empty cache folder (JAX keeps compiled programs there), then the median
-  of 3 more; `attnkit --version`, median of 3;
+  that of `python -c "import keras"`: first runs, each with an empty cache
+  folder (JAX keeps compiled programs there), alternated with `import
+  keras`, median of 3; then the median of 3 runs with the cache; `attnkit --version`, median of 3;
 - the stdin filter: per-line latency (write one line, read its answer),
   median over 20 lines once the model is loaded;
 - the SavedModel from `attnkit export` (TensorFlow): a batch of 64 words.
@@ -148,15 +148,19 @@ def main():
                                   json.dumps([folder, words_path])], env=_quiet_env(backend),
                                  capture_output=True, text=True, check=True)
             row = json.loads(run.stdout.split("REPORT ", 1)[1])
-            imports = statistics.median(
-                command_seconds([PYTHON, "-c", "import keras"], backend) for _ in range(3))
-            # The first command with an empty cache folder (JAX keeps compiled
-            # programs there), then the median of 3 more.
+            # First runs, each with an empty cache folder (JAX keeps compiled
+            # programs there), alternated with `import keras` (which alone
+            # varies by seconds on this machine), then runs with the cache.
             translate = [PYTHON, "-m", "attnkit_cli", "translate", "--model", folder, words[0]]
-            cache = os.path.join(tmp, f"cache-{backend}")
-            cold = command_seconds(translate, backend, XDG_CACHE_HOME=cache)
+            imports, colds = [], []
+            for i in range(3):
+                imports.append(command_seconds([PYTHON, "-c", "import keras"], backend))
+                colds.append(command_seconds(translate, backend,
+                                             XDG_CACHE_HOME=os.path.join(tmp, f"{backend}{i}")))
+            imports, cold = statistics.median(imports), statistics.median(colds)
             whole = statistics.median(
-                command_seconds(translate, backend, XDG_CACHE_HOME=cache) for _ in range(3))
+                command_seconds(translate, backend, XDG_CACHE_HOME=os.path.join(tmp, f"{backend}0"))
+                for _ in range(3))
             row["translate_s"], row["import_keras_s"] = whole, imports
             row["translate_cold_s"] = cold
             row["version_s"] = statistics.median(

@@ -143,6 +143,51 @@ def test_training_resumes_where_it_stopped(trained, tmp_path):
     assert result["epochs"] == 6 and len(lines) == 2  # one more epoch
 
 
+KILLED = r"""
+import os, sys
+import keras
+from attnkit.app import training
+from tests.helpers import reversal_pairs
+
+
+class Kill(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:  # after everything the trainer writes for epoch 2
+            os._exit(9)
+
+
+config = training.TrainConfig(model="rnn", units=8, epochs=4, batch_size=32,
+                              target_unit="word", max_valid=10, seed=0)
+training.train(reversal_pairs(100, 0), reversal_pairs(10, 1), sys.argv[1], config, verbose=0,
+               log=lambda line: None, callbacks=[Kill()])
+"""
+
+
+def test_a_training_killed_mid_run_resumes_from_its_last_epoch(tmp_path):
+    """A process that dies without cleaning up (os._exit after its second
+    epoch) leaves what a resume needs: the run goes on from epoch 2 with the
+    weights, optimizer and counters of then, and ends where an uninterrupted
+    run ends, 4 epochs and all their updates."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", KILLED, str(tmp_path)], capture_output=True,
+                         text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert run.returncode == 9, run.stderr[-3000:]
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["epoch"] == 2 and state["steps"] == 8  # 100 pairs: 4 batches an epoch
+    lines = []
+    config = training.TrainConfig(model="rnn", units=8, epochs=4, batch_size=32,
+                                  target_unit="word", max_valid=10, seed=0)
+    kept = _Kept()
+    result = training.train(reversal_pairs(100, 0), reversal_pairs(10, 1), tmp_path, config,
+                            resume=True, verbose=0, log=lines.append, callbacks=[kept])
+    assert lines[0].startswith("resuming from epoch 2")
+    assert [line.split(":")[0] for line in lines[1:]] == ["epoch 3", "epoch 4"]
+    assert result["epochs"] == 4 and result["steps"] == 16
+    assert int(to_numpy(kept.trainer.optimizer.iterations)) == 16  # the optimizer's own count
+
+
 @pytest.mark.slow
 def test_a_transformer_trains_resumes_and_translates(tmp_path):
     config = training.TrainConfig(model="transformer", attention="t5", normalizer="entmax15",

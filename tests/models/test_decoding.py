@@ -47,6 +47,29 @@ def test_greedy_decoding_equals_argmax_of_the_teacher_forced_model(attention, no
     assert alignments.sum() > 0
 
 
+def test_small_and_large_batches_decode_alike():
+    """On JAX a batch of up to `QUICK_COMPILE_ROWS` rows compiles with
+    XLA's cheaper settings, a larger one with its full optimization: both
+    give the teacher-forced argmax, and the same tokens for the same rows."""
+    from attnkit import _backends
+
+    keras.utils.set_random_seed(0)
+    data = dates.load_data(200, 10, 10, seed=3)
+    rows = _backends.QUICK_COMPILE_ROWS
+    src = np.array([data.source_vocab.encode(t, length=40) for t, _ in data.train[:rows + 4]],
+                   "int32")
+    model = peaked(build_rnn_seq2seq(len(data.source_vocab), len(data.target_vocab),
+                                     attention="additive", units=8, embedding_dim=8))
+    results = {}
+    for size in (2, rows + 4):
+        tokens, _ = greedy_decode(model, src[:size], 11)
+        fed = np.concatenate([np.ones((size, 1), "int32"), tokens[:, :-1]], axis=1)
+        np.testing.assert_array_equal(
+            np.argmax(to_numpy(model([src[:size], fed])[0]), -1), tokens)
+        results[size] = tokens
+    np.testing.assert_array_equal(results[2], results[rows + 4][:2])
+
+
 def tiny_models(kinds=None):
     """Small peaked models of each kind (or of `kinds`) and five sources."""
     keras.utils.set_random_seed(0)
