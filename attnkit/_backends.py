@@ -263,7 +263,7 @@ def sequential(index, carried):
     return index + ops.minimum(ops.cast(ops.sum(ops.cast(ops.isnan(first), "int32")), "int32"), 0)
 
 
-# On JAX, inputs of at most this many rows (a word typed at `attnkit
+# On JAX on CPU, inputs of at most this many rows (a word typed at `attnkit
 # translate`, a line of its filter) compile with XLA's cheaper settings:
 # compiling a decoding loop is most of a first answer's time, and these
 # settings cut it (0.45-0.66 s against 0.75-0.96 s for the date reader's
@@ -293,7 +293,10 @@ def compiled_inference(fn, variables):
             with keras.StatelessScope(state_mapping=list(zip(variables, values))):
                 return fn(*tensors)
 
-        full, quick = jax.jit(pure), jax.jit(pure, compiler_options=QUICK_COMPILE)
+        full = jax.jit(pure)
+        # Measured on CPU only; elsewhere every input gets the full build.
+        quick = jax.jit(pure, compiler_options=QUICK_COMPILE) \
+            if jax.default_backend() == "cpu" else full
 
         def run(*tensors):
             rows = tensors[0].shape[0] if tensors and getattr(tensors[0], "ndim", 0) else None

@@ -38,7 +38,7 @@ def _require(module, extra, what):
             f"pip install 'attnkit[{extra}]'")
 
 
-def _output_folder(out, resume=False, overwrite=False):
+def _output_folder(out, resume=False, overwrite=False, resumable=True):
     """`out` as a folder to write a run into: refuses a file, a folder
     holding an earlier run (unless resuming or overwriting it), and a resume
     with nothing to resume."""
@@ -58,7 +58,8 @@ def _output_folder(out, resume=False, overwrite=False):
     elif present and not overwrite:
         raise CommandError(
             f"--out {out} already holds a trained model ({', '.join(present)}): give "
-            "--resume to continue it, --overwrite to replace it, or another --out")
+            + ("--resume to continue it, " if resumable else "")
+            + "--overwrite to replace it, or another --out")
     elif present:
         for name in present:
             if (out / name).is_dir():
@@ -79,7 +80,7 @@ def demo(args):
             f"--attention {args.attention} does not fit --model {args.model} "
             f"(choose from {', '.join(kinds)})")
     _require("matplotlib", "plot", "attnkit demo (it draws attention.png)")
-    out = _output_folder(args.out, overwrite=args.overwrite)
+    out = _output_folder(args.out, overwrite=args.overwrite, resumable=False)
 
     from attnkit.datasets import dates
 

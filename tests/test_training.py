@@ -446,3 +446,52 @@ class _Kept(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.trainer = self.model
+
+
+def test_the_monitors_keep_the_ter_tie_break_that_float32_loses():
+    """Same WER, TER better by 0.001: keras's own comparison (float32)
+    sees no improvement; the trainer's monitors do, as its dev scores do."""
+    tied, before = 0.25 + training.TIE_BREAK * 0.099, 0.25 + training.TIE_BREAK * 0.100
+    plain = keras.callbacks.EarlyStopping("dev_score", mode="min")
+    plain._set_monitor_op()
+    assert not plain._is_improvement(tied, before)  # why the trainer has its own
+    for monitor in (training._EarlyStopping("dev_score", mode="min"),
+                    training._ReduceLROnPlateau("dev_score", mode="min", min_delta=0.0),
+                    training._BestModel("m.keras", monitor="dev_score", mode="min")):
+        assert monitor._is_improvement(tied, before)
+        assert not monitor._is_improvement(before, before)
+        assert monitor._is_improvement(0.3, None)
+
+
+@pytest.mark.parametrize("latest, previous, recorded, kept", [
+    (3, 2, 3, "latest"),    # a complete save
+    (4, 3, 3, "previous"),  # killed after the backup, before state.json
+    (3, 3, 3, "previous"),  # killed after keras's copies: weights may be half written
+    (5, 4, 2, None),        # another run's backup
+])
+def test_a_resume_takes_the_backup_of_the_epoch_state_json_records(
+        tmp_path, latest, previous, recorded, kept):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for suffix, epoch in (("", latest), (".bkp", previous)):
+        (backup / f"training_metadata.json{suffix}").write_text(json.dumps({"epoch": epoch}))
+        (backup / f"latest.weights.h5{suffix}").write_bytes(f"weights {epoch}".encode())
+    (tmp_path / "state.json").write_text(json.dumps({"epoch": recorded}))
+    if kept is None:
+        with pytest.raises(ValueError, match="not of epoch 2"):
+            training._match_backup(backup, tmp_path / "state.json")
+        return
+    training._match_backup(backup, tmp_path / "state.json")
+    epoch = latest if kept == "latest" else previous
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == epoch
+    assert (backup / "latest.weights.h5").read_bytes() == f"weights {epoch}".encode()
+
+
+def test_an_out_folder_with_braces_is_a_plain_path(tmp_path):
+    """keras's ModelCheckpoint formats its path with the logs."""
+    config = training.TrainConfig(model="rnn", units=8, epochs=1, batch_size=32,
+                                  target_unit="word", max_valid=5)
+    out = tmp_path / "run {epoch} {"
+    training.train(reversal_pairs(40, 0), reversal_pairs(5, 1), out, config, verbose=0,
+                   log=lambda line: None)
+    assert (out / "model.keras").is_file() and len(training.load(out).translate(["ab"])) == 1

@@ -465,8 +465,12 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
     if resuming and not any((out / name).exists() for name in (BACKUP, "last.keras")):
         raise ValueError(f"Nothing to resume in {out}: it has state.json but no {BACKUP} "
                          "folder.")
-    if not resuming:  # a backup left there would be resumed from
+    if not resuming:  # a run left there would be resumed from
         shutil.rmtree(out / BACKUP, ignore_errors=True)
+        for name in ("state.json", "last.keras"):
+            (out / name).unlink(missing_ok=True)
+    elif (out / BACKUP).is_dir():
+        _match_backup(out / BACKUP, state_path)
     if resuming:
         state = json.loads(state_path.read_text())
         log(f"resuming from epoch {state['epoch']} in {out}")
@@ -502,14 +506,16 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
     users = list(callbacks)
     callbacks = [
         DevMetrics(translator, valid_refs),
-        _BestModel(out / "model.keras", monitor="dev_score", mode="min", save_best_only=True),
-        keras.callbacks.EarlyStopping("dev_score", patience=config.patience, mode="min"),
+        # The path is formatted with the logs: braces in it are literal.
+        _BestModel(str(out / "model.keras").replace("{", "{{").replace("}", "}}"),
+                   monitor="dev_score", mode="min", save_best_only=True),
+        _EarlyStopping("dev_score", patience=config.patience, mode="min"),
         budget,
         keras.callbacks.BackupAndRestore(out / BACKUP, delete_checkpoint=False,
                                          double_checkpoint=True),
     ]
     if config.schedule == "plateau":
-        callbacks.insert(2, keras.callbacks.ReduceLROnPlateau(
+        callbacks.insert(2, _ReduceLROnPlateau(
             "dev_score", factor=0.5, patience=1, mode="min", min_delta=0.0, min_lr=0.0))
     callbacks += [_RunState(callbacks, state, state_path, budget, log)] + users
     if verbose:  # last, to show the dev scores in the logs
@@ -520,6 +526,32 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
     stopped = budget.stopped or ("no dev improvement" if stopping.stopped_epoch else "epochs")
     return {"best": state["best"], "epochs": state["epoch"], "stopped": stopped,
             "seconds": state["seconds"], "steps": state["steps"]}
+
+
+def _match_backup(folder, state_path):
+    """Makes the backup the one of the epoch `state.json` records. keras
+    copies the backup to `.bkp` (`double_checkpoint`), then writes the
+    weights, then the epoch; `state.json` comes last. A complete save
+    leaves `.bkp` one epoch behind: then the backup is the one. A `.bkp` of
+    the recorded epoch means a kill after the copies (the weights may be
+    half written or of the next epoch): then `.bkp` is the one. A backup
+    of any other epoch is refused."""
+    epoch = json.loads(state_path.read_text())["epoch"]
+
+    def backup_epoch(suffix=""):
+        try:
+            return json.loads((folder / f"training_metadata.json{suffix}").read_text())["epoch"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    if backup_epoch(".bkp") != epoch and backup_epoch() == epoch:
+        return
+    if backup_epoch(".bkp") == epoch:
+        for name in ("latest.weights.h5", "training_metadata.json"):
+            shutil.copyfile(folder / f"{name}.bkp", folder / name)
+        return
+    raise ValueError(f"Cannot resume from {folder.parent}: its backup is not of epoch {epoch}, "
+                     "which state.json records.")
 
 
 def _batch_shards():
@@ -602,7 +634,25 @@ def _dev_score(scores):
     return scores["wer"] + TIE_BREAK * scores["per"]
 
 
-class _BestModel(keras.callbacks.ModelCheckpoint):
+class _Exact:
+    """keras's monitoring compares in float32, where `dev_score`'s
+    tie-break by the TER vanishes (0.25 + 1e-6 * 0.100 and 0.25 + 1e-6 *
+    0.099 are one float32): these compare Python floats (mode "min")."""
+
+    def _is_improvement(self, monitor_value, reference_value):
+        return reference_value is None or \
+            float(monitor_value) - self.min_delta < float(reference_value)
+
+
+class _EarlyStopping(_Exact, keras.callbacks.EarlyStopping):
+    pass
+
+
+class _ReduceLROnPlateau(_Exact, keras.callbacks.ReduceLROnPlateau):
+    pass
+
+
+class _BestModel(_Exact, keras.callbacks.ModelCheckpoint):
     """keras's `ModelCheckpoint` saving the model a `LogitsTrainer` trains,
     not the trainer: `model.keras` holds the seq2seq model alone."""
 
@@ -673,7 +723,10 @@ class _RunState(keras.callbacks.Callback):
         state["seconds"] = self.budget.seconds()
         state["monitors"] = {_kind(c): {key: getattr(c, key) for key in ("best", "wait")
                                         if hasattr(c, key)} for c in self.monitors}
-        self.path.write_text(json.dumps(state))
+        # Whole or not at all: a kill mid-write leaves the last one.
+        partial = self.path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(state))
+        os.replace(partial, self.path)
         self.log(f"epoch {epoch + 1}: dev WER {100 * scores['wer']:.2f}% "
                  f"TER {100 * scores['per']:.2f}%" + ("  (best, saved)" if improved else ""))
 
