@@ -48,8 +48,8 @@ def _output_folder(out, resume=False, overwrite=False, resumable=True):
     present = [name for name in training.RUN_FILES if (out / name).exists()]
     if resume:
         missing = [name for name in ("state.json",) if name not in present]
-        if not {"backup", "last.keras"} & set(present):  # last.keras: a run of 0.1
-            missing.insert(0, "backup")
+        if not {training.BACKUP, "last.keras"} & set(present):  # last.keras: a run of 0.1
+            missing.insert(0, training.BACKUP)
         if missing:
             where = f"{out} has no {' or '.join(missing)}" if out.is_dir() else \
                 f"{out} does not exist"

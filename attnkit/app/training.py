@@ -41,10 +41,10 @@ from attnkit.models import rnn_seq2seq
 from attnkit.models import transformer_seq2seq
 
 
-# What a training run writes into its output folder.
-RUN_FILES = ("model.keras", "model.vocab.json", "state.json", "backup", "last.keras")
 # The folder of `keras.callbacks.BackupAndRestore` in the output folder.
 BACKUP = "backup"
+# What a training run writes into its output folder (`last.keras`: 0.1's).
+RUN_FILES = ("model.keras", "model.vocab.json", "state.json", BACKUP, "last.keras")
 
 
 def read_pairs(path: str | os.PathLike):
@@ -459,24 +459,24 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
         target_width="longest" if static_target else None,
         outputs=2 if config.coverage_loss else 1, min_batches=config.min_epoch_steps)
 
-    state_path = out / "state.json"
+    state_path, backup, legacy = out / "state.json", out / BACKUP, out / "last.keras"
     state = {"epoch": 0, "steps": 0, "best": None, "seconds": 0.0}
     resuming = resume and state_path.is_file()
-    if resuming and not any((out / name).exists() for name in (BACKUP, "last.keras")):
-        raise ValueError(f"Nothing to resume in {out}: it has state.json but no {BACKUP} "
-                         "folder.")
-    if not resuming:  # a run left there would be resumed from
-        shutil.rmtree(out / BACKUP, ignore_errors=True)
-        for name in ("state.json", "last.keras"):
-            (out / name).unlink(missing_ok=True)
-    elif (out / BACKUP).is_dir():
-        _match_backup(out / BACKUP, state_path)
     if resuming:
         state = json.loads(state_path.read_text())
+        if backup.is_dir():
+            _match_backup(backup, state["epoch"])
+        elif not legacy.is_file():
+            raise ValueError(f"Nothing to resume in {out}: it has state.json but no {BACKUP} "
+                             "folder.")
         log(f"resuming from epoch {state['epoch']} in {out}")
-    if resuming and not (out / BACKUP).is_dir() and (out / "last.keras").is_file():
+    else:  # a run left there would be resumed from
+        shutil.rmtree(backup, ignore_errors=True)
+        for path in (state_path, legacy):
+            path.unlink(missing_ok=True)
+    if resuming and not backup.is_dir():
         # A run of an earlier version: its latest model, optimizer included.
-        trainer = keras.saving.load_model(out / "last.keras")
+        trainer = keras.saving.load_model(legacy)
         if isinstance(trainer, LogitsTrainer):
             model = trainer.seq2seq
         elif len(trainer.outputs) == 2:
@@ -503,15 +503,16 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
     translator = Translator(model, source_vocab, target_vocab, target_length)
     translator.save_vocabularies(out)
     budget = _Budget(config, state, start)
+    stopping = _EarlyStopping("dev_score", patience=config.patience, mode="min")
     users = list(callbacks)
     callbacks = [
         DevMetrics(translator, valid_refs),
         # The path is formatted with the logs: braces in it are literal.
         _BestModel(str(out / "model.keras").replace("{", "{{").replace("}", "}}"),
                    monitor="dev_score", mode="min", save_best_only=True),
-        _EarlyStopping("dev_score", patience=config.patience, mode="min"),
+        stopping,
         budget,
-        keras.callbacks.BackupAndRestore(out / BACKUP, delete_checkpoint=False,
+        keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False,
                                          double_checkpoint=True),
     ]
     if config.schedule == "plateau":
@@ -522,31 +523,30 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
         callbacks.append(_Progress(len(batches), config.epochs, 1 if verbose == "auto" else verbose))
     trainer.fit(batches, epochs=config.epochs, initial_epoch=state["epoch"],
                 callbacks=callbacks, verbose=0)
-    stopping = callbacks[3 if config.schedule == "plateau" else 2]
     stopped = budget.stopped or ("no dev improvement" if stopping.stopped_epoch else "epochs")
     return {"best": state["best"], "epochs": state["epoch"], "stopped": stopped,
             "seconds": state["seconds"], "steps": state["steps"]}
 
 
-def _match_backup(folder, state_path):
-    """Makes the backup the one of the epoch `state.json` records. keras
+def _match_backup(folder, epoch):
+    """Makes the backup the one of `epoch`, which `state.json` records. keras
     copies the backup to `.bkp` (`double_checkpoint`), then writes the
     weights, then the epoch; `state.json` comes last. A complete save
     leaves `.bkp` one epoch behind: then the backup is the one. A `.bkp` of
     the recorded epoch means a kill after the copies (the weights may be
     half written or of the next epoch): then `.bkp` is the one. A backup
     of any other epoch is refused."""
-    epoch = json.loads(state_path.read_text())["epoch"]
 
-    def backup_epoch(suffix=""):
+    def backup_epoch(suffix):
         try:
             return json.loads((folder / f"training_metadata.json{suffix}").read_text())["epoch"]
         except (OSError, ValueError, KeyError):
             return None
 
-    if backup_epoch(".bkp") != epoch and backup_epoch() == epoch:
+    previous = backup_epoch(".bkp")
+    if previous != epoch and backup_epoch("") == epoch:
         return
-    if backup_epoch(".bkp") == epoch:
+    if previous == epoch:
         for name in ("latest.weights.h5", "training_metadata.json"):
             shutil.copyfile(folder / f"{name}.bkp", folder / name)
         return
@@ -686,6 +686,11 @@ class _Budget(keras.callbacks.Callback):
             self._model.stop_training, self.stopped = True, "max steps"
 
 
+# The callbacks whose best value and counter `state.json` keeps.
+_MONITORS = (keras.callbacks.ModelCheckpoint, keras.callbacks.EarlyStopping,
+             keras.callbacks.ReduceLROnPlateau)
+
+
 class _RunState(keras.callbacks.Callback):
     """What keras's callbacks do not keep across a kill, in `state.json`
     after every epoch: the epochs, updates and seconds so far, the best dev
@@ -697,10 +702,7 @@ class _RunState(keras.callbacks.Callback):
     def __init__(self, callbacks, state, path, budget, log):
         super().__init__()
         self.dev = next(c for c in callbacks if isinstance(c, DevMetrics))
-        self.monitors = [c for c in callbacks
-                         if isinstance(c, (keras.callbacks.ModelCheckpoint,
-                                           keras.callbacks.EarlyStopping,
-                                           keras.callbacks.ReduceLROnPlateau))]
+        self.monitors = [c for c in callbacks if isinstance(c, _MONITORS)]
         self.state, self.path, self.budget, self.log = state, path, budget, log
 
     def on_train_begin(self, logs=None):
@@ -732,7 +734,5 @@ class _RunState(keras.callbacks.Callback):
 
 
 def _kind(callback):
-    for kind in (keras.callbacks.ModelCheckpoint, keras.callbacks.EarlyStopping,
-                 keras.callbacks.ReduceLROnPlateau):
-        if isinstance(callback, kind):
-            return kind.__name__
+    """The keras class of a monitoring callback: its key in `state.json`."""
+    return next(kind.__name__ for kind in _MONITORS if isinstance(callback, kind))
