@@ -7,8 +7,10 @@ BACKENDS := tensorflow jax torch
 PYTEST_ARGS ?=
 # Two pytest-xdist workers (2 cores, as on CI); tests that share a session
 # fixture (a trained model, the fresh-process loads) run on one worker (see
-# tests/conftest.py). `make test PYTEST_WORKERS=` runs in one process.
-PYTEST_WORKERS ?= -n 2 --dist loadgroup
+# tests/conftest.py). `make test PYTEST_WORKERS=` runs in one process. A
+# worker that crashes ends the run: pytest-xdist (3.8) replaces it otherwise,
+# and its loadgroup scheduler then waits forever for the replacement.
+PYTEST_WORKERS ?= -n 2 --dist loadgroup --max-worker-restart=0
 # `make test` leaves out the tests marked slow (real training runs, the demo,
 # benchmark runs, fresh processes); `make test-all` (what CI runs) keeps them.
 TEST_MARKERS ?= not slow

@@ -82,6 +82,41 @@ def _fresh_keras_state():
     keras.config.set_dtype_policy("float32")
 
 
+def _memory_mappings():
+    with open("/proc/self/maps") as maps:
+        return sum(1 for _ in maps)
+
+
+def _mapping_limit():
+    try:
+        with open("/proc/sys/vm/max_map_count") as limit:
+            return int(limit.read())
+    except (OSError, ValueError):
+        return None
+
+
+# XLA maps the code of every program it compiles into memory, and JAX keeps
+# the programs of every function that lives on (keras's and the suite's
+# jitted functions, per input shape). A worker of the whole suite compiles
+# tens of thousands of small programs and reached 60,000 mappings, next to
+# Linux's limit per process (vm.max_map_count, 65,530 by default), past
+# which XLA's compiler crashed the worker. Past half the limit, JAX's caches
+# are cleared between two test files (what they held is compiled again when
+# needed).
+MAPPING_LIMIT = _mapping_limit() if keras.backend.backend() == "jax" else None
+
+
+def pytest_runtest_teardown(item, nextitem):
+    if MAPPING_LIMIT and (nextitem is None or nextitem.path != item.path) \
+            and _memory_mappings() > MAPPING_LIMIT // 2:
+        import gc
+
+        import jax
+
+        jax.clear_caches()
+        gc.collect()
+
+
 @pytest.fixture(scope="session")
 def fresh_loads(tmp_path_factory):
     """Every saving case of the collected modules, loaded in one fresh

@@ -20,7 +20,6 @@ stops once every sequence has ended. Beam search tiles the state `W` times
 along the batch axis and reorders it as beams are kept.
 """
 
-import weakref
 
 import keras
 import numpy as np
@@ -128,13 +127,17 @@ def as_decoder(model):
     return adapted
 
 
-# Compiled decoding loops per model, by kind and options; jax.jit and
-# tf.function retrace them per input shape.
-_COMPILED = weakref.WeakKeyDictionary()
+# Compiled decoding loops per model, by kind and options (jax.jit and
+# tf.function retrace them per input shape), kept in the model's own
+# `__dict__` (outside keras's attribute tracking), so that they, and their
+# compiled programs, go with the model. A loop refers to its model: held
+# in a table keyed weakly by the model, it would keep the model, and every
+# program compiled for it, alive for as long as the process.
+_LOOPS = "_attnkit_decoding_loops"
 
 
 def _compiled(model, decoder, source, key, loop):
-    per_model = _COMPILED.setdefault(model, {})
+    per_model = vars(model).setdefault(_LOOPS, {})
     if key not in per_model:
         if any(not layer.built for layer in model._flatten_layers()):
             # A model whose layers build on first use creates its variables

@@ -70,6 +70,26 @@ def test_small_and_large_batches_decode_alike():
     np.testing.assert_array_equal(results[2], results[rows + 4][:2])
 
 
+@pytest.mark.parametrize("builder", [build_rnn_seq2seq, build_transformer_seq2seq])
+def test_a_decoded_model_is_freed_with_its_compiled_loops(builder):
+    """The compiled loops live as long as their model, not as long as the
+    process: a long-running process that decodes many models (a search
+    over settings, a test suite) would otherwise keep every model and every
+    program compiled for it, until the system's limit on memory mappings
+    ends the process."""
+    import gc
+    import weakref
+
+    def decode_once():
+        model = builder(12, 12, units=8)
+        greedy_decode(model, np.ones((2, 5), "int32"), 3)
+        beam_search_decode(model, np.ones((2, 5), "int32"), 3, beam_width=2)
+        return weakref.ref(model)
+
+    ref = decode_once()
+    gc.collect()
+    assert ref() is None
+
 def tiny_models(kinds=None):
     """Small peaked models of each kind (or of `kinds`) and five sources."""
     keras.utils.set_random_seed(0)
