@@ -20,7 +20,6 @@ stops once every sequence has ended. Beam search tiles the state `W` times
 along the batch axis and reorders it as beams are kept.
 """
 
-
 import keras
 import numpy as np
 from keras import ops

@@ -90,6 +90,7 @@ def test_a_decoded_model_is_freed_with_its_compiled_loops(builder):
     gc.collect()
     assert ref() is None
 
+
 def tiny_models(kinds=None):
     """Small peaked models of each kind (or of `kinds`) and five sources."""
     keras.utils.set_random_seed(0)
