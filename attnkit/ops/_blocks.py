@@ -99,14 +99,18 @@ def table_axes(table):
     return "rh" if len(table.shape) == 2 else "rnh"
 
 
-def relative_rows(plan, q):
+def relative_rows(plan, q, heads_first=False):
     """The relative rows of a query block q (B, t, N, H) -> (B, N, t, R)."""
     rel = plan.relative
-    b, t, n, _ = dims(q)
+    if heads_first:
+        b, n, t, _ = dims(q)
+    else:
+        b, t, n, _ = dims(q)
     rows = rel.bias
     if rel.key_table is not None:
         heads = table_axes(rel.key_table)
-        keys = ops.einsum(f"btnh,{heads}->bntr", q, rel.key_table) * plan.scale
+        queries = "bnth" if heads_first else "btnh"
+        keys = ops.einsum(f"{queries},{heads}->bntr", q, rel.key_table) * plan.scale
         rows = keys if rows is None else keys + rows
     return ops.broadcast_to(rows, (b, n, t, rel.num_buckets))
 
@@ -122,13 +126,31 @@ def dims(x):
     return list(ops.shape(x))
 
 
-def block_logits(plan, q, k):
+def heads_first(x):
+    """(B, L, N, H) -> (B, N, L, H), the chunked path's layout.
+
+    Its blocks' products are then batched matrix products of slices, with
+    no transpose per block: TensorFlow's einsum copies a transposed operand
+    on every call (a quarter of a block's time at 512 x 256 x 64). The
+    functions below take `heads_first=True` for tensors in this layout.
+    """
+    return None if x is None else ops.transpose(x, (0, 2, 1, 3))
+
+
+def block_logits(plan, q, k, heads_first=False):
     """Scaled q . k for a block: q (B, t, N, H), k (B, s, K, H) -> (B, N, t, s)."""
-    return head_dots(plan, q * plan.scale, k)  # a Python float: no round trip
+    return head_dots(plan, q * plan.scale, k, heads_first)  # a Python float: no round trip
 
 
-def head_dots(plan, q, k):
+def head_dots(plan, q, k, heads_first=False):
     """q (B, t, N, H) . k (B, s, K, H) per head -> (B, N, t, s), unscaled."""
+    if heads_first:  # q (B, N, t, H), k (B, K, s, H)
+        if plan.groups == 1:
+            return ops.einsum("bnth,bnsh->bnts", q, k)
+        b, n, t, h = dims(q)
+        q = ops.reshape(q, (b, plan.num_kv_heads, plan.groups, t, h))
+        logits = ops.einsum("bkgth,bksh->bkgts", q, k)
+        return ops.reshape(logits, (b, n, t, dims(k)[2]))
     b, t, n, h = dims(q)
     s = dims(k)[1]
     if plan.groups == 1:
@@ -138,26 +160,33 @@ def head_dots(plan, q, k):
     return ops.reshape(logits, (b, n, t, s))
 
 
-def weighted_values(plan, weights, v):
+def weighted_values(plan, weights, v, heads_first=False):
     """weights (B, N, t, s) @ v (B, s, K, Hv) -> (B, N, t, Hv)."""
+    values = "bksh" if heads_first else "bskh"
     if plan.groups == 1:
-        return ops.einsum("bnts,bsnh->bnth", weights, v)
+        return ops.einsum(f"bnts,{values.replace('k', 'n')}->bnth", weights, v)
     b, n, t, s = dims(weights)
     w = ops.reshape(weights, (b, plan.num_kv_heads, plan.groups, t, s))
-    out = ops.einsum("bkgts,bskh->bkgth", w, v)
+    out = ops.einsum(f"bkgts,{values}->bkgth", w, v)
     return ops.reshape(out, (b, n, t, dims(v)[-1]))
 
 
-def weighted_queries(plan, weights, x):
-    """weights (B, N, t, s) transposed @ x (B, t, N, D) -> (B, s, K, D).
+def weighted_queries(plan, weights, x, heads_first=False):
+    """weights (B, N, t, s) transposed @ x (B, t, N, D) -> (B, s, K, D)
+    (with `heads_first`, x (B, N, t, D) -> (B, K, s, D)).
 
     Sums over the queries and over the query heads that share a key/value
     head: the gradient of keys and values.
     """
     if plan.groups == 1:
+        if heads_first:
+            return ops.einsum("bnts,bntd->bnsd", weights, x)
         return ops.einsum("bnts,btnd->bsnd", weights, x)
     b, n, t, s = dims(weights)
     w = ops.reshape(weights, (b, plan.num_kv_heads, plan.groups, t, s))
+    if heads_first:
+        x = ops.reshape(x, (b, plan.num_kv_heads, plan.groups, t, dims(x)[-1]))
+        return ops.einsum("bkgts,bkgtd->bksd", w, x)
     x = ops.reshape(x, (b, t, plan.num_kv_heads, plan.groups, dims(x)[-1]))
     return ops.einsum("bkgts,btkgd->bskd", w, x)
 
@@ -203,20 +232,26 @@ def block_visibility(plan, batch, q_start, t, kv_start, s, *, mask=None,
 
 
 def block_scores(plan, q, k, *, q_start=0, kv_start=0, mask=None, bias=None,
-                 kv_limit=None, one_hot=None, rows=None, masked=True):
+                 kv_limit=None, one_hot=None, rows=None, masked=True, heads_first=False,
+                 scaled_q=None):
     """Logits (B, N, t, s) in the compute dtype and visibility (bool or None).
 
     `mask` and `bias` are the plan's tensors already cut to this block;
     `one_hot` is this block's relative buckets (see `with_block_buckets`),
-    `rows` the query block's `relative_rows` where the caller has them.
+    `rows` the query block's `relative_rows` where the caller has them,
+    `scaled_q` the scale times q where the caller has it (the chunked path
+    scales a query block once for all the key blocks it meets).
     `masked=False` is for a block the block mask calls full: every pair is
     visible, so no visibility is computed.
     """
-    logits = block_logits(plan, q, k)
+    if scaled_q is None:
+        logits = block_logits(plan, q, k, heads_first)
+    else:
+        logits = head_dots(plan, scaled_q, k, heads_first)
     batch, _, t, s = dims(logits)
     if one_hot is not None and plan.relative.has_rows:  # rows[i, bucket_ij]
         if rows is None:
-            rows = relative_rows(plan, q)
+            rows = relative_rows(plan, q, heads_first)
         logits = logits + bucket_rows(rows, one_hot)
     if bias is not None:
         logits = logits + bias

@@ -467,6 +467,7 @@ def _forward(plan, plan_schedule):
     b, t_padded, n, _ = _blocks.dims(query)
     dtype = plan.compute_dtype
     lists = plan_schedule.by_query
+    key, value = _blocks.heads_first(key), _blocks.heads_first(value)
 
     def block(i, carry):
         out, lse = carry
@@ -497,15 +498,17 @@ def _forward(plan, plan_schedule):
 
 def _query_block(plan, q, key, value, lists, i, *, mask, bias, q_start, s_block, kv_limit):
     """Online softmax of query block `i`, q (B, t, N, H), over the key blocks
-    `lists` gives it. Returns the output (B, N, t, Hv) and the log-sum-exp
-    (B, N, t, 1)."""
+    `lists` gives it, key and value heads first (B, K, S, H). Returns the
+    output (B, N, t, Hv) and the log-sum-exp (B, N, t, 1)."""
     b, t, n, _ = _blocks.dims(q)
+    q = _blocks.heads_first(q)
+    scaled_q = q * plan.scale
     hv = value.shape[-1]
     dtype = plan.compute_dtype
     relative_values = plan.relative is not None and plan.relative.value_table is not None
     rows = None
     if plan.relative is not None and plan.relative.has_rows:
-        rows = _blocks.relative_rows(plan, q)  # (B, N, t, R), once per query block
+        rows = _blocks.relative_rows(plan, q, heads_first=True)  # (B, N, t, R), once
 
     def step(j, masked, carry):
         start = _backends.sequential(j, carry[2]) * s_block
@@ -516,12 +519,13 @@ def _query_block(plan, q, key, value, lists, i, *, mask, bias, q_start, s_block,
     def update(start, masked, carry, one_hot):
         # (B, N, t, 1), (B, N, t, 1), (B, N, t, Hv) (, (B, N, t, R))
         m, l, acc, *bucket_w = carry
-        k_blk = _cut(key, 1, start, s_block)
-        v_blk = _cut(value, 1, start, s_block)
+        k_blk = _cut(key, 2, start, s_block)
+        v_blk = _cut(value, 2, start, s_block)
         logits, visible = _blocks.block_scores(
             plan, q, k_blk, q_start=q_start, kv_start=start,
             mask=_cut(mask, 3, start, s_block), bias=_cut(bias, 3, start, s_block),
-            kv_limit=kv_limit, one_hot=one_hot, rows=rows, masked=masked,
+            kv_limit=kv_limit, one_hot=one_hot, rows=rows, masked=masked, heads_first=True,
+            scaled_q=scaled_q,
         )  # (B, N, t, s)
         if visible is not None:
             logits = ops.where(visible, logits, _blocks.NEG)
@@ -533,7 +537,7 @@ def _query_block(plan, q, key, value, lists, i, *, mask, bias, q_start, s_block,
             p = ops.where(visible, p, 0.0)
         correction = ops.exp(m - m_new)
         l = l * correction + ops.sum(p, axis=-1, keepdims=True)
-        acc = acc * correction + _blocks.weighted_values(plan, p, v_blk)
+        acc = acc * correction + _blocks.weighted_values(plan, p, v_blk, heads_first=True)
         if relative_values:
             bucket_w = [bucket_w[0] * correction + _blocks.bucket_sums(p, one_hot)]
         return (m_new, l, acc, *bucket_w)
@@ -584,12 +588,15 @@ def _backward(plan, plan_schedule, out, lse, d_out):
     tables = [] if rel is None else rel.tensors()
     d_tables = [ops.zeros(ops.shape(x), dtype=dtype) for x in tables]
     lists = plan_schedule.by_key
+    # Heads first, like the forward's blocks; the gradients turn back at the end.
+    query, d_out, key, value = map(_blocks.heads_first, (query, d_out, key, value))
+    scaled_query = query * plan.scale  # once, not once per block
 
     def key_block(j, carry):
         d_key, d_value, d_query, *d_tables = carry
         kv_start = _backends.sequential(j, d_key) * s_block
-        k_blk = _cut(key, 1, kv_start, s_block)
-        v_blk = _cut(value, 1, kv_start, s_block)
+        k_blk = _cut(key, 2, kv_start, s_block)
+        v_blk = _cut(value, 2, kv_start, s_block)
         mask_col = _cut(mask, 3, kv_start, s_block)
 
         def step(i, masked, carry):
@@ -600,12 +607,14 @@ def _backward(plan, plan_schedule, out, lse, d_out):
 
         def update(start, masked, carry, one_hot):
             d_k, d_v, d_query, *d_tables = carry
-            q_blk = _cut(query, 1, start, t_block)
-            do_blk = _cut(d_out, 1, start, t_block)
+            q_blk = _cut(query, 2, start, t_block)
+            scaled_q = _cut(scaled_query, 2, start, t_block)
+            do_blk = _cut(d_out, 2, start, t_block)
             logits, visible = _blocks.block_scores(
                 plan, q_blk, k_blk, q_start=start, kv_start=kv_start,
                 mask=_cut(mask_col, 2, start, t_block),
                 kv_limit=s_total if pad else None, one_hot=one_hot, masked=masked,
+                heads_first=True, scaled_q=scaled_q,
             )  # (B, N, t, s)
             # Each (B, N, t, s) temporary is dropped as soon as it is used:
             # eager execution (TensorFlow's tape, PyTorch) frees it then.
@@ -614,15 +623,15 @@ def _backward(plan, plan_schedule, out, lse, d_out):
                 logits = None
             if visible is not None:
                 p = ops.where(visible, p, 0.0)
-            d_v = d_v + _blocks.weighted_queries(plan, p, do_blk)
+            d_v = d_v + _blocks.weighted_queries(plan, p, do_blk, heads_first=True)
             p_sums = None  # sum_j p_ij [bucket_ij = r]  (B, N, t, R)
             if rel is not None and rel.value_table is not None:
                 p_sums = _blocks.bucket_sums(p, one_hot)
-            d_p = _blocks.head_dots(plan, do_blk, v_blk)
+            d_p = _blocks.head_dots(plan, do_blk, v_blk, heads_first=True)
             if p_sums is not None:  # dp_ij gains d_out_i . value_table[bucket_ij]
                 heads = _blocks.table_axes(rel.value_table)
                 d_p = d_p + _blocks.bucket_rows(
-                    ops.einsum(f"btnh,{heads}->bntr", do_blk, rel.value_table), one_hot)
+                    ops.einsum(f"bnth,{heads}->bntr", do_blk, rel.value_table), one_hot)
             d_s = p * (d_p - _cut(delta, 2, start, t_block))
             p = d_p = None
             if cap is not None:  # d/dx c tanh(x / c) = 1 - tanh(x / c)^2
@@ -630,22 +639,21 @@ def _backward(plan, plan_schedule, out, lse, d_out):
                 logits = None
             # d_s is the gradient of the unscaled relative rows; the scale of
             # q . k goes on the (much smaller) products with q and k.
-            d_k = d_k + _blocks.weighted_queries(plan, d_s, q_blk) * plan.scale
-            d_q = _blocks.weighted_values(plan, d_s, k_blk)  # (B, N, t, H)
+            d_k = d_k + _blocks.weighted_queries(plan, d_s, scaled_q, heads_first=True)
+            d_q = _blocks.weighted_values(plan, d_s, k_blk, heads_first=True)  # (B, N, t, H)
             if rel is not None:
                 d_rows = _blocks.bucket_sums(d_s, one_hot) if rel.has_rows else None
                 d_q, d_tables = _table_grads(plan, d_q, d_tables, d_rows, p_sums,
                                              q_blk, do_blk)
-            # (B, t, N, H) added at query `start`
-            d_query = _backends.write(d_query, [0, start, 0, 0],
-                                      ops.transpose(d_q * plan.scale, (0, 2, 1, 3)), add=True)
+            # (B, N, t, H) added at query `start`
+            d_query = _backends.write(d_query, [0, 0, start, 0], d_q * plan.scale, add=True)
             return (d_k, d_v, d_query, *d_tables)
 
         init = (ops.zeros(ops.shape(k_blk), dtype=dtype),
                 ops.zeros(ops.shape(v_blk), dtype=dtype), d_query, *d_tables)
         d_k, d_v, d_query, *d_tables = _visit(lists, j, init, step)
-        return (_backends.write(d_key, [0, kv_start, 0, 0], d_k),
-                _backends.write(d_value, [0, kv_start, 0, 0], d_v), d_query, *d_tables)
+        return (_backends.write(d_key, [0, 0, kv_start, 0], d_k),
+                _backends.write(d_value, [0, 0, kv_start, 0], d_v), d_query, *d_tables)
 
     # One loop over key blocks writing dk, dv in place: as a Python loop,
     # TensorFlow kept every block's copy of the accumulators alive.
@@ -658,6 +666,7 @@ def _backward(plan, plan_schedule, out, lse, d_out):
         d_key, d_value, d_query, *d_tables = carry
     else:
         d_key, d_value, d_query, *d_tables = ops.fori_loop(0, num_kv_blocks, key_block, init)
+    d_query, d_key, d_value = map(_blocks.heads_first, (d_query, d_key, d_value))
     return (_first(d_query, 1, t_total), _first(d_key, 1, s_total),
             _first(d_value, 1, s_total), *d_tables)
 
@@ -666,7 +675,8 @@ def _table_grads(plan, d_q, d_tables, d_rows, p_sums, q_blk, do_blk):
     """One block's share of the relative tables' gradients.
 
     `d_rows` (B, N, t, R) is the gradient of the block's relative rows and
-    `p_sums` the block's weights summed per bucket. The key table's share
+    `p_sums` the block's weights summed per bucket; `q_blk` and `do_blk`
+    are heads first (B, N, t, H). The key table's share
     of d_q is added unscaled: the caller multiplies all of d_q by the scale
     (rows = scale * q . key_table, as logits = scale * q . k). Returns d_q (B, N, t, H) with the key
     table's share added, and the tables' gradients with this block added.
@@ -677,11 +687,11 @@ def _table_grads(plan, d_q, d_tables, d_rows, p_sums, q_blk, do_blk):
     if rel.key_table is not None:  # rows = scale * q . key_table
         heads = _blocks.table_axes(rel.key_table)
         d_q = d_q + ops.einsum(f"bntr,{heads}->bnth", d_rows, rel.key_table)
-        out.append(next(grads) + ops.einsum(f"bntr,btnh->{heads}", d_rows, q_blk) * plan.scale)
+        out.append(next(grads) + ops.einsum(f"bntr,bnth->{heads}", d_rows, q_blk) * plan.scale)
     if rel.bias is not None:  # rows = bias (1, N or 1, 1, R)
         axes = (0, 2) if rel.bias.shape[1] != 1 else (0, 1, 2)
         out.append(next(grads) + ops.sum(d_rows, axis=axes, keepdims=True))
     if rel.value_table is not None:  # out_i += sum_r p_sums_ir value_table[r]
         heads = _blocks.table_axes(rel.value_table)
-        out.append(next(grads) + ops.einsum(f"bntr,btnh->{heads}", p_sums, do_blk))
+        out.append(next(grads) + ops.einsum(f"bntr,bnth->{heads}", p_sums, do_blk))
     return d_q, out
