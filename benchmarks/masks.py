@@ -127,7 +127,7 @@ def _first_and_runner(fn, inputs, variables, backward):
 
 
 def measure(backend, lengths, backward_lengths, repeats, emit, layer_length=4096,
-            masks=MASKS, forward=True):
+            masks=MASKS):
     import keras
     import numpy as np
     from keras import ops
@@ -138,12 +138,10 @@ def measure(backend, lengths, backward_lengths, repeats, emit, layer_length=4096
         return ops.convert_to_tensor(
             np.random.default_rng(seed).normal(size=shape).astype("float32"))
 
-    for length in lengths:
+    for length in sorted(set(lengths) | set(backward_lengths)):
         q, k, v = (tensor((1, length, HEADS, HEAD_DIM), i) for i in range(3))
-        for passes in ("fwd", "fwd+bwd"):
-            if passes == "fwd+bwd" and length not in backward_lengths:
-                continue
-            if passes == "fwd" and not forward:
+        for passes, timed in (("fwd", lengths), ("fwd+bwd", backward_lengths)):
+            if length not in timed:
                 continue
             backward = passes == "fwd+bwd"
             for mask in masks:
@@ -367,8 +365,6 @@ def main(argv=None):
     parser.add_argument("--backward-lengths", default="1024,4096")
     parser.add_argument("--layer-length", type=int, default=4096,
                         help="L of the layer's training step (0: no layer step)")
-    parser.add_argument("--no-forward", action="store_true",
-                        help="time forward + backward only (at --backward-lengths)")
     parser.add_argument("--masks", default=",".join(MASKS), help="comma-separated")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-only", action="store_true",
@@ -389,7 +385,7 @@ def main(argv=None):
     if args.worker:
         measure(args.worker, lengths, backward, args.repeats,
                 lambda row: print("ROW " + json.dumps(row), flush=True), args.layer_length,
-                [m for m in args.masks.split(",") if m], forward=not args.no_forward)
+                [m for m in args.masks.split(",") if m])
         return 0
     rows = []
     root = str(Path(__file__).resolve().parents[1])
@@ -398,7 +394,6 @@ def main(argv=None):
                    PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         common = ["--masks", args.masks, "--lengths", args.lengths, "--backward-lengths", args.backward_lengths,
                   "--repeats", str(args.repeats), "--layer-length", str(args.layer_length)]
-        common += ["--no-forward"] if args.no_forward else []
         jobs = [[]] if not args.memory_only else []
         if not args.timed_only:
             jobs += [["--memory-case", f"{c}:{m}"] for c in MEMORY_CASES

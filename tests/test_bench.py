@@ -283,3 +283,14 @@ def test_mask_benchmark_runs_every_mask_beside_its_peers():
     # At L=256 the default never goes chunked: attnkit's math path, or SDPA on PyTorch.
     assert {r["note"] for r in rows if r["competitor"] == "attnkit" and r["mask"] == "full"} \
         == {"fused" if keras.backend.backend() == "torch" else "math"}
+
+
+@pytest.mark.slow
+def test_mask_benchmark_times_backward_lengths_alone():
+    from benchmarks import masks
+
+    rows = []
+    masks.measure(keras.backend.backend(), [], [128], 1, rows.append, layer_length=0,
+                  masks=("causal",))
+    assert rows and {(r["length"], r["passes"], r["mask"]) for r in rows} \
+        == {(128, "fwd+bwd", "causal")}
