@@ -172,6 +172,9 @@ def _train_parser(sub):
                        help="weight of See et al.'s coverage loss on the alignments")
     train.add_argument("--patience", type=_positive(int), default=4,
                        help="stop after this many epochs without a better dev WER")
+    train.add_argument("--average-epochs", type=_positive(int), default=1, metavar="K",
+                       help="checkpoint averaging: evaluate and keep the mean of the last K "
+                            "epochs' weights (default 1: the trained weights)")
     train.add_argument("--max-valid", type=_positive(int), default=2000,
                        help="dev inputs decoded after each epoch")
     train.add_argument("--seed", type=int, default=0,

@@ -383,7 +383,7 @@ def train(args):
         min_epoch_steps=args.min_epoch_steps,
         batch_size=args.batch_size, learning_rate=args.learning_rate, schedule=args.schedule,
         label_smoothing=args.label_smoothing, coverage_loss=args.coverage_loss,
-        patience=args.patience,
+        patience=args.patience, average_epochs=args.average_epochs,
         time_budget=args.time_budget, max_steps=args.max_steps, max_valid=args.max_valid,
         source_unit=args.source_unit or source_unit or "char",
         target_unit=args.target_unit or target_unit or "char", seed=args.seed)

@@ -502,11 +502,12 @@ def test_train_and_evaluate_on_inflection(tmp_path):
     out = tmp_path / "es"
     run = run_cli("train", "--data", "inflection-es", "--train-size", "100", "--units", "8",
                   "--epochs", "1", "--max-valid", "20", "--min-epoch-steps", "3",
-                  "--out", str(out))
+                  "--average-epochs", "2", "--out", str(out))
     assert run.code == 0, run.err[-2000:]
     assert "100 training pairs, 1000 dev pairs" in run.out
     # 100 pairs make 2 batches of 64; at least 3 updates take 2 passes.
     assert json.loads((out / "state.json").read_text())["steps"] == 4
+    assert (out / "averaged.npz").is_file()  # checkpoint averaging's window
     vocab = json.loads((out / "model.vocab.json").read_text())
     assert (vocab["source_unit"], vocab["target_unit"]) == ("word", "char")
     assert "IND" in vocab["source"] and "IND" not in vocab["target"]

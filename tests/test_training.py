@@ -188,6 +188,86 @@ def test_a_training_killed_mid_run_resumes_from_its_last_epoch(tmp_path):
     assert int(to_numpy(kept.trainer.optimizer.iterations)) == 16  # the optimizer's own count
 
 
+class _Trained(keras.callbacks.Callback):
+    """The trainable weights at the end of every epoch, as the callbacks
+    after the trainer's own see them."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append([to_numpy(v).astype("float64")
+                             for v in self.model.trainable_variables])
+
+
+def test_checkpoint_averaging_evaluates_and_keeps_the_mean_of_the_last_epochs(tmp_path):
+    """With `average_epochs=2` the dev score and the saved best model are
+    those of the mean of the last two epochs' weights; training goes on from
+    the trained weights."""
+    config = training.TrainConfig(model="rnn", units=8, epochs=4, batch_size=32,
+                                  target_unit="word", max_valid=10, patience=4,
+                                  average_epochs=2, learning_rate=0.02)
+    valid = reversal_pairs(10, 1)
+    trained, kept = _Trained(), _Kept()
+    result = training.train(reversal_pairs(100, 0), valid, tmp_path, config, verbose=0,
+                            log=lambda line: None, callbacks=[trained, kept])
+    best = result["best"]["epoch"]
+    assert best >= 2  # a mean of two epochs, not one
+    window = trained.weights[best - 2:best]
+    saved = keras.saving.load_model(tmp_path / "model.keras")
+    for i, variable in enumerate(saved.trainable_variables):
+        expected = np.mean([weights[i] for weights in window], axis=0)
+        np.testing.assert_allclose(to_numpy(variable), expected, rtol=1e-6, atol=1e-7)
+    scores, _ = training.load(tmp_path).score(training.references(valid))
+    # What the dev scores measured.
+    assert (scores["wer"], scores["per"]) == (result["best"]["wer"], result["best"]["per"])
+    for variable, value in zip(kept.trainer.trainable_variables, trained.weights[-1]):
+        np.testing.assert_array_equal(to_numpy(variable), value)  # trained, not averaged
+    with pytest.raises(ValueError, match="average_epochs"):
+        training.TrainConfig(average_epochs=0).check()
+
+
+def test_the_averaging_window_covers_trainable_weights_and_survives_a_resume(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(5),
+                              keras.layers.BatchNormalization()])
+    g = np.random.default_rng(0)
+    state = {"epoch": 0}
+    averaged = training._AveragedWeights(2, tmp_path / "averaged.npz", state)
+    for callback in (averaged, averaged.restorer):
+        callback.set_model(model)
+    averaged.on_train_begin()
+    epochs = []
+    for epoch in range(3):
+        epochs.append([g.normal(size=v.shape).astype("float32")
+                       for v in model.trainable_variables])
+        for variable, value in zip(model.trainable_variables, epochs[-1]):
+            variable.assign(value)
+        moving = [g.normal(size=v.shape).astype("float32")
+                  for v in model.non_trainable_variables]  # BatchNormalization's statistics
+        for variable, value in zip(model.non_trainable_variables, moving):
+            variable.assign(value)
+        averaged.on_epoch_end(epoch)
+        for i, variable in enumerate(model.trainable_variables):
+            expected = np.mean([np.float64(w[i]) for w in epochs[-2:]], axis=0)
+            np.testing.assert_allclose(to_numpy(variable), expected, rtol=1e-6)
+        for variable, value in zip(model.non_trainable_variables, moving):
+            np.testing.assert_array_equal(to_numpy(variable), value)  # not averaged
+        averaged.restorer.on_epoch_end(epoch)
+        for variable, value in zip(model.trainable_variables, epochs[-1]):
+            np.testing.assert_array_equal(to_numpy(variable), value)
+    # A resumed training at epoch 3 reads the window; at another epoch (a
+    # kill between the window's file and the run's state) it starts afresh.
+    for epoch, window in ((3, epochs[-2:]), (2, [])):
+        again = training._AveragedWeights(2, tmp_path / "averaged.npz", {"epoch": epoch})
+        again.set_model(model)
+        again.on_train_begin()
+        assert len(again.window) == len(window)
+        for got, want in zip(again.window, window):
+            for a, b in zip(got, want):
+                np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.slow
 def test_a_transformer_trains_resumes_and_translates(tmp_path):
     config = training.TrainConfig(model="transformer", attention="t5", normalizer="entmax15",

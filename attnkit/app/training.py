@@ -11,7 +11,9 @@ An output folder holds `model.keras` (the best model so far),
 from: `backup/` (keras's `BackupAndRestore`: the latest weights with the
 optimizer's state, and the epoch) and `state.json` (what keras's callbacks
 do not keep: their best dev scores and counters, the updates and seconds
-spent). Folders of attnkit 0.1 (`last.keras` and `state.json`) resume too.
+spent), and with checkpoint averaging `averaged.npz` (the last epochs'
+trained weights). Folders of attnkit 0.1 (`last.keras` and `state.json`)
+resume too.
 """
 
 import dataclasses
@@ -43,8 +45,10 @@ from attnkit.models import transformer_seq2seq
 
 # The folder of `keras.callbacks.BackupAndRestore` in the output folder.
 BACKUP = "backup"
+# The last epochs' trained weights, with `average_epochs` > 1.
+AVERAGED = "averaged.npz"
 # What a training run writes into its output folder (`last.keras`: 0.1's).
-RUN_FILES = ("model.keras", "model.vocab.json", "state.json", BACKUP, "last.keras")
+RUN_FILES = ("model.keras", "model.vocab.json", "state.json", BACKUP, AVERAGED, "last.keras")
 
 
 def read_pairs(path: str | os.PathLike):
@@ -113,6 +117,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     coverage_loss: float = 0.0  # weight of attnkit.losses.CoverageLoss on the alignments
     patience: int = 4  # dev evaluations without improvement before stopping
+    # Checkpoint averaging: the dev evaluation and the saved model use the
+    # mean of the last this many epochs' weights (1: the trained weights).
+    average_epochs: int = 1
     time_budget: float = None  # minutes
     max_steps: int = None  # optimizer updates (a budget that does not depend on the machine)
     max_valid: int = 2000  # dev inputs decoded per evaluation
@@ -136,7 +143,7 @@ class TrainConfig:
             raise ValueError(f"`normalizer` must be one of {NORMALIZERS}. "
                              f"Received: {self.normalizer!r}.")
         for name in ("units", "layers", "heads", "epochs", "min_epoch_steps", "batch_size",
-                     "patience", "max_valid"):
+                     "patience", "max_valid", "average_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"`{name}` must be a positive int. Received: {value!r}.")
@@ -472,7 +479,7 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
         log(f"resuming from epoch {state['epoch']} in {out}")
     else:  # a run left there would be resumed from
         shutil.rmtree(backup, ignore_errors=True)
-        for path in (state_path, legacy):
+        for path in (state_path, legacy, out / AVERAGED):
             path.unlink(missing_ok=True)
     if resuming and not backup.is_dir():
         # A run of an earlier version: its latest model, optimizer included.
@@ -518,6 +525,10 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
     if config.schedule == "plateau":
         callbacks.insert(2, _ReduceLROnPlateau(
             "dev_score", factor=0.5, patience=1, mode="min", min_delta=0.0, min_lr=0.0))
+    if config.average_epochs > 1:  # evaluated and saved averaged, backed up as trained
+        averaged = _AveragedWeights(config.average_epochs, out / AVERAGED, state)
+        callbacks.insert(0, averaged)
+        callbacks.insert(callbacks.index(budget) + 1, averaged.restorer)
     callbacks += [_RunState(callbacks, state, state_path, budget, log)] + users
     if verbose:  # last, to show the dev scores in the logs
         callbacks.append(_Progress(len(batches), config.epochs, 1 if verbose == "auto" else verbose))
@@ -660,6 +671,55 @@ class _BestModel(_Exact, keras.callbacks.ModelCheckpoint):
     def model(self):
         trainer = super().model
         return getattr(trainer, "seq2seq", trainer)
+
+
+class _AveragedWeights(keras.callbacks.Callback):
+    """Checkpoint averaging: at the end of every epoch the model's trainable
+    weights become the mean of the last `epochs` epochs' trained weights, for
+    the callbacks after it (the dev evaluation, the saved best model); its
+    `restorer`, put before `BackupAndRestore`, puts the trained weights back
+    and keeps the window in `path` for a resumed training (`state`: the run's
+    state, whose epoch the window must match)."""
+
+    def __init__(self, epochs, path, state):
+        super().__init__()
+        self.epochs, self.path, self.state = epochs, Path(path), state
+        self.window, self.trained = [], None  # oldest first
+        self.restorer = _RestoreTrained(self)
+
+    def on_train_begin(self, logs=None):
+        self.window = []
+        if self.path.is_file():
+            with np.load(self.path) as saved:
+                if int(saved["epoch"]) == self.state["epoch"]:  # else a kill between writes
+                    count = len(self.model.trainable_variables)
+                    self.window = [[saved[f"{e}_{i}"] for i in range(count)]
+                                   for e in range(int(saved["size"]))]
+
+    def on_epoch_end(self, epoch, logs=None):
+        variables = self.model.trainable_variables
+        self.trained = [ops.convert_to_numpy(v) for v in variables]
+        self.window = (self.window + [self.trained])[-self.epochs:]
+        for i, variable in enumerate(variables):
+            mean = np.mean([weights[i] for weights in self.window], axis=0, dtype="float64")
+            variable.assign(mean.astype(self.trained[i].dtype))
+
+
+class _RestoreTrained(keras.callbacks.Callback):
+    def __init__(self, averaged):
+        super().__init__()
+        self.averaged = averaged
+
+    def on_epoch_end(self, epoch, logs=None):
+        averaged = self.averaged
+        for variable, value in zip(self.model.trainable_variables, averaged.trained):
+            variable.assign(value)
+        arrays = {f"{e}_{i}": value for e, weights in enumerate(averaged.window)
+                  for i, value in enumerate(weights)}
+        partial = averaged.path.with_suffix(".partial")
+        with open(partial, "wb") as f:  # whole or not at all
+            np.savez(f, epoch=epoch + 1, size=len(averaged.window), **arrays)
+        os.replace(partial, averaged.path)
 
 
 class _Budget(keras.callbacks.Callback):
