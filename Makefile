@@ -66,7 +66,7 @@ demo: $(STAMP)
 # English pronunciation on the CMU dictionary: train within G2P_MINUTES on
 # the whole training split, then the test WER/PER beside the published ones.
 G2P_MINUTES ?= 60
-G2P_ARGS ?= --model rnn --average-epochs 5
+G2P_ARGS ?= --model rnn
 g2p: $(STAMP)
 	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit train --data cmudict \
 	  --time-budget $(G2P_MINUTES) --epochs 100 $(G2P_ARGS) --overwrite --out out/g2p

@@ -1,6 +1,7 @@
 """attnkit.app.training: reading pairs, batching, the trainer, resuming and translating
 (its commands are tested in tests/test_cli.py)."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -186,6 +187,53 @@ def test_a_training_killed_mid_run_resumes_from_its_last_epoch(tmp_path):
     assert [line.split(":")[0] for line in lines[1:]] == ["epoch 3", "epoch 4"]
     assert result["epochs"] == 4 and result["steps"] == 16
     assert int(to_numpy(kept.trainer.optimizer.iterations)) == 16  # the optimizer's own count
+
+
+def test_a_resumed_training_ends_where_an_uninterrupted_one_ends(tmp_path):
+    """Two epochs, then a resume to four, give the weights of four epochs in
+    one run: the resumed run sees the batch order the uninterrupted one saw
+    in its third and fourth epochs (not the first epochs' order again)."""
+    config = training.TrainConfig(model="rnn", units=8, epochs=4, batch_size=16,
+                                  target_unit="word", max_valid=10, patience=4, seed=3)
+    pairs, valid = reversal_pairs(96, 0), reversal_pairs(10, 1)
+    whole, resumed = _Kept(), _Kept()
+    training.train(pairs, valid, tmp_path / "whole", config, verbose=0,
+                   log=lambda line: None, callbacks=[whole])
+    config.epochs = 2
+    training.train(pairs, valid, tmp_path / "resumed", config, verbose=0,
+                   log=lambda line: None)
+    config.epochs = 4
+    result = training.train(pairs, valid, tmp_path / "resumed", config, resume=True,
+                            verbose=0, log=lambda line: None, callbacks=[resumed])
+    assert result["epochs"] == 4 and result["steps"] == 24
+    for a, b in zip(whole.trainer.trainable_variables, resumed.trainer.trainable_variables):
+        np.testing.assert_allclose(to_numpy(b), to_numpy(a), rtol=1e-5, atol=1e-6)
+
+
+def test_resuming_a_finished_training_trains_nothing(tmp_path):
+    config = training.TrainConfig(model="rnn", units=8, epochs=2, batch_size=32,
+                                  target_unit="word", max_valid=10, patience=3)
+    pairs, valid = reversal_pairs(64, 0), reversal_pairs(10, 1)
+    first = training.train(pairs, valid, tmp_path, config, verbose=0, log=lambda line: None)
+    state = json.loads((tmp_path / "state.json").read_text())
+
+    def resume(**changes):
+        lines = []
+        result = training.train(pairs, valid, tmp_path, training.TrainConfig(**{
+            **dataclasses.asdict(config), **changes}), resume=True, verbose=0,
+            log=lines.append)
+        return result, lines
+
+    result, lines = resume()
+    assert result == {**first, "stopped": "epochs"} and len(lines) == 1
+    assert lines[0].startswith(f"nothing to resume in {tmp_path}: the training stopped by epochs")
+    assert resume(epochs=5, max_steps=4)[0]["stopped"] == "max steps"  # 2 epochs of 2 updates
+    assert resume(epochs=5, time_budget=state["seconds"] / 60)[0]["stopped"] == "time budget"
+    state["monitors"]["EarlyStopping"]["wait"] = 3  # three epochs without improvement
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    assert resume(epochs=5)[0]["stopped"] == "no dev improvement"
+    result, lines = resume(epochs=3, patience=4)  # more patience goes on
+    assert result["epochs"] == 3 and result["steps"] == 6 and lines[0].startswith("resuming")
 
 
 class _Trained(keras.callbacks.Callback):

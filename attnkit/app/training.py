@@ -476,7 +476,15 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
         elif not legacy.is_file():
             raise ValueError(f"Nothing to resume in {out}: it has state.json but no {BACKUP} "
                              "folder.")
+        done = _finished(config, state)
+        if done:
+            log(f"nothing to resume in {out}: the training stopped by {done} (a larger "
+                "budget, epochs or patience goes on)")
+            return {"best": state["best"], "epochs": state["epoch"], "stopped": done,
+                    "seconds": state["seconds"], "steps": state["steps"]}
         log(f"resuming from epoch {state['epoch']} in {out}")
+        for _ in range(state["epoch"]):  # the batch order of an uninterrupted run
+            batches.on_epoch_end()
     else:  # a run left there would be resumed from
         shutil.rmtree(backup, ignore_errors=True)
         for path in (state_path, legacy, out / AVERAGED):
@@ -532,8 +540,10 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
     callbacks += [_RunState(callbacks, state, state_path, budget, log)] + users
     if verbose:  # last, to show the dev scores in the logs
         callbacks.append(_Progress(len(batches), config.epochs, 1 if verbose == "auto" else verbose))
+    # `batches` orders itself (a resumed training replays its order); keras's
+    # own shuffle would draw another order from the seed again on resuming.
     trainer.fit(batches, epochs=config.epochs, initial_epoch=state["epoch"],
-                callbacks=callbacks, verbose=0)
+                callbacks=callbacks, verbose=0, shuffle=False)
     stopped = budget.stopped or ("no dev improvement" if stopping.stopped_epoch else "epochs")
     return {"best": state["best"], "epochs": state["epoch"], "stopped": stopped,
             "seconds": state["seconds"], "steps": state["steps"]}
@@ -563,6 +573,22 @@ def _match_backup(folder, epoch):
         return
     raise ValueError(f"Cannot resume from {folder.parent}: its backup is not of epoch {epoch}, "
                      "which state.json records.")
+
+
+def _finished(config, state):
+    """Why the training in `state` would stop before its next update under
+    `config` (its reason in `train`'s result), or None."""
+    monitors = state.get("monitors") or {}
+    wait = monitors.get("EarlyStopping", {}).get("wait", state.get("stale", 0))  # or 0.1's
+    if state["epoch"] >= config.epochs:
+        return "epochs"
+    if config.max_steps is not None and state["steps"] >= config.max_steps:
+        return "max steps"
+    if config.time_budget is not None and state["seconds"] >= 60 * config.time_budget:
+        return "time budget"
+    if wait >= config.patience:
+        return "no dev improvement"
+    return None
 
 
 def _batch_shards():
