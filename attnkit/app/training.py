@@ -541,7 +541,7 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
     if verbose:  # last, to show the dev scores in the logs
         callbacks.append(_Progress(len(batches), config.epochs, 1 if verbose == "auto" else verbose))
     # `batches` orders itself (a resumed training replays its order); keras's
-    # own shuffle would draw another order from the seed again on resuming.
+    # own shuffle would draw its order from the re-seeded random state again.
     trainer.fit(batches, epochs=config.epochs, initial_epoch=state["epoch"],
                 callbacks=callbacks, verbose=0, shuffle=False)
     stopped = budget.stopped or ("no dev improvement" if stopping.stopped_epoch else "epochs")
