@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from attnkit.app import _callbacks
 from attnkit.app import training
 from tests.helpers import reversal_pairs
 from tests.helpers import to_numpy
@@ -147,6 +148,7 @@ def test_training_resumes_where_it_stopped(trained, tmp_path):
 KILLED = r"""
 import os, sys
 import keras
+from attnkit.app import _callbacks
 from attnkit.app import training
 from tests.helpers import reversal_pairs
 
@@ -236,6 +238,27 @@ def test_resuming_a_finished_training_trains_nothing(tmp_path):
     assert result["epochs"] == 3 and result["steps"] == 6 and lines[0].startswith("resuming")
 
 
+def test_a_state_json_of_attnkit_0_1_resumes_with_its_early_stopping_counter():
+    """0.1 kept the epochs without improvement as `stale`, beside the best
+    dev scores: a resume puts them into the monitors and stops as 0.1 did."""
+    state = {"epoch": 4, "steps": 40, "seconds": 30.0, "stale": 2,
+             "best": {"wer": 0.5, "per": 0.25, "epoch": 2}}
+    saved = _callbacks.saved_monitors(state)
+    assert saved["EarlyStopping"] == {"best": 0.5 + training.TIE_BREAK * 0.25, "wait": 2}
+    assert saved["ModelCheckpoint"] == {"best": 0.5 + training.TIE_BREAK * 0.25}
+    config = training.TrainConfig(epochs=10, patience=3)
+    assert _callbacks.finished(config, state) is None
+    assert _callbacks.finished(dataclasses.replace(config, patience=2), state) == \
+        "no dev improvement"
+    assert _callbacks.finished(dataclasses.replace(config, epochs=4), state) == "epochs"
+    assert _callbacks.finished(dataclasses.replace(config, max_steps=40), state) == "max steps"
+    assert _callbacks.finished(dataclasses.replace(config, time_budget=0.5), state) == \
+        "time budget"
+    assert _callbacks.finished(dataclasses.replace(config, time_budget=0.6), state) is None
+    assert _callbacks.saved_monitors({"epoch": 0, "steps": 0, "seconds": 0.0,
+                                      "best": None}) == {}
+
+
 class _Trained(keras.callbacks.Callback):
     """The trainable weights at the end of every epoch, as the callbacks
     after the trainer's own see them."""
@@ -281,7 +304,7 @@ def test_the_averaging_window_covers_trainable_weights_and_survives_a_resume(tmp
                               keras.layers.BatchNormalization()])
     g = np.random.default_rng(0)
     state = {"epoch": 0}
-    averaged = training._AveragedWeights(2, tmp_path / "averaged.npz", state)
+    averaged = _callbacks.AveragedWeights(2, tmp_path / "averaged.npz", state)
     for callback in (averaged, averaged.restorer):
         callback.set_model(model)
     averaged.on_train_begin()
@@ -307,7 +330,7 @@ def test_the_averaging_window_covers_trainable_weights_and_survives_a_resume(tmp
     # A resumed training at epoch 3 reads the window; at another epoch (a
     # kill between the window's file and the run's state) it starts afresh.
     for epoch, window in ((3, epochs[-2:]), (2, [])):
-        again = training._AveragedWeights(2, tmp_path / "averaged.npz", {"epoch": epoch})
+        again = _callbacks.AveragedWeights(2, tmp_path / "averaged.npz", {"epoch": epoch})
         again.set_model(model)
         again.on_train_begin()
         assert len(again.window) == len(window)
@@ -394,6 +417,7 @@ import json, sys
 import keras
 import numpy as np
 from keras import distribution as D
+from attnkit.app import _callbacks
 from attnkit.app import training
 
 
@@ -583,9 +607,9 @@ def test_the_monitors_keep_the_ter_tie_break_that_float32_loses():
     plain = keras.callbacks.EarlyStopping("dev_score", mode="min")
     plain._set_monitor_op()
     assert not plain._is_improvement(tied, before)  # why the trainer has its own
-    for monitor in (training._EarlyStopping("dev_score", mode="min"),
-                    training._ReduceLROnPlateau("dev_score", mode="min", min_delta=0.0),
-                    training._BestModel("m.keras", monitor="dev_score", mode="min")):
+    for monitor in (_callbacks.EarlyStopping("dev_score", mode="min"),
+                    _callbacks.ReduceLROnPlateau("dev_score", mode="min", min_delta=0.0),
+                    _callbacks.BestModel("m.keras", monitor="dev_score", mode="min")):
         assert monitor._is_improvement(tied, before)
         assert not monitor._is_improvement(before, before)
         assert monitor._is_improvement(0.3, None)

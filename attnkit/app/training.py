@@ -32,7 +32,10 @@ from keras import ops
 
 from attnkit import _backends
 from attnkit._checks import NORMALIZERS
+from attnkit.app import _callbacks
 from attnkit.app import metrics
+from attnkit.app._callbacks import TIE_BREAK  # noqa: F401 (public: dev_score's weight)
+from attnkit.app._callbacks import DevMetrics
 from attnkit.app.vocabulary import Vocabulary
 from attnkit.losses import CoverageLoss
 from attnkit.models import beam_search_decode
@@ -476,7 +479,7 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
         elif not legacy.is_file():
             raise ValueError(f"Nothing to resume in {out}: it has state.json but no {BACKUP} "
                              "folder.")
-        done = _finished(config, state)
+        done = _callbacks.finished(config, state)
         if done:
             log(f"nothing to resume in {out}: the training stopped by {done} (a larger "
                 "budget, epochs or patience goes on)")
@@ -517,13 +520,13 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
             trainer.compile(optimizer, SmoothedSequenceLoss(config.label_smoothing))
     translator = Translator(model, source_vocab, target_vocab, target_length)
     translator.save_vocabularies(out)
-    budget = _Budget(config, state, start)
-    stopping = _EarlyStopping("dev_score", patience=config.patience, mode="min")
+    budget = _callbacks.Budget(config, state, start)
+    stopping = _callbacks.EarlyStopping("dev_score", patience=config.patience, mode="min")
     users = list(callbacks)
     callbacks = [
         DevMetrics(translator, valid_refs),
         # The path is formatted with the logs: braces in it are literal.
-        _BestModel(str(out / "model.keras").replace("{", "{{").replace("}", "}}"),
+        _callbacks.BestModel(str(out / "model.keras").replace("{", "{{").replace("}", "}}"),
                    monitor="dev_score", mode="min", save_best_only=True),
         stopping,
         budget,
@@ -531,15 +534,16 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
                                          double_checkpoint=True),
     ]
     if config.schedule == "plateau":
-        callbacks.insert(2, _ReduceLROnPlateau(
+        callbacks.insert(2, _callbacks.ReduceLROnPlateau(
             "dev_score", factor=0.5, patience=1, mode="min", min_delta=0.0, min_lr=0.0))
     if config.average_epochs > 1:  # evaluated and saved averaged, backed up as trained
-        averaged = _AveragedWeights(config.average_epochs, out / AVERAGED, state)
+        averaged = _callbacks.AveragedWeights(config.average_epochs, out / AVERAGED, state)
         callbacks.insert(0, averaged)
         callbacks.insert(callbacks.index(budget) + 1, averaged.restorer)
-    callbacks += [_RunState(callbacks, state, state_path, budget, log)] + users
+    callbacks += [_callbacks.RunState(callbacks, state, state_path, budget, log)] + users
     if verbose:  # last, to show the dev scores in the logs
-        callbacks.append(_Progress(len(batches), config.epochs, 1 if verbose == "auto" else verbose))
+        callbacks.append(_callbacks.Progress(len(batches), config.epochs,
+                                             1 if verbose == "auto" else verbose))
     # `batches` orders itself (a resumed training replays its order); keras's
     # own shuffle would draw its order from the re-seeded random state again.
     trainer.fit(batches, epochs=config.epochs, initial_epoch=state["epoch"],
@@ -575,22 +579,6 @@ def _match_backup(folder, epoch):
                      "which state.json records.")
 
 
-def _finished(config, state):
-    """Why the training in `state` would stop before its next update under
-    `config` (its reason in `train`'s result), or None."""
-    monitors = state.get("monitors") or {}
-    wait = monitors.get("EarlyStopping", {}).get("wait", state.get("stale", 0))  # or 0.1's
-    if state["epoch"] >= config.epochs:
-        return "epochs"
-    if config.max_steps is not None and state["steps"] >= config.max_steps:
-        return "max steps"
-    if config.time_budget is not None and state["seconds"] >= 60 * config.time_budget:
-        return "time budget"
-    if wait >= config.patience:
-        return "no dev improvement"
-    return None
-
-
 def _batch_shards():
     """Into how many parts the current keras distribution splits a batch."""
     distribution = keras.distribution.distribution()
@@ -617,208 +605,3 @@ def _encodes(vocab, text):
         return True
     except ValueError:
         return False
-
-
-class _Progress(keras.callbacks.Callback):
-    """keras's progress bar (`verbose=1`) or line per epoch (`verbose=2`),
-    counting the steps that ran: an epoch cut short by the time budget or
-    `max_steps` ends at the step it reached, not at the epoch's length."""
-
-    def __init__(self, steps, epochs, verbose):
-        super().__init__()
-        self.steps, self.epochs, self.verbose = steps, epochs, verbose
-        self.bar, self.seen = None, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
-        self.bar = keras.utils.Progbar(self.steps, verbose=self.verbose, unit_name="step")
-        self.seen = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen = batch + 1
-        if self.verbose == 1:
-            self.bar.update(self.seen, list((logs or {}).items()))
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.bar.update(self.seen, list((logs or {}).items()), finalize=True)
-
-
-# What `DevMetrics` logs as `dev_score`, the value the callbacks monitor: the
-# WER, ties broken by the TER, weighed so little that it never outweighs
-# one word of WER.
-TIE_BREAK = 1e-6
-
-
-class DevMetrics(keras.callbacks.Callback):
-    """After every epoch, the error rates of `translator` (a `Translator`)
-    on `refs` ({input: [outputs]}) in the logs: `dev_wer`, `dev_ter`, and
-    `dev_score` (the WER, ties broken by the TER) for keras's callbacks to
-    monitor; put it before them in the list of callbacks."""
-
-    def __init__(self, translator: "Translator", refs: dict[str, list[str]]):
-        super().__init__()
-        self.translator, self.refs = translator, refs
-        self.scores = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.scores, _ = self.translator.score(self.refs)
-        if logs is not None:
-            logs.update(dev_wer=self.scores["wer"], dev_ter=self.scores["per"],
-                        dev_score=_dev_score(self.scores))
-
-
-def _dev_score(scores):
-    return scores["wer"] + TIE_BREAK * scores["per"]
-
-
-class _Exact:
-    """keras's monitoring compares in float32, where `dev_score`'s
-    tie-break by the TER vanishes (0.25 + 1e-6 * 0.100 and 0.25 + 1e-6 *
-    0.099 are one float32): these compare Python floats (mode "min")."""
-
-    def _is_improvement(self, monitor_value, reference_value):
-        return reference_value is None or \
-            float(monitor_value) - self.min_delta < float(reference_value)
-
-
-class _EarlyStopping(_Exact, keras.callbacks.EarlyStopping):
-    pass
-
-
-class _ReduceLROnPlateau(_Exact, keras.callbacks.ReduceLROnPlateau):
-    pass
-
-
-class _BestModel(_Exact, keras.callbacks.ModelCheckpoint):
-    """keras's `ModelCheckpoint` saving the model a `LogitsTrainer` trains,
-    not the trainer: `model.keras` holds the seq2seq model alone."""
-
-    @property
-    def model(self):
-        trainer = super().model
-        return getattr(trainer, "seq2seq", trainer)
-
-
-class _AveragedWeights(keras.callbacks.Callback):
-    """Checkpoint averaging: at the end of every epoch the model's trainable
-    weights become the mean of the last `epochs` epochs' trained weights, for
-    the callbacks after it (the dev evaluation, the saved best model); its
-    `restorer`, put before `BackupAndRestore`, puts the trained weights back
-    and keeps the window in `path` for a resumed training (`state`: the run's
-    state, whose epoch the window must match)."""
-
-    def __init__(self, epochs, path, state):
-        super().__init__()
-        self.epochs, self.path, self.state = epochs, Path(path), state
-        self.window, self.trained = [], None  # oldest first
-        self.restorer = _RestoreTrained(self)
-
-    def on_train_begin(self, logs=None):
-        self.window = []
-        if self.path.is_file():
-            with np.load(self.path) as saved:
-                if int(saved["epoch"]) == self.state["epoch"]:  # else a kill between writes
-                    count = len(self.model.trainable_variables)
-                    self.window = [[saved[f"{e}_{i}"] for i in range(count)]
-                                   for e in range(int(saved["size"]))]
-
-    def on_epoch_end(self, epoch, logs=None):
-        variables = self.model.trainable_variables
-        self.trained = [ops.convert_to_numpy(v) for v in variables]
-        self.window = (self.window + [self.trained])[-self.epochs:]
-        for i, variable in enumerate(variables):
-            mean = np.mean([weights[i] for weights in self.window], axis=0, dtype="float64")
-            variable.assign(mean.astype(self.trained[i].dtype))
-
-
-class _RestoreTrained(keras.callbacks.Callback):
-    def __init__(self, averaged):
-        super().__init__()
-        self.averaged = averaged
-
-    def on_epoch_end(self, epoch, logs=None):
-        averaged = self.averaged
-        for variable, value in zip(self.model.trainable_variables, averaged.trained):
-            variable.assign(value)
-        arrays = {f"{e}_{i}": value for e, weights in enumerate(averaged.window)
-                  for i, value in enumerate(weights)}
-        partial = averaged.path.with_suffix(".partial")
-        with open(partial, "wb") as f:  # whole or not at all
-            np.savez(f, epoch=epoch + 1, size=len(averaged.window), **arrays)
-        os.replace(partial, averaged.path)
-
-
-class _Budget(keras.callbacks.Callback):
-    """A stop past the time budget or `max_steps` updates, checked after
-    every batch (keras has no callback for either); counts the updates."""
-
-    def __init__(self, config, state, start):
-        super().__init__()
-        self.config, self.state, self.start = config, state, start
-        self.spent = state["seconds"]  # by earlier runs of a resumed training
-        self.stopped = None
-
-    def seconds(self):
-        return self.spent + time.time() - self.start
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.state["steps"] += 1
-        # `_model`: on JAX, `.model` would copy the training state back
-        # into the variables after every batch.
-        if self.config.time_budget is not None and \
-                self.seconds() > 60 * self.config.time_budget:
-            self._model.stop_training, self.stopped = True, "time budget"
-        elif self.config.max_steps is not None and self.state["steps"] >= self.config.max_steps:
-            self._model.stop_training, self.stopped = True, "max steps"
-
-
-# The callbacks whose best value and counter `state.json` keeps.
-_MONITORS = (keras.callbacks.ModelCheckpoint, keras.callbacks.EarlyStopping,
-             keras.callbacks.ReduceLROnPlateau)
-
-
-class _RunState(keras.callbacks.Callback):
-    """What keras's callbacks do not keep across a kill, in `state.json`
-    after every epoch: the epochs, updates and seconds so far, the best dev
-    scores, and the best value and counter of each monitoring callback
-    (`BackupAndRestore` keeps the weights, the optimizer and the epoch);
-    put back into those callbacks when a training resumes. Logs a line per
-    epoch."""
-
-    def __init__(self, callbacks, state, path, budget, log):
-        super().__init__()
-        self.dev = next(c for c in callbacks if isinstance(c, DevMetrics))
-        self.monitors = [c for c in callbacks if isinstance(c, _MONITORS)]
-        self.state, self.path, self.budget, self.log = state, path, budget, log
-
-    def on_train_begin(self, logs=None):
-        saved = self.state.get("monitors")
-        if saved is None and self.state["best"] is not None:  # state.json of 0.1
-            best = _dev_score(self.state["best"])
-            saved = {"ModelCheckpoint": {"best": best},
-                     "EarlyStopping": {"best": best, "wait": self.state.get("stale", 0)},
-                     "ReduceLROnPlateau": {"best": best, "wait": 0}}
-        for callback in self.monitors:
-            for key, value in (saved or {}).get(_kind(callback), {}).items():
-                setattr(callback, key, value)
-
-    def on_epoch_end(self, epoch, logs=None):
-        scores, state = self.dev.scores, self.state
-        improved = state["best"] is None or _dev_score(scores) < _dev_score(state["best"])
-        if improved:
-            state["best"] = dict(scores, epoch=epoch + 1)
-        state["epoch"] = epoch + 1
-        state["seconds"] = self.budget.seconds()
-        state["monitors"] = {_kind(c): {key: getattr(c, key) for key in ("best", "wait")
-                                        if hasattr(c, key)} for c in self.monitors}
-        # Whole or not at all: a kill mid-write leaves the last one.
-        partial = self.path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(state))
-        os.replace(partial, self.path)
-        self.log(f"epoch {epoch + 1}: dev WER {100 * scores['wer']:.2f}% "
-                 f"TER {100 * scores['per']:.2f}%" + ("  (best, saved)" if improved else ""))
-
-
-def _kind(callback):
-    """The keras class of a monitoring callback: its key in `state.json`."""
-    return next(kind.__name__ for kind in _MONITORS if isinstance(callback, kind))
