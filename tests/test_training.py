@@ -4,6 +4,7 @@
 import dataclasses
 import json
 import os
+import re
 import shutil
 
 import keras
@@ -236,6 +237,30 @@ def test_resuming_a_finished_training_trains_nothing(tmp_path):
     assert resume(epochs=5)[0]["stopped"] == "no dev improvement"
     result, lines = resume(epochs=3, patience=4)  # more patience goes on
     assert result["epochs"] == 3 and result["steps"] == 6 and lines[0].startswith("resuming")
+
+
+def test_a_resume_with_another_model_or_schedule_is_refused(tmp_path):
+    """keras would drop the backup's Adam state with only a warning (the
+    linear schedule's optimizer has no learning-rate variable) or fail on
+    the weights: the trainer names the option instead."""
+    config = training.TrainConfig(model="rnn", units=8, epochs=1, batch_size=32,
+                                  target_unit="word", max_valid=10)
+    pairs, valid = reversal_pairs(64, 0), reversal_pairs(10, 1)
+    training.train(pairs, valid, tmp_path, config, verbose=0, log=lambda line: None)
+    for changes, named in [({"schedule": "linear"}, "schedule ('linear'; it was trained with "
+                            "'plateau')"),
+                           ({"units": 16, "attention": "dot"}, "attention ('dot'; it was "
+                            "trained with 'additive'), units (16; it was trained with 8)"),
+                           ({"coverage_loss": 0.5}, "coverage_loss (True; it was trained "
+                            "with False)")]:
+        changed = training.TrainConfig(**{**dataclasses.asdict(config), "epochs": 2, **changes})
+        with pytest.raises(ValueError, match=re.escape(named)):
+            training.train(pairs, valid, tmp_path, changed, resume=True, verbose=0,
+                           log=lambda line: None)
+    more = training.TrainConfig(**{**dataclasses.asdict(config), "epochs": 2, "patience": 9,
+                                   "label_smoothing": 0.2, "max_valid": 5})
+    assert training.train(pairs, valid, tmp_path, more, resume=True, verbose=0,
+                          log=lambda line: None)["epochs"] == 2
 
 
 def test_a_state_json_of_attnkit_0_1_resumes_with_its_early_stopping_counter():

@@ -9,11 +9,12 @@ dev error rate, keeping the best model in an output folder.
 An output folder holds `model.keras` (the best model so far),
 `model.vocab.json` (vocabularies and lengths), and what a training resumes
 from: `backup/` (keras's `BackupAndRestore`: the latest weights with the
-optimizer's state, and the epoch) and `state.json` (what keras's callbacks
-do not keep: their best dev scores and counters, the updates and seconds
-spent), and with checkpoint averaging `averaged.npz` (the last epochs'
-trained weights). Folders of attnkit 0.1 (`last.keras` and `state.json`)
-resume too.
+optimizer's state, and the epoch), `state.json` (what keras's callbacks do
+not keep: their best dev scores and counters, the updates and seconds
+spent, the options the model and optimizer were built from) and, with
+checkpoint averaging, `averaged.npz` (the last epochs' trained weights).
+Folders of attnkit 0.1 (`last.keras` and `state.json`) resume too. The
+callbacks the trainer puts together are in `attnkit.app._callbacks`.
 """
 
 import dataclasses
@@ -52,6 +53,10 @@ BACKUP = "backup"
 AVERAGED = "averaged.npz"
 # What a training run writes into its output folder (`last.keras`: 0.1's).
 RUN_FILES = ("model.keras", "model.vocab.json", "state.json", BACKUP, AVERAGED, "last.keras")
+# The options a training's model and optimizer are built from: a resumed
+# training keeps them (`state.json` records them).
+BUILT = ("model", "attention", "normalizer", "units", "layers", "heads", "source_unit",
+         "target_unit", "schedule", "coverage_loss")
 
 
 def read_pairs(path: str | os.PathLike):
@@ -479,6 +484,7 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
         elif not legacy.is_file():
             raise ValueError(f"Nothing to resume in {out}: it has state.json but no {BACKUP} "
                              "folder.")
+        _check_built(config, state.get("built"), out)
         done = _callbacks.finished(config, state)
         if done:
             log(f"nothing to resume in {out}: the training stopped by {done} (a larger "
@@ -492,6 +498,7 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
         shutil.rmtree(backup, ignore_errors=True)
         for path in (state_path, legacy, out / AVERAGED):
             path.unlink(missing_ok=True)
+    state["built"] = _built(config)
     if resuming and not backup.is_dir():
         # A run of an earlier version: its latest model, optimizer included.
         trainer = keras.saving.load_model(legacy)
@@ -577,6 +584,27 @@ def _match_backup(folder, epoch):
         return
     raise ValueError(f"Cannot resume from {folder.parent}: its backup is not of epoch {epoch}, "
                      "which state.json records.")
+
+
+def _built(config):
+    built = {name: getattr(config, name) for name in BUILT}
+    built["coverage_loss"] = config.coverage_loss > 0  # its weight may change
+    return built
+
+
+def _check_built(config, recorded, out):
+    """Refuses to resume a training (whose `state.json` records `recorded`)
+    with a different model or optimizer: keras would skip the backup's
+    optimizer state with a warning (another schedule) or fail on its
+    weights. Folders of earlier versions record nothing."""
+    built = _built(config)
+    changed = [name for name in recorded or {} if recorded[name] != built.get(name)]
+    if changed:
+        raise ValueError(
+            f"Cannot resume the training in {out} with another "
+            + ", ".join(f"{name} ({built.get(name)!r}; it was trained with {recorded[name]!r})"
+                        for name in changed)
+            + ": resume with the options it was trained with, or start again.")
 
 
 def _batch_shards():
