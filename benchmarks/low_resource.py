@@ -263,6 +263,7 @@ def _format(stat):
 
 
 def markdown(results):
+    from attnkit.datasets import inflection
     from benchmarks.attention._report import machine
 
     budgets = sorted({r["steps"] for r in results.values()})
@@ -288,7 +289,8 @@ def markdown(results):
         stats = table(results, task)
         title = ("CMU dictionary pronunciation, test WER % (12,604 words)" if task == "cmudict"
                  else f"{task.split('-')[1].upper()} verb inflection, test error % "
-                      "(100 - exact-match accuracy; 1,000 triples)")
+                      f"(100 - exact-match accuracy on {inflection.EVALUATION_SIZE:,} test "
+                      "triples)")
         lines += ["", f"## {title}", "",
                   "| attention | " + " | ".join(f"{c} {UNITS[task]}" for c in columns) + " |",
                   "| --- |" + " ---: |" * len(columns)]
