@@ -477,6 +477,7 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
     state_path, backup, legacy = out / "state.json", out / BACKUP, out / "last.keras"
     state = {"epoch": 0, "steps": 0, "best": None, "seconds": 0.0}
     resuming = resume and state_path.is_file()
+    built = _built(config)
     if resuming:
         state = json.loads(state_path.read_text())
         if backup.is_dir():
@@ -484,7 +485,7 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
         elif not legacy.is_file():
             raise ValueError(f"Nothing to resume in {out}: it has state.json but no {BACKUP} "
                              "folder.")
-        _check_built(config, state.get("built"), out)
+        _check_built(built, state.get("built"), out)
         done = _callbacks.finished(config, state)
         if done:
             log(f"nothing to resume in {out}: the training stopped by {done} (a larger "
@@ -498,7 +499,7 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
         shutil.rmtree(backup, ignore_errors=True)
         for path in (state_path, legacy, out / AVERAGED):
             path.unlink(missing_ok=True)
-    state["built"] = _built(config)
+    state["built"] = built
     if resuming and not backup.is_dir():
         # A run of an earlier version: its latest model, optimizer included.
         trainer = keras.saving.load_model(legacy)
@@ -534,7 +535,7 @@ def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]]
         DevMetrics(translator, valid_refs),
         # The path is formatted with the logs: braces in it are literal.
         _callbacks.BestModel(str(out / "model.keras").replace("{", "{{").replace("}", "}}"),
-                   monitor="dev_score", mode="min", save_best_only=True),
+                             monitor="dev_score", mode="min", save_best_only=True),
         stopping,
         budget,
         keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False,
@@ -592,12 +593,11 @@ def _built(config):
     return built
 
 
-def _check_built(config, recorded, out):
+def _check_built(built, recorded, out):
     """Refuses to resume a training (whose `state.json` records `recorded`)
-    with a different model or optimizer: keras would skip the backup's
-    optimizer state with a warning (another schedule) or fail on its
-    weights. Folders of earlier versions record nothing."""
-    built = _built(config)
+    with a different model or optimizer (`built`, of `_built`): keras would
+    skip the backup's optimizer state with a warning (another schedule) or
+    fail on its weights. Folders of earlier versions record nothing."""
     changed = [name for name in recorded or {} if recorded[name] != built.get(name)]
     if changed:
         raise ValueError(
