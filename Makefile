@@ -65,13 +65,32 @@ demo: $(STAMP)
 
 # English pronunciation on the CMU dictionary: train within G2P_MINUTES on
 # the whole training split, then the test WER/PER beside the published ones.
+# G2P_MODELS=N trains N models side by side (random seeds 0..N-1, one CPU
+# thread each, logs in out/g2p-I.log) and evaluates them as one ensemble.
 G2P_MINUTES ?= 60
 G2P_ARGS ?= --model rnn
+G2P_MODELS ?= 1
+G2P_TRAIN = KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit train --data cmudict \
+  --time-budget $(G2P_MINUTES) --epochs 100 $(G2P_ARGS) --overwrite
+G2P_EVALUATE = KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit evaluate \
+  --data cmudict --beam 4
+ONE_THREAD = XLA_FLAGS=--xla_cpu_multi_thread_eigen=false OMP_NUM_THREADS=1 \
+  TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
 g2p: $(STAMP)
-	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit train --data cmudict \
-	  --time-budget $(G2P_MINUTES) --epochs 100 $(G2P_ARGS) --overwrite --out out/g2p
-	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit evaluate --model out/g2p \
-	  --data cmudict --beam 4 --predictions out/g2p/test-predictions.tsv
+ifeq ($(G2P_MODELS),1)
+	$(G2P_TRAIN) --out out/g2p
+	$(G2P_EVALUATE) --model out/g2p --predictions out/g2p/test-predictions.tsv
+else
+	@mkdir -p out; pids=""; for i in $$(seq 0 $$(($(G2P_MODELS) - 1))); do \
+	  echo "training out/g2p-$$i (log: out/g2p-$$i.log)"; \
+	  $(ONE_THREAD) $(G2P_TRAIN) --seed $$i --out out/g2p-$$i > out/g2p-$$i.log 2>&1 & \
+	  pids="$$pids $$!"; done; \
+	status=0; for pid in $$pids; do wait $$pid || status=1; done; \
+	for i in $$(seq 0 $$(($(G2P_MODELS) - 1))); do tail -n 1 out/g2p-$$i.log; done; \
+	exit $$status
+	$(G2P_EVALUATE) $(foreach i,$(shell seq 0 $$(($(G2P_MODELS) - 1))),--model out/g2p-$(i)) \
+	  --predictions out/g2p-ensemble-predictions.tsv
+endif
 
 # attnkit against keras and the frameworks' kernels on all three backends
 # (about 40 minutes on 2 cores); writes benchmarks/results/results.{csv,md,png}.

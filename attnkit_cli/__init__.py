@@ -204,8 +204,9 @@ def _train_parser(sub):
 def _evaluate_parser(sub):
     evaluate = sub.add_parser("evaluate", help="error rates of a trained model on pairs",
                               formatter_class=_HelpFormatter)
-    evaluate.add_argument("--model", required=True,
-                          help="a folder from train (or its model.keras)")
+    evaluate.add_argument("--model", required=True, action="append",
+                          help="a folder from train (or its model.keras); several --model "
+                               "decode as one ensemble (the mean of their distributions)")
     evaluate.add_argument("--data", required=True,
                           help="a UTF-8 file of input<TAB>output lines, or cmudict, dates, "
                             "inflection-fr or inflection-es")
@@ -220,8 +221,9 @@ def _evaluate_parser(sub):
 def _translate_parser(sub):
     translate = sub.add_parser("translate", help="outputs of a trained model, one per line",
                                formatter_class=_HelpFormatter)
-    translate.add_argument("--model", required=True,
-                           help="a folder from train, or a model.keras from demo or train")
+    translate.add_argument("--model", required=True, action="append",
+                           help="a folder from train, or a model.keras from demo or train; "
+                                "several --model decode as one ensemble")
     translate.add_argument("--input", help="a UTF-8 file of inputs, one per line "
                                            "(default: the arguments, or stdin)")
     _add_beam_options(translate)
@@ -236,8 +238,9 @@ def _export_parser(sub):
     export = sub.add_parser(
         "export", help="write a trained model as a TensorFlow SavedModel: strings in, "
                        "translations out", formatter_class=_HelpFormatter)
-    export.add_argument("--model", required=True,
-                        help="a folder from train, or a model.keras from demo or train")
+    export.add_argument("--model", required=True, action="append",
+                        help="a folder from train, or a model.keras from demo or train; "
+                             "several --model export one ensemble")
     export.add_argument("--out", required=True,
                         help="the SavedModel folder to write (tf.saved_model.load reads it)")
     export.add_argument("--overwrite", action="store_true",

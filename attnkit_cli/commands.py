@@ -145,23 +145,35 @@ def _plot_examples(pairs, translator, path, count=4):
     plt.close(fig)
 
 
-def _load(model_path):
-    """The `attnkit.app.training.Translator` in a folder or at a model.keras."""
-    path = Path(model_path)
-    if path.is_dir():
-        path = path / "model.keras"
-    vocab_path = path.with_suffix(".vocab.json")
-    if not path.is_file():
-        raise CommandError(f"no model file at {path}")
-    if not vocab_path.is_file():
-        raise CommandError(f"no vocabulary {vocab_path} beside the model "
-                           "(attnkit demo and attnkit train write both)")
-    _check_archive(path)
+def _load(model_paths):
+    """The `attnkit.app.training.Translator` in a folder or at a model.keras;
+    of several, their ensemble."""
+    paths = []
+    for model_path in model_paths:
+        path = Path(model_path)
+        if path.is_dir():
+            path = path / "model.keras"
+        vocab_path = path.with_suffix(".vocab.json")
+        if not path.is_file():
+            raise CommandError(f"no model file at {path}")
+        if not vocab_path.is_file():
+            raise CommandError(f"no vocabulary {vocab_path} beside the model "
+                               "(attnkit demo and attnkit train write both)")
+        _check_archive(path)
+        paths.append(path)
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append(training.load(path))
+        except Exception as error:  # keras reports corrupt files in many ways
+            first = str(error).splitlines()[0] if str(error) else ""
+            raise CommandError(f"cannot load {path}: {type(error).__name__}: {first}")
+    if len(loaded) == 1:
+        return loaded[0]
     try:
-        return training.load(path)
-    except Exception as error:  # keras reports corrupt files in many ways
-        first = str(error).splitlines()[0] if str(error) else ""
-        raise CommandError(f"cannot load {path}: {type(error).__name__}: {first}")
+        return training.ensemble(loaded, paths)
+    except ValueError as error:
+        raise CommandError(str(error))
 
 
 def _check_archive(path):

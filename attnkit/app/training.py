@@ -362,10 +362,42 @@ class Translator:
             "target_length": self.target_length}, ensure_ascii=False))
 
 
-def load(folder_or_model: str | os.PathLike):
+def load(folder_or_model: str | os.PathLike, *others: str | os.PathLike):
     """The `Translator` saved in a folder (or at its `model.keras`). The
     model loads without its training state (`compile=False`): compile it
-    to train further, or resume with `train(..., resume=True)`."""
+    to train further, or resume with `train(..., resume=True)`.
+
+    With `others`, the models of all the folders decoded as one
+    (`attnkit.models.Ensemble`: the mean of their next-token
+    distributions); they must have been trained with the same
+    vocabularies (the same data and units)."""
+    translators = [_load_one(path) for path in (folder_or_model, *others)]
+    if len(translators) == 1:
+        return translators[0]
+    return ensemble(translators, [folder_or_model, *others])
+
+
+def ensemble(translators: list[Translator], names: list | None = None):
+    """One `Translator` of several (their models as an
+    `attnkit.models.Ensemble`), which must share their vocabularies;
+    `names` (their folders) name one that does not."""
+    names = names or [f"model {i + 1}" for i in range(len(translators))]
+    first = translators[0]
+    for name, other in zip(names[1:], translators[1:]):
+        for side in ("source", "target"):
+            mine, theirs = getattr(first, side + "_vocab"), getattr(other, side + "_vocab")
+            if (mine.tokens, mine.unit) != (theirs.tokens, theirs.unit):
+                raise ValueError(
+                    f"{name} has another {side} vocabulary than {names[0]}: an ensemble's "
+                    "models share their vocabularies (train them on the same pairs with the "
+                    "same units)")
+    from attnkit.models import Ensemble
+
+    return Translator(Ensemble([t.model for t in translators]), first.source_vocab,
+                      first.target_vocab, max(t.target_length for t in translators))
+
+
+def _load_one(folder_or_model):
     path = Path(folder_or_model)
     if path.is_dir():
         path = path / "model.keras"
