@@ -325,6 +325,29 @@ def test_command_errors_are_one_line(args, message, tmp_path):
     one_error_line(run, message.format(**fill))
 
 
+def test_several_models_evaluate_and_translate_as_one_ensemble(trained, demo, tmp_path):
+    """Two --model decode as `training.load(a, b)`; the same model twice is
+    that model (the mean of two equal distributions); models with other
+    vocabularies are refused in one line."""
+    out, _ = trained
+    pairs = reversal_pairs(30, 5)
+    test = tmp_path / "test.tsv"
+    test.write_text("".join(f"{s}\t{t}\n" for s, t in pairs))
+    single = run_cli("evaluate", "--model", str(out), "--data", str(test), "--beam", "2")
+    twice = run_cli("evaluate", "--model", str(out), "--model", str(out / "model.keras"),
+                    "--data", str(test), "--beam", "2")
+    assert single.code == 0 and twice.code == 0, twice.err[-2000:]
+    assert single.out.split(" (")[0] == twice.out.split(" (")[0]  # "N inputs: WER ..."
+    inputs = [s for s, _ in pairs[:4]]
+    run = run_cli("translate", "--model", str(out), "--model", str(out), *inputs)
+    assert run.code == 0, run.err[-2000:]
+    assert run.out.splitlines() == training.load(out).translate(inputs) == \
+        training.load(out, out).translate(inputs)
+    other, _ = demo
+    refused = run_cli("translate", "--model", str(out), "--model", str(other), "abc")
+    one_error_line(refused, f"{other / 'model.keras'} has another source vocabulary than")
+
+
 def test_translate_answers_each_line_of_stdin_as_it_arrives(trained, monkeypatch):
     """A filter: the answer to a line is out before the next line is read."""
     import contextlib
@@ -462,11 +485,14 @@ def test_export_writes_a_savedmodel_that_translates_without_attnkit(demo, tmp_pa
     """`attnkit export` (from any backend: it writes under TensorFlow) gives
     a SavedModel that a process without attnkit loads with
     tf.saved_model.load, and that answers as `attnkit translate` does,
-    greedily and by beam search; text outside the vocabulary gets ""."""
+    greedily and by beam search; text outside the vocabulary gets "". The
+    beam search one is an ensemble (of the model with itself: it answers
+    as the model)."""
     out, _ = demo
     texts = ["1er mai 2020", "MAY 2, 1943", "23-10-1938", "Freitag, 5. Juni 2026"]
     greedy, beam = tmp_path / "greedy", tmp_path / "beam"
-    for folder, options in ((greedy, []), (beam, ["--beam", "3", "--length-penalty", "0.6"])):
+    for folder, options in ((greedy, []), (beam, ["--model", out, "--beam", "3",
+                                                  "--length-penalty", "0.6"])):
         run = run_cli("export", "--model", out, "--out", folder, *options)
         assert run.code == 0, run.err[-3000:]
         assert f"wrote {folder}" in run.out
