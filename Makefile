@@ -66,7 +66,7 @@ demo: $(STAMP)
 # English pronunciation on the CMU dictionary: G2P_MODELS models (random seeds
 # 0..N-1) train side by side within G2P_MINUTES on the whole training split,
 # one CPU thread each (logs in out/g2p-I.log; on 2 cores two models make
-# about 1.1x the updates of one with both threads), then their ensemble's
+# about 1.2x the updates of one with both threads), then their ensemble's
 # test WER/PER beside the published ones. G2P_MODELS=1 trains one model,
 # with every thread, into out/g2p.
 G2P_MINUTES ?= 60
@@ -76,21 +76,24 @@ G2P_TRAIN = KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit train --dat
   --time-budget $(G2P_MINUTES) --epochs 100 $(G2P_ARGS) --overwrite
 G2P_EVALUATE = KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(VENV)/bin/attnkit evaluate \
   --data cmudict --beam 4
-ONE_THREAD = XLA_FLAGS=--xla_cpu_multi_thread_eigen=false OMP_NUM_THREADS=1 \
-  TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
+ONE_THREAD = XLA_FLAGS="$${XLA_FLAGS:-} --xla_cpu_multi_thread_eigen=false" \
+  OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
+G2P_IDS = $(shell seq 0 $$(($(G2P_MODELS) - 1)))
 g2p: $(STAMP)
 ifeq ($(G2P_MODELS),1)
 	$(G2P_TRAIN) --out out/g2p
 	$(G2P_EVALUATE) --model out/g2p --predictions out/g2p/test-predictions.tsv
 else
-	@mkdir -p out; pids=""; for i in $$(seq 0 $$(($(G2P_MODELS) - 1))); do \
+	@test -n "$(G2P_IDS)" || { echo "G2P_MODELS must be 1 or more"; exit 2; }
+	@mkdir -p out; pids=""; trap 'kill $$pids 2>/dev/null; exit 130' INT TERM; \
+	for i in $(G2P_IDS); do \
 	  echo "training out/g2p-$$i (log: out/g2p-$$i.log)"; \
 	  $(ONE_THREAD) $(G2P_TRAIN) --seed $$i --out out/g2p-$$i > out/g2p-$$i.log 2>&1 & \
 	  pids="$$pids $$!"; done; \
 	status=0; for pid in $$pids; do wait $$pid || status=1; done; \
-	for i in $$(seq 0 $$(($(G2P_MODELS) - 1))); do tail -n 1 out/g2p-$$i.log; done; \
+	for i in $(G2P_IDS); do tail -n 1 out/g2p-$$i.log; done; \
 	exit $$status
-	$(G2P_EVALUATE) $(foreach i,$(shell seq 0 $$(($(G2P_MODELS) - 1))),--model out/g2p-$(i)) \
+	$(G2P_EVALUATE) $(foreach i,$(G2P_IDS),--model out/g2p-$(i)) \
 	  --predictions out/g2p-ensemble-predictions.tsv
 endif
 

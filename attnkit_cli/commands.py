@@ -171,7 +171,7 @@ def _load(model_paths):
     if len(loaded) == 1:
         return loaded[0]
     try:
-        return training.ensemble(loaded, paths)
+        return training.ensemble_translators(loaded, paths)
     except ValueError as error:
         raise CommandError(str(error))
 

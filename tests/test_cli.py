@@ -325,27 +325,48 @@ def test_command_errors_are_one_line(args, message, tmp_path):
     one_error_line(run, message.format(**fill))
 
 
+def another_model(folder, out):
+    """`folder`'s model with its output layer's weights reversed in order
+    and scaled up (as confident as the trained one, and wrong), written to
+    `out` with the same vocabularies: another model that can join it in an
+    ensemble."""
+    translator = training.load(folder)
+    logits = translator.model.get_layer("logits")
+    logits.kernel.assign(4.0 * keras.ops.flip(logits.kernel, axis=0))
+    out.mkdir()
+    translator.save(out)
+    return out
+
+
 def test_several_models_evaluate_and_translate_as_one_ensemble(trained, demo, tmp_path):
-    """Two --model decode as `training.load(a, b)`; the same model twice is
-    that model (the mean of two equal distributions); models with other
-    vocabularies are refused in one line."""
+    """Two --model decode as `training.load(a, b)` (which differs from each
+    model alone here), and an ensemble saved by `Translator.save` loads
+    back as one; models with other vocabularies are refused in one line."""
     out, _ = trained
-    pairs = reversal_pairs(30, 5)
+    other = another_model(out, tmp_path / "other")
+    pairs = reversal_pairs(40, 5)
+    inputs = list(training.references(pairs))
+    both = training.load(out, other)
+    want = both.translate(inputs, beam=2)
+    alone = [training.load(folder).translate(inputs, beam=2) for folder in (out, other)]
+    assert want != alone[0] and want != alone[1]
     test = tmp_path / "test.tsv"
     test.write_text("".join(f"{s}\t{t}\n" for s, t in pairs))
-    single = run_cli("evaluate", "--model", str(out), "--data", str(test), "--beam", "2")
-    twice = run_cli("evaluate", "--model", str(out), "--model", str(out / "model.keras"),
-                    "--data", str(test), "--beam", "2")
-    assert single.code == 0 and twice.code == 0, twice.err[-2000:]
-    assert single.out.split(" (")[0] == twice.out.split(" (")[0]  # "N inputs: WER ..."
-    inputs = [s for s, _ in pairs[:4]]
-    run = run_cli("translate", "--model", str(out), "--model", str(out), *inputs)
+    run = run_cli("evaluate", "--model", str(out), "--model", str(other / "model.keras"),
+                  "--data", str(test), "--beam", "2", "--predictions", str(tmp_path / "p.tsv"))
     assert run.code == 0, run.err[-2000:]
-    assert run.out.splitlines() == training.load(out).translate(inputs) == \
-        training.load(out, out).translate(inputs)
-    other, _ = demo
-    refused = run_cli("translate", "--model", str(out), "--model", str(other), "abc")
-    one_error_line(refused, f"{other / 'model.keras'} has another source vocabulary than")
+    written = [line.split("\t")[1] for line in (tmp_path / "p.tsv").read_text().splitlines()]
+    assert written == want
+    run = run_cli("translate", "--model", str(out), "--model", str(other), *inputs[:4])
+    assert run.code == 0, run.err[-2000:]
+    assert run.out.splitlines() == both.translate(inputs[:4])
+    (tmp_path / "saved").mkdir()
+    both.save(tmp_path / "saved")
+    assert training.load(tmp_path / "saved").translate(inputs, beam=2) == want
+    with pytest.raises(ValueError, match="2 translators but 1 names"):
+        training.ensemble_translators([training.load(out), training.load(other)], ["a"])
+    refused = run_cli("translate", "--model", str(out), "--model", str(demo[0]), "abc")
+    one_error_line(refused, f"{demo[0] / 'model.keras'} has another source vocabulary than")
 
 
 def test_translate_answers_each_line_of_stdin_as_it_arrives(trained, monkeypatch):
@@ -486,19 +507,18 @@ def test_export_writes_a_savedmodel_that_translates_without_attnkit(demo, tmp_pa
     a SavedModel that a process without attnkit loads with
     tf.saved_model.load, and that answers as `attnkit translate` does,
     greedily and by beam search; text outside the vocabulary gets "". The
-    beam search one is an ensemble (of the model with itself: it answers
-    as the model)."""
+    beam search one is an ensemble of two models."""
     out, _ = demo
     texts = ["1er mai 2020", "MAY 2, 1943", "23-10-1938", "Freitag, 5. Juni 2026"]
     greedy, beam = tmp_path / "greedy", tmp_path / "beam"
-    for folder, options in ((greedy, []), (beam, ["--model", out, "--beam", "3",
+    other = another_model(out, tmp_path / "other")
+    for folder, options in ((greedy, []), (beam, ["--model", other, "--beam", "3",
                                                   "--length-penalty", "0.6"])):
         run = run_cli("export", "--model", out, "--out", folder, *options)
         assert run.code == 0, run.err[-3000:]
         assert f"wrote {folder}" in run.out
     want_greedy = run_cli("translate", "--model", out, *texts).out.split()
-    want_beam = run_cli("translate", "--model", out, "--beam", "3", "--length-penalty",
-                        "0.6", *texts).out.split()
+    want_beam = training.load(out, other).translate(texts, beam=3, length_penalty=0.6)
     served = subprocess.run([sys.executable, "-c", SERVE, json.dumps(texts + ["☃ 2020", ""]),
                              str(greedy), str(beam)], capture_output=True, text=True,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)

@@ -374,14 +374,18 @@ def load(folder_or_model: str | os.PathLike, *others: str | os.PathLike):
     translators = [_load_one(path) for path in (folder_or_model, *others)]
     if len(translators) == 1:
         return translators[0]
-    return ensemble(translators, [folder_or_model, *others])
+    return ensemble_translators(translators, [folder_or_model, *others])
 
 
-def ensemble(translators: list[Translator], names: list | None = None):
+def ensemble_translators(translators: list[Translator], names: list | None = None):
     """One `Translator` of several (their models as an
     `attnkit.models.Ensemble`), which must share their vocabularies;
-    `names` (their folders) name one that does not."""
-    names = names or [f"model {i + 1}" for i in range(len(translators))]
+    `names` (their folders, one per translator) name one that does not."""
+    if not translators:
+        raise ValueError("An ensemble needs at least one translator.")
+    names = [f"model {i + 1}" for i in range(len(translators))] if names is None else names
+    if len(names) != len(translators):
+        raise ValueError(f"{len(translators)} translators but {len(names)} names.")
     first = translators[0]
     for name, other in zip(names[1:], translators[1:]):
         for side in ("source", "target"):

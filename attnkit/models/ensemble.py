@@ -41,6 +41,13 @@ class Ensemble(keras.Model):
                 raise TypeError("An `Ensemble`'s members are keras models. "
                                 f"Received: {type(member).__name__}.")
             as_decoder(member)  # refuses a model that cannot be decoded
+        sizes = {i: _target_vocab_size(m) for i, m in enumerate(members)}
+        known = {i: size for i, size in sizes.items() if size is not None}
+        if len(set(known.values())) > 1:
+            raise ValueError(
+                "An `Ensemble`'s members share their target vocabulary; their logits have "
+                + ", ".join(f"{size} (member {i}, {members[i].name!r})"
+                            for i, size in known.items()) + " entries.")
         super().__init__(**kwargs)
         self.members = members
         self.built = all(member.built for member in members)
@@ -78,3 +85,15 @@ class Ensemble(keras.Model):
         config = dict(config)
         members = [keras.saving.deserialize_keras_object(m) for m in config.pop("members")]
         return cls(members, **config)
+
+
+def _target_vocab_size(model):
+    """The size of a model's next-token logits, where it says (attnkit's
+    models, a functional model's first output), else None."""
+    size = getattr(model, "target_vocab_size", None)
+    if size is None:
+        try:
+            size = model.outputs[0].shape[-1]
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return None
+    return None if size is None else int(size)

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from attnkit.models import Ensemble
+from attnkit.models import RNNSeq2Seq
 from attnkit.models import beam_search_decode
 from attnkit.models import build_rnn_seq2seq
 from attnkit.models import build_transformer_seq2seq
 from attnkit.models import greedy_decode
+from tests import fresh_process
 from tests.helpers import to_numpy
 
 V_SRC, V_TGT = 11, 7
@@ -68,12 +70,12 @@ def test_its_output_is_the_log_of_the_members_mean_distribution(members):
 
 def test_greedy_decoding_follows_the_mean_distribution(members):
     """Each greedy token is the argmax of the members' mean distribution
-    given the tokens before it, which neither member alone gives here."""
+    given the tokens before it (here not what the RNN alone decodes)."""
     models, source = members
     tokens, alignments = greedy_decode(Ensemble(models), source, 5)
     np.testing.assert_array_equal(np.argmax(mean_probs(models, source, tokens), -1), tokens)
     alone = [greedy_decode(m, source, 5)[0] for m in models]
-    assert not all(np.array_equal(tokens, a) for a in alone)
+    assert not np.array_equal(tokens, alone[0])
     assert np.all(alignments[1, :, 4:] == 0)  # padding unseen
     one, _ = greedy_decode(Ensemble(models[:1]), source, 5)  # an ensemble of one is its model
     np.testing.assert_array_equal(one, alone[0])
@@ -104,6 +106,51 @@ def test_an_ensemble_saves_and_loads_with_its_members(members, tmp_path):
     np.testing.assert_array_equal(greedy_decode(loaded, source, 4)[0], tokens)
 
 
+@fresh_process.case("ensemble")
+def ensemble_case(folder):
+    keras.utils.set_random_seed(2)
+    models = [sharpened(build_rnn_seq2seq(V_SRC, V_TGT, units=8, embedding_dim=8)),
+              sharpened(build_transformer_seq2seq(V_SRC, V_TGT, units=8, num_heads=2,
+                                                  num_layers=1, ff_units=16))]
+    rng = np.random.default_rng(3)
+    source = rng.integers(3, V_SRC, (3, 5)).astype("int32")
+    fed = rng.integers(1, V_TGT, (3, 4)).astype("int32")
+    return Ensemble(models), [source, fed]
+
+
+def test_an_ensemble_loads_in_a_fresh_process(fresh_loads):
+    loaded = fresh_loads["ensemble"]
+    assert loaded.layers == [["attnkit.models.rnn_seq2seq", "RNNSeq2Seq"],
+                             ["attnkit.models.transformer_seq2seq", "TransformerSeq2Seq"]]
+    for got, want in zip(loaded.got, loaded.want):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_members_of_attnkit_0_1_and_of_mixed_precision_take_part(members):
+    """A functional model with 0.1's layer names (no `decode_step`) and a
+    model computing in float16 are members like the others: the ensemble
+    decodes as the float64 mean of their distributions."""
+    models, source = members
+    functional = keras.Model(models[0].inputs, models[0].outputs)
+    assert not hasattr(functional, "decode_step")
+    tokens, _ = greedy_decode(Ensemble([functional, models[1]]), source, 5)
+    np.testing.assert_array_equal(tokens, greedy_decode(Ensemble(models), source, 5)[0])
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(3)
+        half = sharpened(build_rnn_seq2seq(V_SRC, V_TGT, units=8, embedding_dim=8))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    ensemble = Ensemble([half, models[1]])
+    tokens, _ = greedy_decode(ensemble, source, 5)
+    want = mean_probs([half, models[1]], source, tokens)
+    fed = np.concatenate([np.ones((len(source), 1), "int32"), tokens[:, :-1]], axis=1)
+    got = to_numpy(ensemble([source, fed])[0])
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, np.log(want), rtol=2e-2, atol=2e-2)  # float16 logits
+    np.testing.assert_array_equal(np.argmax(want, -1), tokens)
+
+
 def test_members_must_be_models_that_decode():
     with pytest.raises(ValueError, match="at least one member"):
         Ensemble([])
@@ -112,3 +159,8 @@ def test_members_must_be_models_that_decode():
     plain = keras.Sequential([keras.layers.Dense(3)])
     with pytest.raises(TypeError, match="cannot be decoded"):
         Ensemble([plain])
+    keras.utils.set_random_seed(0)
+    small = RNNSeq2Seq(V_SRC, V_TGT, units=8, embedding_dim=8, name="small")
+    large = RNNSeq2Seq(V_SRC, V_TGT + 2, units=8, embedding_dim=8, name="large")
+    with pytest.raises(ValueError, match=r"7 \(member 0, 'small'\), 9 \(member 1, 'large'\)"):
+        Ensemble([small, large])
