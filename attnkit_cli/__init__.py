@@ -205,8 +205,8 @@ def _evaluate_parser(sub):
     evaluate = sub.add_parser("evaluate", help="error rates of a trained model on pairs",
                               formatter_class=_HelpFormatter)
     evaluate.add_argument("--model", required=True, action="append",
-                          help="a folder from train (or its model.keras); several --model "
-                               "decode as one ensemble (the mean of their distributions)")
+                          help="a folder from train (or its model.keras); repeat it "
+                               "(--model A --model B) to decode several as one ensemble")
     evaluate.add_argument("--data", required=True,
                           help="a UTF-8 file of input<TAB>output lines, or cmudict, dates, "
                             "inflection-fr or inflection-es")
@@ -223,7 +223,7 @@ def _translate_parser(sub):
                                formatter_class=_HelpFormatter)
     translate.add_argument("--model", required=True, action="append",
                            help="a folder from train, or a model.keras from demo or train; "
-                                "several --model decode as one ensemble")
+                                "repeat it (--model A --model B) for an ensemble")
     translate.add_argument("--input", help="a UTF-8 file of inputs, one per line "
                                            "(default: the arguments, or stdin)")
     _add_beam_options(translate)
@@ -240,7 +240,7 @@ def _export_parser(sub):
                        "translations out", formatter_class=_HelpFormatter)
     export.add_argument("--model", required=True, action="append",
                         help="a folder from train, or a model.keras from demo or train; "
-                             "several --model export one ensemble")
+                             "repeat it (--model A --model B) for an ensemble")
     export.add_argument("--out", required=True,
                         help="the SavedModel folder to write (tf.saved_model.load reads it)")
     export.add_argument("--overwrite", action="store_true",

@@ -45,7 +45,8 @@ class Ensemble(keras.Model):
         known = {i: size for i, size in sizes.items() if size is not None}
         if len(set(known.values())) > 1:
             raise ValueError(
-                "An `Ensemble`'s members share their target vocabulary; their logits have "
+                "An `Ensemble`'s members must share their target vocabulary (train them on "
+                "the same pairs); their logits have "
                 + ", ".join(f"{size} (member {i}, {members[i].name!r})"
                             for i, size in known.items()) + " entries.")
         super().__init__(**kwargs)
