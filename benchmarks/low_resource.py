@@ -27,6 +27,7 @@ more than the spread) and `low-resource.png`.
 """
 
 import argparse
+import collections
 import json
 import math
 import os
@@ -50,6 +51,7 @@ TASKS = {"cmudict": (1000, 4000, 16000, None),
 SEEDED_SIZES = {"cmudict": (1000, 4000), "inflection-fr": (100, 1000),
                 "inflection-es": (100, 1000)}
 SEEDS = (0, 1, 2)
+LANGUAGES = {"inflection-fr": "French", "inflection-es": "Spanish"}
 UNITS = {"cmudict": "words", "inflection-fr": "triples", "inflection-es": "triples"}
 OLD_RESULTS = "g2p-low-resource.json"  # cmudict cells of seed 0, before seeds
 # Kinds whose model has changed since the old cells: T5's bias table now
@@ -82,6 +84,21 @@ def _data(task, size):
             len(data.train))
 
 
+def code_version():
+    """The repository's commit the cells train with ("+changes" where
+    attnkit's or the runner's files differ from it), or None outside git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--", "attnkit",
+                                  "benchmarks/low_resource.py"], cwd=root,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+changes" if changed else "")
+
+
 def worker(cell):
     import keras
 
@@ -104,7 +121,8 @@ def worker(cell):
               "best_epoch": result["best"]["epoch"], "epochs": result["epochs"],
               "steps_run": result["steps"], "train_seconds": result["seconds"],
               "stopped": result["stopped"], "test_seconds": time.time() - start,
-              "train_items": items, "backend": keras.backend.backend()}
+              "train_items": items, "backend": keras.backend.backend(),
+              "code": code_version()}
     if cell["task"] != "cmudict":  # character outputs: the error rates' edits are characters
         shared = metrics.shared_task_scores(scores)
         report.update(accuracy=shared["accuracy"], mean_distance=shared["mean_distance"])
@@ -173,6 +191,8 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--work", default="out/low-resource",
                         help="where the cells' models are kept")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: rewrite the table and the plot from --out's JSON")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -190,7 +210,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     path = out / "low-resource.json"
     results = read_results(out)
-    for task, model, attention, size, seed in cells(tasks, kinds, sizes, seeds):
+    todo = [] if args.report else cells(tasks, kinds, sizes, seeds)
+    for task, model, attention, size, seed in todo:
         key = _key(task, model, attention, size, seed)
         if _same_budget(results.get(key), args):
             continue
@@ -240,6 +261,10 @@ def _columns(results, task):
                                                                   else [])
 
 
+def _size(column):
+    return column if column == "all" else f"{int(column):,}"
+
+
 def _kinds(results):
     """The kinds in `results`, in `KINDS` order, then any others."""
     order = {f"{model}/{attention}": i for i, (model, attention) in enumerate(KINDS)}
@@ -282,17 +307,21 @@ def markdown(results):
         "A cell: mean ± standard deviation across random seeds (how many in brackets); lower is "
         f"better. **Bold**: below `{BASELINE.replace('/', ' ')}` by more than the spread "
         "(mean + sd under its mean - sd, both with 2 or more seeds).",
+        "",
+        "Code: " + ", ".join(f"{code} ({count} cells)" for code, count in sorted(
+            collections.Counter(r.get("code") or "not recorded"
+                                for r in results.values()).items())) + ".",
     ]
     tasks = [t for t in TASKS if any(_parse(k)[0] == t for k in results)]
     for task in tasks:
         columns = _columns(results, task)
         stats = table(results, task)
         title = ("CMU dictionary pronunciation, test WER % (12,604 words)" if task == "cmudict"
-                 else f"{task.split('-')[1].upper()} verb inflection, test error % "
+                 else f"{LANGUAGES[task]} verb inflection, test error % "
                       f"(100 - exact-match accuracy on {inflection.EVALUATION_SIZE:,} test "
                       "triples)")
         lines += ["", f"## {title}", "",
-                  "| attention | " + " | ".join(f"{c} {UNITS[task]}" for c in columns) + " |",
+                  "| attention | " + " | ".join(f"{_size(c)} {UNITS[task]}" for c in columns) + " |",
                   "| --- |" + " ---: |" * len(columns)]
         for kind in _kinds(results):
             row = []
@@ -311,7 +340,7 @@ def markdown(results):
         if task != "cmudict":
             distances = table(results, task, "mean_distance")
             lines += ["", "Mean Levenshtein distance to the form (mean ± sd over seeds):", "",
-                      "| attention | " + " | ".join(f"{c} {UNITS[task]}" for c in columns)
+                      "| attention | " + " | ".join(f"{_size(c)} {UNITS[task]}" for c in columns)
                       + " |", "| --- |" + " ---: |" * len(columns)]
             for kind in _kinds(results):
                 row = [("" if (kind, c) not in distances else
@@ -328,38 +357,58 @@ def markdown(results):
 
 
 def plot(results, path):
+    """One panel per task and training size: each kind's seeds (dots) and
+    their mean ± sd (bar), additive attention's mean ± sd shaded; a kind that
+    beats it by more than the spread in the colour of the bold cells."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     tasks = [t for t in TASKS if any(_parse(k)[0] == t for k in results)]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.5), squeeze=False)
-    colors = plt.get_cmap("tab20").colors  # 13 kinds: the default cycle repeats after 10
-    for ax, task in zip(axes[0], tasks):
-        items = {}
-        for key, r in results.items():
-            if _parse(key)[0] == task:
-                items[_parse(key)[2]] = r.get("train_items") or r.get("train_words")
-        stats = table(results, task)
-        for i, kind in enumerate(_kinds(results)):
-            points = [(items[c], 100 * stats[(kind, c)][0], 100 * (stats[(kind, c)][1] or 0))
-                      for c in _columns(results, task) if (kind, c) in stats]
-            if not points:
-                continue
-            transformer = kind.startswith("transformer")
-            x, y, err = zip(*points)
-            ax.errorbar(x, y, yerr=err, marker="s" if transformer else "o",
-                        color=colors[i % 20], linestyle="--" if transformer else "-",
-                        label=kind.replace("/", " "), capsize=2)
-        ax.set_xscale("log")
-        ax.set_xlabel(f"training {UNITS[task]}")
-        ax.set_ylabel("test error % (greedy)")
-        ax.set_title(task)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    rows = [[(task, c) for c in _columns(results, task)] for task in tasks]
+    if len(rows) == 3 and len(rows[1]) + len(rows[2]) <= 4:  # the two inflection
+        rows = [rows[0], rows[1] + rows[2]]                   # tasks share a row
+    width = max(len(row) for row in rows)
+    kinds = _kinds(results)
+    height = len(rows) * max(2.0, 0.32 * len(kinds) + 0.6)
+    fig, axes = plt.subplots(len(rows), width, figsize=(3.6 * width, height), squeeze=False,
+                             sharey=True)
+    for r, row in enumerate(rows):
+        for ax in axes[r][len(row):]:
+            ax.set_visible(False)
+        for ax, (task, column) in zip(axes[r], row):
+            stats = table(results, task)
+            seeds = {}
+            for key, cell in results.items():
+                t, kind, size, _ = _parse(key)
+                if t == task and size == column:
+                    seeds.setdefault(kind, []).append(100 * cell["wer"])
+            baseline = stats.get((BASELINE, column))
+            if baseline and baseline[1] is not None:
+                ax.axvspan(100 * (baseline[0] - baseline[1]), 100 * (baseline[0] + baseline[1]),
+                           color="0.85", zorder=0)
+            for y, kind in enumerate(kinds):
+                if (kind, column) not in stats:
+                    continue
+                mean, sd, _ = stats[(kind, column)]
+                wins = (baseline is not None and kind != BASELINE
+                        and beats(stats[(kind, column)], baseline))
+                color = "tab:green" if wins else ("0.2" if kind == BASELINE else "tab:blue")
+                ax.plot(seeds[kind], [y] * len(seeds[kind]), "o", color=color, alpha=0.35,
+                        markersize=4)
+                ax.errorbar([100 * mean], [y], xerr=[100 * (sd or 0)], fmt="|",
+                            color=color, markersize=12, capsize=3, elinewidth=1.5)
+            ax.set_title(f"{task}, {_size(column)} {UNITS[task]}", fontsize=9)
+            ax.grid(True, axis="x", alpha=0.3)
+            ax.tick_params(labelsize=8)
+            ax.set_xlabel("test error % (greedy)", fontsize=8)
+        axes[r][0].set_yticks(range(len(kinds)))
+        axes[r][0].set_yticklabels([k.replace("/", " ").replace("+", ", ") for k in kinds],
+                                   fontsize=8)
+    axes[0][0].invert_yaxis()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

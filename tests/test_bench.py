@@ -152,7 +152,7 @@ def test_low_resource_table_lists_kinds_in_order_and_leaves_missing_cells_blank(
                "cmudict/rnn/additive/1000/0": cell(0.75),
                "cmudict/rnn/additive/all/0": cell(0.125)}
     lines = [line for line in table.markdown(results).splitlines() if line.startswith("| ")]
-    assert lines[0] == "| attention | 1000 words | all words |"
+    assert lines[0] == "| attention | 1,000 words | all words |"
     # One seed: no spread, and nothing is marked better than additive.
     assert lines[2:] == ["| rnn additive | 75.0 (1) | 12.5 (1) |",
                          "| rnn mocha | 50.0 (1) |  |",
@@ -181,7 +181,7 @@ def test_low_resource_table_gives_mean_and_spread_and_marks_clear_wins():
                         "| rnn dot | 65.0 ± 10.0 (3) |",
                         "| rnn mocha | **42.0 ± 2.0 (3)** |"]
     assert rows[3] == "| rnn additive | 3.00 ± 1.00 |"  # mean distances: 2, 3, 4
-    assert "## FR verb inflection" in text and "| attention | 100 triples |" in text
+    assert "## French verb inflection" in text and "| attention | 100 triples |" in text
 
 
 @pytest.mark.backend_independent
@@ -213,6 +213,18 @@ def test_low_resource_plan_seeds_the_small_sizes_and_reads_the_old_table(tmp_pat
     assert not table._same_budget(None, args)
 
 
+@pytest.mark.backend_independent
+def test_benchmarks_page_shows_the_low_resource_tables_of_the_results_file():
+    from benchmarks import low_resource as table
+
+    results = table.read_results(ROOT / "benchmarks" / "results")
+    want = [line for line in table.markdown(results).splitlines() if line.startswith("| ")]
+    page = (ROOT / "docs" / "benchmarks.md").read_text()
+    section = page[page.index("## Attention with little data"):]
+    section = section[:section.index("### What the tables show")]
+    assert [line for line in section.splitlines() if line.startswith("| ")] == want
+
+
 @pytest.mark.slow
 @pytest.mark.backend_independent  # the runner's logic; training is tested on each backend
 def test_low_resource_runner_trains_inflection_cells_with_seeds(tmp_path):
@@ -230,9 +242,16 @@ def test_low_resource_runner_trains_inflection_cells_with_seeds(tmp_path):
     for r in results.values():
         assert r["steps_run"] == 2 and r["train_items"] == 100 and r["min_epoch_steps"] == 50
         assert abs(r["accuracy"] - (1 - r["wer"])) < 1e-9 and r["mean_distance"] > 0
+    if (ROOT / ".git").exists():  # each cell names the commit it trained with
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True).stdout.strip()
+        assert {r["code"].split("+")[0] for r in results.values()} == {head}
     text = (tmp_path / "low-resource.md").read_text()
-    assert "## ES verb inflection" in text and "(2) |" in text
-    assert (tmp_path / "low-resource.png").stat().st_size > 10_000
+    assert "## Spanish verb inflection" in text and "(2) |" in text
+    from matplotlib import pyplot as plt
+
+    image = plt.imread(tmp_path / "low-resource.png")  # a drawn chart, not a blank page
+    assert image.shape[1] > 300 and len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 20
 
 
 def _mask_row(backend, mask, length, passes, competitor, ms):
