@@ -372,8 +372,8 @@ def plot(results, path):
     width = max(len(row) for row in rows)
     kinds = _kinds(results)
     height = len(rows) * max(2.0, 0.32 * len(kinds) + 0.6)
-    fig, axes = plt.subplots(len(rows), width, figsize=(3.6 * width, height), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(len(rows), width, figsize=(min(9.9, 1.2 + 2.2 * width), height),
+                             squeeze=False, sharey=True)
     for r, row in enumerate(rows):
         for ax in axes[r][len(row):]:
             ax.set_visible(False)
