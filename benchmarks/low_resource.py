@@ -39,10 +39,13 @@ from pathlib import Path
 if not __package__:  # run as a script: the repository root for `benchmarks`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-KINDS = (("rnn", "additive"), ("rnn", "dot"), ("rnn", "general"), ("rnn", "cosine"),
-         ("rnn", "additive+sparsemax"), ("rnn", "additive+entmax15"),
+# Every attention kind of `attnkit train` (tests check it against the
+# models' lists), and additive attention with each sparse normalizer.
+KINDS = (("rnn", "additive"), ("rnn", "dot"), ("rnn", "scaled"), ("rnn", "general"),
+         ("rnn", "cosine"), ("rnn", "additive+sparsemax"), ("rnn", "additive+entmax15"),
          ("rnn", "monotonic"), ("rnn", "mocha"), ("rnn", "location"), ("rnn", "coverage"),
-         ("transformer", "relative"), ("transformer", "t5"), ("transformer", "rotary"))
+         ("transformer", "relative"), ("transformer", "t5"), ("transformer", "alibi"),
+         ("transformer", "rotary"))
 BASELINE = "rnn/additive"
 # Each task's training sizes (None: every training word): the first ones
 # with every seed, the rest with the first seed unless --sizes names them.
@@ -255,6 +258,12 @@ def beats(ours, baseline):
     return ours[0] + ours[1] < baseline[0] - baseline[1]
 
 
+def loses(ours, baseline):
+    """Whether `ours` is above `baseline` by more than the spread (the
+    mirror of `beats`)."""
+    return beats(baseline, ours)
+
+
 def _columns(results, task):
     sizes = {_parse(k)[2] for k in results if _parse(k)[0] == task}
     return sorted((s for s in sizes if s != "all"), key=int) + (["all"] if "all" in sizes
@@ -306,7 +315,8 @@ def markdown(results):
         f"4 heads; {', '.join(sorted({str(r['units']) for r in results.values()}))} units. "
         "A cell: mean ± standard deviation across random seeds (how many in brackets); lower is "
         f"better. **Bold**: below `{BASELINE.replace('/', ' ')}` by more than the spread "
-        "(mean + sd under its mean - sd, both with 2 or more seeds).",
+        "(mean + sd under its mean - sd, both with 2 or more seeds); _italic_: above it by "
+        "more than the spread.",
         "",
         "Code: " + ", ".join(f"{code} ({count} cells)" for code, count in sorted(
             collections.Counter(r.get("code") or "not recorded"
@@ -332,8 +342,11 @@ def markdown(results):
                     continue
                 text = _format(stat)
                 baseline = stats.get((BASELINE, column))
-                row.append(f"**{text}**" if baseline and kind != BASELINE
-                           and beats(stat, baseline) else text)
+                if baseline and kind != BASELINE and beats(stat, baseline):
+                    text = f"**{text}**"
+                elif baseline and kind != BASELINE and loses(stat, baseline):
+                    text = f"_{text}_"
+                row.append(text)
             if any(row):
                 lines.append(f"| {kind.replace('/', ' ').replace('+', ', ')} | "
                              + " | ".join(row) + " |")
@@ -358,8 +371,9 @@ def markdown(results):
 
 def plot(results, path):
     """One panel per task and training size: each kind's seeds (dots) and
-    their mean ± sd (bar), additive attention's mean ± sd shaded; a kind that
-    beats it by more than the spread in the colour of the bold cells."""
+    their mean ± sd (bar), additive attention's mean ± sd shaded; a kind
+    below it by more than the spread in green (the table's bold), above it
+    by more than the spread in red (italic)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -392,9 +406,13 @@ def plot(results, path):
                 if (kind, column) not in stats:
                     continue
                 mean, sd, _ = stats[(kind, column)]
-                wins = (baseline is not None and kind != BASELINE
-                        and beats(stats[(kind, column)], baseline))
-                color = "tab:green" if wins else ("0.2" if kind == BASELINE else "tab:blue")
+                color = "tab:blue"
+                if kind == BASELINE:
+                    color = "0.2"
+                elif baseline is not None and beats(stats[(kind, column)], baseline):
+                    color = "tab:green"
+                elif baseline is not None and loses(stats[(kind, column)], baseline):
+                    color = "tab:red"
                 ax.plot(seeds[kind], [y] * len(seeds[kind]), "o", color=color, alpha=0.35,
                         markersize=4)
                 ax.errorbar([100 * mean], [y], xerr=[100 * (sd or 0)], fmt="|",

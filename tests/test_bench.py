@@ -173,14 +173,17 @@ def test_low_resource_table_gives_mean_and_spread_and_marks_clear_wins():
         results[f"inflection-fr/rnn/additive/100/{seed}"] = cell(base, 2.0 + seed)
         results[f"inflection-fr/rnn/mocha/100/{seed}"] = cell(mocha, 1.0)
         results[f"inflection-fr/rnn/dot/100/{seed}"] = cell(dot, 1.5)
+        results[f"inflection-fr/rnn/general/100/{seed}"] = cell((0.87, 0.90, 0.93)[seed], 3.0)
     text = table.markdown(results)
     rows = [line for line in text.splitlines() if line.startswith("| rnn")]
     # additive: mean 70, sd 10; mocha: mean 42, sd 2 (42 + 2 < 70 - 10: marked);
-    # dot: mean 65, sd 10 (overlaps: not marked).
-    assert rows[:3] == ["| rnn additive | 70.0 ± 10.0 (3) |",
+    # dot: mean 65, sd 10 (overlaps: not marked); general: mean 90, sd 3
+    # (90 - 3 > 70 + 10: marked worse).
+    assert rows[:4] == ["| rnn additive | 70.0 ± 10.0 (3) |",
                         "| rnn dot | 65.0 ± 10.0 (3) |",
+                        "| rnn general | _90.0 ± 3.0 (3)_ |",
                         "| rnn mocha | **42.0 ± 2.0 (3)** |"]
-    assert rows[3] == "| rnn additive | 3.00 ± 1.00 |"  # mean distances: 2, 3, 4
+    assert rows[4] == "| rnn additive | 3.00 ± 1.00 |"  # mean distances: 2, 3, 4
     assert "## French verb inflection" in text and "| attention | 100 triples |" in text
 
 
@@ -211,6 +214,17 @@ def test_low_resource_plan_seeds_the_small_sizes_and_reads_the_old_table(tmp_pat
     assert table._same_budget({**cell, "train_items": 4000}, args)  # 63 batches: 1 pass
     assert not table._same_budget({**cell, "min_epoch_steps": 50, "units": 64}, args)
     assert not table._same_budget(None, args)
+
+
+@pytest.mark.backend_independent
+def test_low_resource_cells_cover_every_kind_the_trainer_offers():
+    from attnkit.models import ATTENTION_KINDS, POSITION_KINDS
+    from benchmarks import low_resource as table
+
+    kinds = {f"{model}/{attention}" for model, attention in table.KINDS}
+    assert {f"rnn/{kind}" for kind in ATTENTION_KINDS} <= kinds
+    assert {f"transformer/{kind}" for kind in POSITION_KINDS} <= kinds
+    assert {"rnn/additive+sparsemax", "rnn/additive+entmax15"} <= kinds
 
 
 @pytest.mark.backend_independent
