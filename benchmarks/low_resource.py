@@ -264,6 +264,14 @@ def loses(ours, baseline):
     return beats(baseline, ours)
 
 
+def _mark(kind, stat, baseline):
+    """"better" or "worse" where `kind`'s (mean, sd, n) differs from the
+    baseline's by more than the spread, else None."""
+    if baseline is None or kind == BASELINE:
+        return None
+    return "better" if beats(stat, baseline) else "worse" if loses(stat, baseline) else None
+
+
 def _columns(results, task):
     sizes = {_parse(k)[2] for k in results if _parse(k)[0] == task}
     return sorted((s for s in sizes if s != "all"), key=int) + (["all"] if "all" in sizes
@@ -341,12 +349,8 @@ def markdown(results):
                     row.append("")
                     continue
                 text = _format(stat)
-                baseline = stats.get((BASELINE, column))
-                if baseline and kind != BASELINE and beats(stat, baseline):
-                    text = f"**{text}**"
-                elif baseline and kind != BASELINE and loses(stat, baseline):
-                    text = f"_{text}_"
-                row.append(text)
+                mark = _mark(kind, stat, stats.get((BASELINE, column)))
+                row.append({"better": f"**{text}**", "worse": f"_{text}_"}.get(mark, text))
             if any(row):
                 lines.append(f"| {kind.replace('/', ' ').replace('+', ', ')} | "
                              + " | ".join(row) + " |")
@@ -385,6 +389,7 @@ def plot(results, path):
         rows = [rows[0], rows[1] + rows[2]]                   # tasks share a row
     width = max(len(row) for row in rows)
     kinds = _kinds(results)
+    task_stats = {task: table(results, task) for task in tasks}
     height = len(rows) * max(2.0, 0.32 * len(kinds) + 0.6)
     fig, axes = plt.subplots(len(rows), width, figsize=(min(9.9, 1.2 + 2.2 * width), height),
                              squeeze=False, sharey=True)
@@ -392,7 +397,7 @@ def plot(results, path):
         for ax in axes[r][len(row):]:
             ax.set_visible(False)
         for ax, (task, column) in zip(axes[r], row):
-            stats = table(results, task)
+            stats = task_stats[task]
             seeds = {}
             for key, cell in results.items():
                 t, kind, size, _ = _parse(key)
@@ -406,13 +411,9 @@ def plot(results, path):
                 if (kind, column) not in stats:
                     continue
                 mean, sd, _ = stats[(kind, column)]
-                color = "tab:blue"
-                if kind == BASELINE:
-                    color = "0.2"
-                elif baseline is not None and beats(stats[(kind, column)], baseline):
-                    color = "tab:green"
-                elif baseline is not None and loses(stats[(kind, column)], baseline):
-                    color = "tab:red"
+                color = "0.2" if kind == BASELINE else {
+                    "better": "tab:green", "worse": "tab:red"}.get(
+                        _mark(kind, stats[(kind, column)], baseline), "tab:blue")
                 ax.plot(seeds[kind], [y] * len(seeds[kind]), "o", color=color, alpha=0.35,
                         markersize=4)
                 ax.errorbar([100 * mean], [y], xerr=[100 * (sd or 0)], fmt="|",
