@@ -11,6 +11,27 @@ if os.environ.get("ATTNKIT_TEST_XLA_OPTIMIZE") != "1":
             and "jax" in sys.modules:  # imported already (by a plugin): set it there too
         sys.modules["jax"].config.update("jax_disable_most_optimizations", True)
 
+# Many tests build the same models and train, decode and save them: keras
+# makes new jitted functions for each model, which XLA compiled again to the
+# same programs. One JAX compilation cache on disk for the whole run (made by
+# the first process to read this file, the pytest-xdist controller, whose
+# workers and subprocesses inherit it; removed when the run ends) compiles
+# each program once. It starts empty, so a run reuses only its own programs.
+# ATTNKIT_TEST_JAX_CACHE=0 runs without it.
+_JAX_CACHE_OWNED = None
+if os.environ.get("ATTNKIT_TEST_JAX_CACHE") != "0" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _JAX_CACHE_OWNED = tempfile.mkdtemp(prefix="attnkit-jax-cache-")
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_JAX_CACHE_OWNED,
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    if "jax" in sys.modules:
+        for name, value in [("jax_compilation_cache_dir", _JAX_CACHE_OWNED),
+                            ("jax_persistent_cache_min_compile_time_secs", 0.0),
+                            ("jax_persistent_cache_min_entry_size_bytes", 0)]:
+            sys.modules["jax"].config.update(name, value)
+
 # Under pytest-xdist the workers share the cores: each worker's OpenMP
 # (PyTorch's threads) gets its share of them, and its subprocesses inherit
 # it. With a thread per core in each of two workers, OpenMP threads, which
@@ -162,3 +183,10 @@ def trained(tmp_path_factory):
     result = training.train(reversal_pairs(2000, 0), reversal_pairs(200, 1), out, config,
                             verbose=0, log=lambda line: None)
     return out, result
+
+
+def pytest_unconfigure(config):
+    if _JAX_CACHE_OWNED:
+        import shutil
+
+        shutil.rmtree(_JAX_CACHE_OWNED, ignore_errors=True)
