@@ -268,6 +268,45 @@ def test_low_resource_runner_trains_inflection_cells_with_seeds(tmp_path):
     assert image.shape[1] > 300 and len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 20
 
 
+@pytest.mark.slow
+@pytest.mark.backend_independent  # JAX subprocesses, the same from any session
+def test_low_resource_cells_read_from_the_compilation_cache_train_the_same(tmp_path):
+    """Under JAX the runner gives its cells a compilation cache in --work: a
+    cell whose programs come from it ends with the same weights and scores
+    as the cell that compiled them."""
+    from attnkit.app import training
+    from benchmarks import low_resource
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("JAX_PERSISTENT_CACHE")
+             and k != "JAX_COMPILATION_CACHE_DIR"}
+    env = low_resource.worker_env("jax", tmp_path / "work", clean)
+    cache = tmp_path / "work" / "jax-cache"
+    assert env["JAX_COMPILATION_CACHE_DIR"] == str(cache.resolve())
+    assert low_resource.worker_env("jax", tmp_path, {"JAX_COMPILATION_CACHE_DIR": "mine"})[
+        "JAX_COMPILATION_CACHE_DIR"] == "mine"
+    assert "JAX_COMPILATION_CACHE_DIR" not in low_resource.worker_env("torch", tmp_path, clean)
+    results = []
+    for name in ("compiles", "reads"):  # the second cell starts with the first one's cache
+        cell = {"task": "inflection-fr", "model": "rnn", "attention": "location", "size": 100,
+                "seed": 0, "steps": 3, "units": 8, "max_valid": 3, "min_epoch_steps": 1,
+                "out": str(tmp_path / name)}
+        run = subprocess.run(
+            [sys.executable, "-m", "benchmarks.low_resource", "--worker", json.dumps(cell)],
+            capture_output=True, text=True, timeout=900, cwd=ROOT,
+            env={**env, "PYTHONWARNINGS": "ignore"})
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        line = next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))
+        results.append(json.loads(line[len("RESULT "):]))
+        assert len(list(cache.iterdir())) > 5
+    for field in ("wer", "per", "dev_wer", "mean_distance", "steps_run"):
+        assert results[0][field] == results[1][field], field
+    weights = [training.load(tmp_path / name).model.get_weights()
+               for name in ("compiles", "reads")]
+    assert len(weights[0]) == len(weights[1]) > 5
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
 def _mask_row(backend, mask, length, passes, competitor, ms):
     return dict(backend=backend, mask=mask, length=length, passes=passes,
                 competitor=competitor, ms=ms, first_s=0.1, mib=1.0, note="")
