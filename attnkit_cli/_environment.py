@@ -89,19 +89,29 @@ def version_line():
     return f"attnkit {version('attnkit')} (keras {keras_version}, backend {backend})"
 
 
+def compilation_cache_environment(environ=os.environ):
+    """The environment variables that keep JAX's compiled programs between
+    processes, to add to `environ`: JAX's persistent cache in
+    $XDG_CACHE_HOME/attnkit/jax (~/.cache/attnkit/jax), every program kept.
+    A JAX_COMPILATION_CACHE_DIR already set wins (empty turns it off). A
+    program read from the cache is the one XLA compiles: the same results."""
+    added = {}
+    if "JAX_COMPILATION_CACHE_DIR" not in environ:
+        home = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        added["JAX_COMPILATION_CACHE_DIR"] = os.path.join(home, "attnkit", "jax")
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in environ:
+        added["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    return added
+
+
 def use_compilation_cache():
     """On JAX, keep compiled programs between runs of the command (model
     building and decoding compile a few dozen small XLA programs, ~3 s of
-    a short `attnkit translate`): JAX's persistent cache in
-    $XDG_CACHE_HOME/attnkit/jax (~/.cache/attnkit/jax). A
-    JAX_COMPILATION_CACHE_DIR already set wins (empty turns it off); once
+    a short `attnkit translate`; see `compilation_cache_environment`); once
     JAX is imported its settings stay as they are."""
     if configured_backend()[0] != "jax" or "jax" in sys.modules:
         return
-    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(home, "attnkit", "jax")
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.update(compilation_cache_environment())
 
 
 def rerun_under_tensorflow(argv):

@@ -149,18 +149,17 @@ def read_results(out):
     return results
 
 
-def worker_env(backend, work, environ=os.environ):
+def worker_env(backend, environ=os.environ):
     """The cells' environment. Under JAX, the cells of a kind compile the same
-    programs (every seed, every size of one task): a JAX compilation cache in
-    `work` (`jax-cache`; JAX_COMPILATION_CACHE_DIR picks another) compiles
-    each once, and a program read from it is the one XLA compiles, so the
-    cells train to the same weights (a French 100-triple cell took 41 s
-    instead of 57)."""
+    programs (every seed, every size of one task): they share `attnkit
+    train`'s compilation cache (~/.cache/attnkit/jax;
+    JAX_COMPILATION_CACHE_DIR picks another folder, empty turns it off),
+    which compiles each program once and gives the same results."""
+    from attnkit_cli import _environment
+
     env = dict(environ, KERAS_BACKEND=backend)
-    if backend == "jax" and "JAX_COMPILATION_CACHE_DIR" not in env:
-        env.update(JAX_COMPILATION_CACHE_DIR=str(Path(work).resolve() / "jax-cache"),
-                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    if backend == "jax":
+        env.update(_environment.compilation_cache_environment(env))
     return env
 
 
@@ -229,7 +228,7 @@ def main(argv=None):
     path = out / "low-resource.json"
     results = read_results(out)
     todo = [] if args.report else cells(tasks, kinds, sizes, seeds)
-    env = worker_env(args.backend, args.work)
+    env = worker_env(args.backend)
     for task, model, attention, size, seed in todo:
         key = _key(task, model, attention, size, seed)
         if _same_budget(results.get(key), args):
@@ -252,7 +251,7 @@ def main(argv=None):
         r = results[key]
         print(f"{key}: test error {100 * r['wer']:.2f}% ({r['steps_run']} steps, "
               f"{r['epochs']} epochs, {r['train_seconds'] / 60:.1f} min)", flush=True)
-    (out / "low-resource.md").write_text(markdown(results))
+    (out / "low-resource.md").write_text(markdown(results, args.out))
     plot(results, out / "low-resource.png")
     return 0
 
@@ -320,7 +319,8 @@ def _format(stat):
     return f"{100 * mean:.1f}" + ("" if sd is None else f" ± {100 * sd:.1f}") + f" ({n})"
 
 
-def markdown(results):
+def markdown(results, out="benchmarks/results"):
+    """The tables of `results` (the folder `out` in their rerun line)."""
     from attnkit.datasets import inflection
     from benchmarks.attention._report import machine
 
@@ -385,7 +385,7 @@ def markdown(results):
                     lines.append(f"| {kind.replace('/', ' ').replace('+', ', ')} | "
                                  + " | ".join(row) + " |")
     lines += ["", "Rerun: `python benchmarks/low_resource.py --steps "
-              f"{budgets[-1]} --out benchmarks/results` (cells already there are kept).", ""]
+              f"{budgets[-1]} --out {out}` (cells already there are kept).", ""]
     return "\n".join(lines)
 
 

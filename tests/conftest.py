@@ -17,20 +17,18 @@ if os.environ.get("ATTNKIT_TEST_XLA_OPTIMIZE") != "1":
 # the first process to read this file, the pytest-xdist controller, whose
 # workers and subprocesses inherit it; removed when the run ends) compiles
 # each program once. It starts empty, so a run reuses only its own programs.
-# ATTNKIT_TEST_JAX_CACHE=0 runs without it.
+# ATTNKIT_TEST_JAX_CACHE=0 runs without it; a JAX_COMPILATION_CACHE_DIR
+# already set is used instead, and kept.
 _JAX_CACHE_OWNED = None
 if os.environ.get("ATTNKIT_TEST_JAX_CACHE") != "0" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     import tempfile
 
     _JAX_CACHE_OWNED = tempfile.mkdtemp(prefix="attnkit-jax-cache-")
     os.environ.update(JAX_COMPILATION_CACHE_DIR=_JAX_CACHE_OWNED,
-                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     if "jax" in sys.modules:
-        for name, value in [("jax_compilation_cache_dir", _JAX_CACHE_OWNED),
-                            ("jax_persistent_cache_min_compile_time_secs", 0.0),
-                            ("jax_persistent_cache_min_entry_size_bytes", 0)]:
-            sys.modules["jax"].config.update(name, value)
+        sys.modules["jax"].config.update("jax_compilation_cache_dir", _JAX_CACHE_OWNED)
+        sys.modules["jax"].config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 # Under pytest-xdist the workers share the cores: each worker's OpenMP
 # (PyTorch's threads) gets its share of them, and its subprocesses inherit
