@@ -23,12 +23,15 @@ _JAX_CACHE_OWNED = None
 if os.environ.get("ATTNKIT_TEST_JAX_CACHE") != "0" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     import tempfile
 
+    from attnkit_cli._environment import compilation_cache_environment
+
     _JAX_CACHE_OWNED = tempfile.mkdtemp(prefix="attnkit-jax-cache-")
-    os.environ.update(JAX_COMPILATION_CACHE_DIR=_JAX_CACHE_OWNED,
-                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE_OWNED
+    os.environ.update(compilation_cache_environment())  # the command's settings otherwise
     if "jax" in sys.modules:
         sys.modules["jax"].config.update("jax_compilation_cache_dir", _JAX_CACHE_OWNED)
-        sys.modules["jax"].config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        sys.modules["jax"].config.update("jax_persistent_cache_min_compile_time_secs", float(
+            os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 # Under pytest-xdist the workers share the cores: each worker's OpenMP
 # (PyTorch's threads) gets its share of them, and its subprocesses inherit
