@@ -21,7 +21,8 @@ from attnkit.types import Tensor
 POSITION_KINDS = ("relative", "t5", "alibi", "rotary")
 
 
-def _self_attention(position, num_heads, key_dim, clip_distance, dropout, normalizer):
+def _self_attention(position, num_heads, key_dim, clip_distance, dropout, normalizer,
+                    alibi_split_directions=False):
     if position == "relative":
         return RelativePositionalAttention(
             num_heads, key_dim, clip_distance=clip_distance,
@@ -29,7 +30,8 @@ def _self_attention(position, num_heads, key_dim, clip_distance, dropout, normal
     # T5's table starts as ALiBi's distance penalty: drawn near zero, as in
     # T5, it learned word order too slowly for a few thousand pairs.
     schemes = {"t5": lambda: T5RelativeBias(embeddings_initializer="distance_decay"),
-               "alibi": AlibiBias, "rotary": RotaryEmbedding}
+               "alibi": lambda: AlibiBias(split_directions=alibi_split_directions),
+               "rotary": RotaryEmbedding}
     if position not in schemes:
         raise ValueError(
             f"`position` must be one of {POSITION_KINDS}. Received: {position!r}."
@@ -43,7 +45,7 @@ class _Block(keras.layers.Layer):
 
     def __init__(self, units, num_heads, ff_units, clip_distance=None,
                  dropout=0.1, position="relative", max_relative_position=None,
-                 normalizer="softmax", **kwargs):
+                 normalizer="softmax", alibi_split_directions=False, **kwargs):
         super().__init__(**kwargs)
         clip_distance = _checks.renamed_argument(
             "clip_distance", clip_distance, "max_relative_position", max_relative_position)
@@ -60,9 +62,11 @@ class _Block(keras.layers.Layer):
         self.dropout = dropout
         self.position = position
         self.normalizer = normalizer
+        self.alibi_split_directions = bool(alibi_split_directions)
         self.supports_masking = True
         self.self_attention = _self_attention(
-            position, num_heads, units // num_heads, clip_distance, dropout, normalizer)
+            position, num_heads, units // num_heads, clip_distance, dropout, normalizer,
+            self.alibi_split_directions)
         self.expand = layers.Dense(ff_units, activation="relu", name="expand")
         self.contract = layers.Dense(units, name="contract")
         self.drop = layers.Dropout(dropout)
@@ -85,6 +89,8 @@ class _Block(keras.layers.Layer):
             "clip_distance": self.clip_distance, "dropout": self.dropout,
             "position": self.position, "normalizer": self.normalizer,
         })
+        if self.alibi_split_directions:
+            config["alibi_split_directions"] = True
         return config
 
 
@@ -201,14 +207,19 @@ class TransformerSeq2Seq(keras.Model):
     self-attention caches). `clip_distance` (default 16) is Shaw's clip for
     `position="relative"`; `max_relative_position` is its deprecated name.
     `normalizer`: every attention's `"softmax"`, `"sparsemax"` or
-    `"entmax15"`.
+    `"entmax15"`. `alibi_split_directions` (with `position="alibi"`): the
+    encoder's heads look one way each, even heads left and odd heads right
+    (`AlibiBias(split_directions=True)`); with symmetric ALiBi, the
+    default of models saved before it existed, an encoder reads a word and
+    its mirror image alike.
     """
 
     def __init__(self, source_vocab_size: int, target_vocab_size: int, *, units: int = 64,
                  num_heads: int = 4, num_layers: int = 2, ff_units: int = 128,
                  clip_distance: int | None = None, dropout: float = 0.1,
                  position: str = "relative", max_relative_position: int | None = None,
-                 normalizer: str = "softmax", **kwargs):
+                 normalizer: str = "softmax", alibi_split_directions: bool = True,
+                 **kwargs):
         clip_distance = _checks.renamed_argument(
             "clip_distance", clip_distance, "max_relative_position", max_relative_position)
         source = keras.Input((None,), dtype="int32", name="source_ids")
@@ -223,7 +234,8 @@ class TransformerSeq2Seq(keras.Model):
         x = source_embedding(source)
         encoders = []
         for i in range(num_layers):
-            encoders.append(TransformerEncoderBlock(name=f"encoder_{i}", **options))
+            encoders.append(TransformerEncoderBlock(
+                name=f"encoder_{i}", alibi_split_directions=alibi_split_directions, **options))
             x = encoders[-1](x)
         target_embedding = layers.Embedding(target_vocab_size, units, name="target_embedding")
         y = target_embedding(target_in)
@@ -238,6 +250,7 @@ class TransformerSeq2Seq(keras.Model):
         self.units, self.num_heads, self.num_layers = units, num_heads, num_layers
         self.ff_units, self.clip_distance, self.dropout = ff_units, clip_distance, dropout
         self.position, self.normalizer = position, normalizer
+        self.alibi_split_directions = bool(alibi_split_directions)
         self.source_embedding, self.encoders = source_embedding, encoders
         self.target_embedding, self.decoders = target_embedding, decoders
         self.to_logits = to_logits
@@ -277,10 +290,13 @@ class TransformerSeq2Seq(keras.Model):
                 "num_heads": self.num_heads, "num_layers": self.num_layers,
                 "ff_units": self.ff_units, "clip_distance": self.clip_distance,
                 "dropout": self.dropout, "position": self.position,
-                "normalizer": self.normalizer}
+                "normalizer": self.normalizer,
+                "alibi_split_directions": self.alibi_split_directions}
 
     @classmethod
     def from_config(cls, config):
+        # Saved before the argument existed: symmetric ALiBi, as trained.
+        config = {"alibi_split_directions": False, **config}
         return cls(**config)
 
 
@@ -288,10 +304,12 @@ def build_transformer_seq2seq(source_vocab_size: int, target_vocab_size: int, *,
                               num_heads: int = 4, num_layers: int = 2, ff_units: int = 128,
                               clip_distance: int | None = None, dropout: float = 0.1,
                               position: str = "relative", max_relative_position: int | None = None,
-                              normalizer: str = "softmax") -> TransformerSeq2Seq:
+                              normalizer: str = "softmax",
+                              alibi_split_directions: bool = True) -> TransformerSeq2Seq:
     """`TransformerSeq2Seq(...)`: a Transformer encoder-decoder with
     relative positions (see `TransformerSeq2Seq` for the arguments)."""
     return TransformerSeq2Seq(
         source_vocab_size, target_vocab_size, units=units, num_heads=num_heads,
         num_layers=num_layers, ff_units=ff_units, clip_distance=clip_distance, dropout=dropout,
-        position=position, max_relative_position=max_relative_position, normalizer=normalizer)
+        position=position, max_relative_position=max_relative_position, normalizer=normalizer,
+        alibi_split_directions=alibi_split_directions)

@@ -15,6 +15,7 @@ from attnkit.ops.masks import OrMasks
 from attnkit.ops.masks import PaddingMask
 from attnkit.ops.masks import PrefixLMMask
 from attnkit.ops.masks import SlidingWindowMask
+from attnkit.ops.masks import SplitDirectionsMask
 from attnkit.ops.masks import and_masks
 from attnkit.ops.masks import causal_mask
 from attnkit.ops.masks import document_mask
@@ -23,6 +24,7 @@ from attnkit.ops.masks import or_masks
 from attnkit.ops.masks import padding_mask
 from attnkit.ops.masks import prefix_lm_mask
 from attnkit.ops.masks import sliding_window_mask
+from attnkit.ops.masks import split_directions_mask
 from attnkit.ops.monotonic import chunkwise_alignment
 from attnkit.ops.monotonic import monotonic_alignment
 from attnkit.ops.monotonic import safe_cumprod
@@ -62,6 +64,7 @@ __all__ = [
     "RelativeBuckets",
     "ScoreMod",
     "SlidingWindowMask",
+    "SplitDirectionsMask",
     "SoftCap",
     "T5Buckets",
     "Visibility",
@@ -88,6 +91,7 @@ __all__ = [
     "safe_cumprod",
     "serialize_term",
     "sliding_window_mask",
+    "split_directions_mask",
     "soft_cap",
     "sparsemax",
 ]

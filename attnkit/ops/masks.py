@@ -42,6 +42,20 @@ class CausalMask(MaskMod):
 
 
 @register
+class SplitDirectionsMask(MaskMod):
+    """Even heads see keys `kv <= q`, odd heads keys `kv >= q`.
+
+    For bidirectional attention whose scores are symmetric in distance (as
+    ALiBi's): each head then knows which side a key lies on.
+    """
+
+    _keyed_by_config = True
+
+    def __call__(self, b, h, q_idx, kv_idx):
+        return ops.where(ops.equal(h % 2, 0), q_idx >= kv_idx, q_idx <= kv_idx)
+
+
+@register
 class SlidingWindowMask(MaskMod):
     """Keys with `|q - kv| < window`; with `causal`, `q - window < kv <= q`."""
 
@@ -270,6 +284,12 @@ _NAMES = {"AndMasks": "and_masks", "OrMasks": "or_masks"}
 def causal_mask():
     """Query `q` sees keys `kv <= q`."""
     return CausalMask()
+
+
+def split_directions_mask():
+    """Even heads see keys at or before the query, odd heads keys at or
+    after it (`SplitDirectionsMask`)."""
+    return SplitDirectionsMask()
 
 
 def sliding_window_mask(window: int, causal: bool = False):

@@ -127,15 +127,22 @@ class Alibi(ScoreMod):
     For causal attention this is the paper's `-slope * (i - j)`; for
     bidirectional attention the distance is symmetric. The slopes are those
     of `alibi_slopes(num_heads)`; the attention must have `num_heads`
-    query heads.
+    query heads. With `split_directions`, head `h` takes slope
+    `alibi_slopes(ceil(num_heads / 2))[h // 2]`: each pair of heads shares a
+    slope, for `split_directions_mask` to point one head of the pair each way.
     """
 
     _keyed_by_config = True
 
-    def __init__(self, num_heads: int):
+    def __init__(self, num_heads: int, split_directions: bool = False):
         _checks.check_positive_int("num_heads", num_heads)
         self.num_heads = int(num_heads)
-        self._slopes = ops.convert_to_tensor(alibi_slopes(num_heads), "float32")
+        self.split_directions = bool(split_directions)
+        if self.split_directions:
+            slopes = np.repeat(alibi_slopes((self.num_heads + 1) // 2), 2)[: self.num_heads]
+        else:
+            slopes = alibi_slopes(self.num_heads)
+        self._slopes = ops.convert_to_tensor(slopes, "float32")
 
     def bias(self, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor):
         slope = ops.take(self._slopes, h)  # (1, N, 1, 1)
@@ -149,7 +156,10 @@ class Alibi(ScoreMod):
                 f"build it with alibi({num_heads}).")
 
     def get_config(self):
-        return {"num_heads": self.num_heads}
+        config = {"num_heads": self.num_heads}
+        if self.split_directions:
+            config["split_directions"] = True
+        return config
 
 
 def soft_cap(cap: float):
@@ -157,11 +167,16 @@ def soft_cap(cap: float):
     return SoftCap(cap)
 
 
-def alibi(num_heads: int):
+def alibi(num_heads: int, split_directions: bool = False):
     """ALiBi: subtracts `slope[h] * |q_idx - kv_idx|` from the scores.
 
     For causal attention this is the paper's `-slope * (i - j)`; for
-    bidirectional attention the distance is symmetric. The attention must
-    have `num_heads` query heads.
+    bidirectional attention the distance is symmetric, and the scores alone
+    cannot tell a key on the left from one on the right at the same
+    distance. `split_directions=True` gives each pair of heads one slope
+    (`alibi_slopes(ceil(num_heads / 2))`), for bidirectional attention
+    together with `mask_mod=attnkit.ops.split_directions_mask()`, which
+    turns even heads to the left and odd heads to the right. The attention
+    must have `num_heads` query heads.
     """
-    return Alibi(num_heads)
+    return Alibi(num_heads, split_directions=split_directions)

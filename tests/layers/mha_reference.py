@@ -103,7 +103,10 @@ def mha(layer, query, value, key=None, mask=None, causal=False, window=None,
         bucket = t5_bucket(dist, **opts)
         logits = logits + w[_find(w, "embeddings")][bucket].transpose(2, 0, 1)[None]
     if kind == "alibi":
-        logits = logits - alibi_slopes(n)[None, :, None, None] * np.abs(dist)[None, None]
+        slopes = alibi_slopes(n)
+        if opts.get("split"):  # one slope per pair of heads: even left, odd right
+            slopes = np.array([alibi_slopes(math.ceil(n / 2))[i // 2] for i in range(n)])
+        logits = logits - slopes[None, :, None, None] * np.abs(dist)[None, None]
     if bias is not None:
         logits = logits + bias
     visible = np.ones((b, 1, t, s), bool)
@@ -114,6 +117,9 @@ def mha(layer, query, value, key=None, mask=None, causal=False, window=None,
     if window is not None:
         band = dist > -window if causal else np.abs(dist) < window
         visible = visible & band
+    if kind == "alibi" and opts.get("split"):
+        looks_left = (np.arange(n) % 2 == 0)[:, None, None]
+        visible = visible & np.where(looks_left, dist <= 0, dist >= 0)[None]
     logits = np.where(visible, logits, -np.inf)
     top = np.max(logits, axis=-1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
@@ -124,8 +130,8 @@ def mha(layer, query, value, key=None, mask=None, causal=False, window=None,
         rows = {"sparsemax": sparsemax_reference, "entmax15": entmax15_reference}[normalizer]
         weights = np.zeros(logits.shape)
         for index in np.ndindex(*logits.shape[:3]):
-            if visible[index[0], 0, index[2]].any():
-                row = visible[index[0], 0, index[2]]
+            row = visible[index[0], min(index[1], visible.shape[1] - 1), index[2]]
+            if row.any():
                 weights[index][row] = rows(logits[index][row])
     out = np.einsum("bnts,bsnh->btnh", weights, v)
     if kind == "shaw" and _find(w, "value_embeddings"):

@@ -124,6 +124,8 @@ POSITIONS = {
     "t5": lambda: (attnkit.layers.T5RelativeBias(num_buckets=8, max_distance=6),
                    ("t5", dict(num_buckets=8, max_distance=6))),
     "alibi": lambda: (attnkit.layers.AlibiBias(), ("alibi", {})),
+    "alibi_split": lambda: (attnkit.layers.AlibiBias(split_directions=True),
+                            ("alibi", {"split": True})),
     "rotary": lambda: (attnkit.layers.RotaryEmbedding(), ("rotary", {})),
 }
 

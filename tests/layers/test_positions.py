@@ -201,7 +201,28 @@ def test_relative_positional_attention_is_mha_with_shaw():
     assert RelativePositionalAttention.from_config(config).get_config() == config
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_bidirectional_alibi_tells_left_from_right_only_when_split(split):
+    """Symmetric ALiBi with no mask is mirror-equivariant: reversing the
+    tokens reverses the outputs, whatever the weights; split heads break it."""
+    layer = MultiHeadAttention(4, 4, position=attnkit.layers.AlibiBias(split_directions=split))
+    layer.build((B, L, D), (B, L, D))
+    g = np.random.default_rng(11)
+    layer.set_weights([g.normal(size=w.shape).astype("float32") * 0.5 for w in layer.weights])
+    x = tokens()
+    mirrored = to_numpy(layer(x[:, ::-1], x[:, ::-1]))[:, ::-1]
+    if split:
+        assert np.abs(mirrored - to_numpy(layer(x, x))).max() > 0.1
+    else:
+        np.testing.assert_allclose(mirrored, to_numpy(layer(x, x)), rtol=1e-5, atol=1e-5)
+    config = layer.position.get_config()
+    assert config.get("split_directions", False) is split
+    assert attnkit.layers.AlibiBias.from_config(config).split_directions is split
+
+
 BAD = [
+    (lambda: MultiHeadAttention(1, 4, position=attnkit.layers.AlibiBias(split_directions=True))(
+        tokens(), tokens()), "needs 2 heads or more"),
     (lambda: attnkit.layers.ShawRelativePosition(0), "clip_distance"),
     (lambda: attnkit.layers.T5RelativeBias(num_buckets=2), "num_buckets"),
     (lambda: attnkit.layers.RotaryEmbedding(max_wavelength=1), "max_wavelength"),
@@ -227,6 +248,8 @@ def positions_case(folder):
     outs.append(attnkit.layers.MultiHeadAttention(
         2, 4, position=attnkit.layers.ShawRelativePosition(3, per_head=True))(x, x))
     outs.append(RelativePositionalAttention(2, 4, clip_distance=3)(x, x))
+    outs.append(MultiHeadAttention(
+        4, 4, position=attnkit.layers.AlibiBias(split_directions=True))(x, x))
     return keras.Model(inp, keras.layers.Concatenate()(outs)), tokens()
 
 

@@ -103,6 +103,8 @@ def tiny_models(kinds=None):
             v_src, v_tgt, units=8, num_heads=2, num_layers=2, ff_units=16, clip_distance=4),
         "rotary": lambda: build_transformer_seq2seq(
             v_src, v_tgt, units=8, num_heads=2, num_layers=1, ff_units=16, position="rotary"),
+        "alibi": lambda: build_transformer_seq2seq(
+            v_src, v_tgt, units=8, num_heads=2, num_layers=1, ff_units=16, position="alibi"),
         "t5-entmax15": lambda: build_transformer_seq2seq(
             v_src, v_tgt, units=8, num_heads=2, num_layers=1, ff_units=16, position="t5",
             normalizer="entmax15"),
@@ -118,6 +120,7 @@ def tiny():
 
 @pytest.mark.parametrize("kind", [
     "relative", pytest.param("rotary", marks=pytest.mark.slow),
+    pytest.param("alibi", marks=pytest.mark.slow),
     pytest.param("t5-entmax15", marks=pytest.mark.slow)])
 def test_transformer_cached_decoding_equals_the_teacher_forced_model(kind, tiny):
     models, src = tiny

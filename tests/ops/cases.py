@@ -24,6 +24,19 @@ def _alibi_np(n):
     return fn
 
 
+def _alibi_split_np(n):
+    pairs = ak.alibi_slopes((n + 1) // 2)
+    slopes = np.array([pairs[h // 2] for h in range(n)])
+
+    def score(s, b, h, q, k):
+        return s - slopes[h] * np.abs(q - k)
+
+    def mask(b, h, q, k):
+        return np.where(h % 2 == 0, k <= q, k >= q)
+
+    return score, mask
+
+
 def _tilt_lib(s, b, h, q, k):
     return s + ops.cast(0.1 * ops.cast((q - k) * (h + 1) - b, "float32"), s.dtype)
 
@@ -78,6 +91,10 @@ def make_case(name, n, t=T, s=S, seed=0):
     elif name == "score_mod_alibi":
         lib["score_mod"] = ak.alibi(n)
         ref["score_mod"] = _alibi_np(n)
+    elif name == "alibi_split_directions":
+        lib.update(score_mod=ak.alibi(n, split_directions=True),
+                   mask_mod=ak.split_directions_mask())
+        ref["score_mod"], ref["mask_mod"] = _alibi_split_np(n)
     elif name == "score_mod_indices":
         lib["score_mod"] = _tilt_lib
         ref["score_mod"] = _tilt_np
@@ -103,7 +120,8 @@ CASES = [
     "plain", "mask_2d_bool", "mask_3d_int", "mask_4d_fully_masked_rows",
     "mask_4d_full", "all_masked", "bias_4d", "bias_2d_and_mask", "causal",
     "causal_offset", "causal_negative_offset", "window",
-    "causal_window_offset", "score_mod_alibi", "score_mod_indices",
+    "causal_window_offset", "score_mod_alibi", "alibi_split_directions",
+    "score_mod_indices",
     "mask_mod_document", "mask_mod_window_and_causal_offset",
     "soft_cap_large_logits", "scale",
 ]

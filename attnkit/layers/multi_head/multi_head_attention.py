@@ -438,6 +438,10 @@ class MultiHeadAttention(keras.layers.Layer):
         if "score_mod" in terms:  # the position's own term, before the layer's
             spec = spec.replace(score_mod=ak.chain_score_mods(terms.pop("score_mod"),
                                                               self.score_mod))
+        if "mask_mod" in terms:  # the position's own mask, and the layer's
+            own = terms.pop("mask_mod")
+            spec = spec.replace(mask_mod=own if self.mask_mod is None
+                                else ak.and_masks(own, self.mask_mod))
         options = dict(
             bias=bias, mask=mask, is_causal=bool(is_causal), q_offset=q_offset,
             seed=self.seed_generator, training=bool(training),

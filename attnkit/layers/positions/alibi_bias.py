@@ -18,6 +18,21 @@ class AlibiBias(PositionScheme):
     `(N, T, S)` bias. With a causal mask this is the paper's
     `-slope * (i - j)`.
 
+    Without a causal mask the bias is symmetric: a head cannot tell a key
+    `d` places to the left from one `d` places to the right, and an
+    encoder with no other position signal reads a sequence and its mirror
+    image alike. `split_directions=True` is for such attention: even heads
+    see only keys at or before the query, odd heads only keys at or after
+    it (`attnkit.ops.split_directions_mask`), each pair with one of the
+    slopes of `ceil(num_heads / 2)` heads, so every slope looks both ways.
+    Press suggests heads that look one way for bidirectional ALiBi; do not
+    combine it with a causal mask, which leaves odd heads only the query's
+    own position.
+
+    Args:
+        split_directions: point half the heads left and half right (needs
+            2 heads or more).
+
     Example:
 
         >>> layer = attnkit.layers.MultiHeadAttention(
@@ -31,9 +46,26 @@ class AlibiBias(PositionScheme):
         Linear Biases Enables Input Length Extrapolation".
     """
 
+    def __init__(self, split_directions: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.split_directions = bool(split_directions)
+
     def build_heads(self, num_heads: int, key_dim: int, value_dim: int | None):
-        self._score_mod = ak.alibi(num_heads)
+        if self.split_directions and num_heads < 2:
+            raise ValueError(
+                "AlibiBias(split_directions=True) points half the heads each way "
+                f"and needs 2 heads or more. Received: num_heads={num_heads}.")
+        self._score_mod = ak.alibi(num_heads, split_directions=self.split_directions)
         super().build_heads(num_heads, key_dim, value_dim)
 
     def attention_terms(self):
-        return {"score_mod": self._score_mod}
+        terms = {"score_mod": self._score_mod}
+        if self.split_directions:
+            terms["mask_mod"] = ak.split_directions_mask()
+        return terms
+
+    def get_config(self):
+        config = super().get_config()
+        if self.split_directions:
+            config["split_directions"] = True
+        return config

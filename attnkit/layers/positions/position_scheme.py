@@ -23,7 +23,8 @@ class PositionScheme(keras.layers.Layer):
       arguments of `attnkit.ops.relative_attention`: `buckets` (an
       `attnkit.ops.RelativeBuckets`) with any of `key_table` `(R, H)` or
       `(R, N, H)`, `value_table` `(R, Hv)` or `(R, N, Hv)`, `bias_table`
-      `(R, N)`; and/or a `score_mod`. The core computes them on every path
+      `(R, N)`; and/or a `score_mod`, applied before the layer's own; and/or
+      a `mask_mod`, combined with the layer's. The core computes them on every path
       (chunked with a recomputing backward, math with returned weights).
 
     Create weights in `build_heads(num_heads, key_dim, value_dim)`, which the
