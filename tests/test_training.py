@@ -263,6 +263,25 @@ def test_a_resume_with_another_model_or_schedule_is_refused(tmp_path):
                           log=lambda line: None)["epochs"] == 2
 
 
+def test_an_alibi_training_begun_with_a_symmetric_encoder_is_not_resumed(tmp_path):
+    """Its `state.json` does not record the ALiBi encoder: it trained before
+    the encoder's heads were split, and resuming would change the model."""
+    config = training.TrainConfig(model="transformer", attention="alibi", units=8, heads=2,
+                                  layers=1, epochs=1, batch_size=32, target_unit="word",
+                                  max_valid=10)
+    pairs, valid = reversal_pairs(64, 0), reversal_pairs(10, 1)
+    training.train(pairs, valid, tmp_path, config, verbose=0, log=lambda line: None)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["built"]["alibi_encoder"] == "split"
+    del state["built"]["alibi_encoder"]
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    again = training.TrainConfig(**{**dataclasses.asdict(config), "epochs": 2})
+    with pytest.raises(ValueError, match=re.escape(
+            "alibi_encoder ('split'; it was trained with 'symmetric')")):
+        training.train(pairs, valid, tmp_path, again, resume=True, verbose=0,
+                       log=lambda line: None)
+
+
 def test_a_state_json_of_attnkit_0_1_resumes_with_its_early_stopping_counter():
     """0.1 kept the epochs without improvement as `stale`, beside the best
     dev scores: a resume puts them into the monitors and stops as 0.1 did."""

@@ -626,6 +626,8 @@ def _match_backup(folder, epoch):
 def _built(config):
     built = {name: getattr(config, name) for name in BUILT}
     built["coverage_loss"] = config.coverage_loss > 0  # its weight may change
+    if config.model == "transformer" and config.attention == "alibi":
+        built["alibi_encoder"] = "split"  # symmetric before it was recorded
     return built
 
 
@@ -634,11 +636,15 @@ def _check_built(built, recorded, out):
     with a different model or optimizer (`built`, of `_built`): keras would
     skip the backup's optimizer state with a warning (another schedule) or
     fail on its weights. Folders of earlier versions record nothing."""
-    changed = [name for name in recorded or {} if recorded[name] != built.get(name)]
+    names = list(recorded or {})
+    if recorded and "alibi_encoder" in built and "alibi_encoder" not in recorded:
+        names.append("alibi_encoder")  # an ALiBi encoder trained symmetric
+    changed = [name for name in names if recorded.get(name) != built.get(name)]
     if changed:
         raise ValueError(
             f"Cannot resume the training in {out} with another "
-            + ", ".join(f"{name} ({built.get(name)!r}; it was trained with {recorded[name]!r})"
+            + ", ".join(f"{name} ({built.get(name)!r}; it was trained with "
+                        f"{recorded.get(name, 'symmetric')!r})"
                         for name in changed)
             + ": resume with the options it was trained with, or start again.")
 
