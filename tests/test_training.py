@@ -273,6 +273,8 @@ def test_an_alibi_training_begun_with_a_symmetric_encoder_is_not_resumed(tmp_pat
     training.train(pairs, valid, tmp_path, config, verbose=0, log=lambda line: None)
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["built"]["alibi_encoder"] == "split"
+    encoder = training.load(tmp_path).model.encoders[0].self_attention.position
+    assert encoder.split_directions  # what was recorded is what was built
     del state["built"]["alibi_encoder"]
     (tmp_path / "state.json").write_text(json.dumps(state))
     again = training.TrainConfig(**{**dataclasses.asdict(config), "epochs": 2})

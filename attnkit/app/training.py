@@ -57,6 +57,9 @@ RUN_FILES = ("model.keras", "model.vocab.json", "state.json", BACKUP, AVERAGED, 
 # training keeps them (`state.json` records them).
 BUILT = ("model", "attention", "normalizer", "units", "layers", "heads", "source_unit",
          "target_unit", "schedule", "coverage_loss")
+# The ALiBi Transformer's encoder heads look one way each (state.json
+# records it as "alibi_encoder").
+ALIBI_SPLIT_DIRECTIONS = True
 
 
 def read_pairs(path: str | os.PathLike):
@@ -459,7 +462,8 @@ def build_model(config: TrainConfig, source_size: int, target_size: int):
     return build_transformer_seq2seq(
         source_size, target_size, units=config.units, num_heads=config.heads,
         num_layers=config.layers, ff_units=4 * config.units, dropout=config.dropout,
-        position=config.attention, normalizer=config.normalizer)
+        position=config.attention, normalizer=config.normalizer,
+        alibi_split_directions=ALIBI_SPLIT_DIRECTIONS)
 
 
 def train(train_pairs: list[tuple[str, str]], valid_pairs: list[tuple[str, str]],
@@ -627,7 +631,8 @@ def _built(config):
     built = {name: getattr(config, name) for name in BUILT}
     built["coverage_loss"] = config.coverage_loss > 0  # its weight may change
     if config.model == "transformer" and config.attention == "alibi":
-        built["alibi_encoder"] = "split"  # symmetric before it was recorded
+        # as `build_model` builds it; symmetric before it was recorded
+        built["alibi_encoder"] = "split" if ALIBI_SPLIT_DIRECTIONS else "symmetric"
     return built
 
 
@@ -635,9 +640,12 @@ def _check_built(built, recorded, out):
     """Refuses to resume a training (whose `state.json` records `recorded`)
     with a different model or optimizer (`built`, of `_built`): keras would
     skip the backup's optimizer state with a warning (another schedule) or
-    fail on its weights. Folders of earlier versions record nothing."""
-    names = list(recorded or {})
-    if recorded and "alibi_encoder" in built and "alibi_encoder" not in recorded:
+    fail on its weights. Folders of earlier versions record nothing, and
+    resume unchecked, but for an ALiBi Transformer: its encoder was
+    symmetric before `alibi_encoder` was recorded."""
+    recorded = recorded or {}
+    names = list(recorded)
+    if "alibi_encoder" in built and "alibi_encoder" not in recorded:
         names.append("alibi_encoder")  # an ALiBi encoder trained symmetric
     changed = [name for name in names if recorded.get(name) != built.get(name)]
     if changed:

@@ -89,8 +89,7 @@ class _Block(keras.layers.Layer):
             "clip_distance": self.clip_distance, "dropout": self.dropout,
             "position": self.position, "normalizer": self.normalizer,
         })
-        if self.alibi_split_directions:
-            config["alibi_split_directions"] = True
+        config["alibi_split_directions"] = self.alibi_split_directions
         return config
 
 
@@ -131,6 +130,11 @@ class TransformerDecoderBlock(_Block):
     """
 
     def __init__(self, units: int, num_heads: int, ff_units: int, **kwargs):
+        if kwargs.get("alibi_split_directions"):
+            raise ValueError(
+                "A decoder block's self-attention is causal: split ALiBi heads would "
+                "leave the odd ones only their own position. Received: "
+                "alibi_split_directions=True.")
         super().__init__(units, num_heads, ff_units, **kwargs)
         self.cross_attention = MultiHeadAttention(
             num_heads, units // num_heads, dropout=self.dropout, normalizer=self.normalizer,
@@ -235,7 +239,8 @@ class TransformerSeq2Seq(keras.Model):
         encoders = []
         for i in range(num_layers):
             encoders.append(TransformerEncoderBlock(
-                name=f"encoder_{i}", alibi_split_directions=alibi_split_directions, **options))
+                name=f"encoder_{i}", **options,
+                alibi_split_directions=bool(alibi_split_directions) and position == "alibi"))
             x = encoders[-1](x)
         target_embedding = layers.Embedding(target_vocab_size, units, name="target_embedding")
         y = target_embedding(target_in)

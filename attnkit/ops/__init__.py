@@ -64,8 +64,8 @@ __all__ = [
     "RelativeBuckets",
     "ScoreMod",
     "SlidingWindowMask",
-    "SplitDirectionsMask",
     "SoftCap",
+    "SplitDirectionsMask",
     "T5Buckets",
     "Visibility",
     "alibi",
@@ -91,7 +91,7 @@ __all__ = [
     "safe_cumprod",
     "serialize_term",
     "sliding_window_mask",
-    "split_directions_mask",
     "soft_cap",
     "sparsemax",
+    "split_directions_mask",
 ]

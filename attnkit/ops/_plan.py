@@ -11,7 +11,6 @@ K key/value heads, H head dim, Hv value head dim, R relative buckets.
 import dataclasses
 import math
 import warnings
-import weakref
 from typing import Any
 
 import keras
@@ -309,7 +308,9 @@ class _ReadRecorder(keras.StatelessScope):
         return None if outer is None else outer.get_current_value(variable)
 
 
-_READS_WEIGHTS = weakref.WeakKeyDictionary()  # term -> whether it reads trainable weights
+# Kept on the term itself: a global table of terms is read inside traced
+# calls, and TorchDynamo guards on its entries, which go as terms are freed.
+_READS_WEIGHTS = "_attnkit_reads_weights"
 
 
 def reads_weights(term, num_heads):
@@ -317,18 +318,17 @@ def reads_weights(term, num_heads):
     called once on one score per head, with its reads recorded."""
     if term is None:
         return False
-    try:
-        return _READS_WEIGHTS[term]
-    except (KeyError, TypeError):
-        pass
+    known = getattr(term, _READS_WEIGHTS, None)
+    if known is not None:
+        return known
     index = ops.zeros((1, 1, 1, 1), "int32")
     heads = ops.reshape(ops.arange(num_heads, dtype="int32"), (1, -1, 1, 1))
     with _ReadRecorder() as recorder:
         term(ops.zeros((1, num_heads, 1, 1), "float32"), index, heads, index, index)
     found = any(getattr(v, "trainable", False) for v in recorder.read)
     try:
-        _READS_WEIGHTS[term] = found
-    except TypeError:  # not weakly referable: asked again next time
+        setattr(term, _READS_WEIGHTS, found)
+    except (AttributeError, TypeError):  # no attributes of its own: asked again next time
         pass
     return found
 

@@ -54,6 +54,16 @@ class SplitDirectionsMask(MaskMod):
     def __call__(self, b, h, q_idx, kv_idx):
         return ops.where(ops.equal(h % 2, 0), q_idx >= kv_idx, q_idx <= kv_idx)
 
+    def block_visibility(self, geometry):
+        # Over every head at once: a block is seen by the heads of one side
+        # or the other, and fully only where it is seen fully by both.
+        g, xp = geometry, geometry.xp
+        left = _blockmask.causal(geometry)
+        right = _blockmask.Visibility(xp.less_equal(g.q_lo, g.kv_hi),
+                                      xp.less_equal(g.q_hi, g.kv_lo))
+        return _blockmask.Visibility(xp.logical_or(left.any, right.any),
+                                     xp.logical_and(left.all, right.all))
+
 
 @register
 class SlidingWindowMask(MaskMod):

@@ -156,10 +156,7 @@ class Alibi(ScoreMod):
                 f"build it with alibi({num_heads}).")
 
     def get_config(self):
-        config = {"num_heads": self.num_heads}
-        if self.split_directions:
-            config["split_directions"] = True
-        return config
+        return {"num_heads": self.num_heads, "split_directions": self.split_directions}
 
 
 def soft_cap(cap: float):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from attnkit.models import TransformerSeq2Seq
+from attnkit.models.transformer_seq2seq import TransformerDecoderBlock
 from attnkit.models import build_transformer_seq2seq
 from tests.helpers import to_numpy
 
@@ -42,3 +43,11 @@ def test_a_config_saved_before_split_directions_loads_with_symmetric_alibi():
     old = TransformerSeq2Seq.from_config(config)
     assert not old.alibi_split_directions
     assert not old.encoders[0].self_attention.position.split_directions
+
+
+def test_only_an_alibi_encoder_is_split():
+    relative = build_transformer_seq2seq(20, 20, units=16, num_heads=4, num_layers=1)
+    assert not relative.encoders[0].alibi_split_directions
+    assert relative.encoders[0].get_config()["alibi_split_directions"] is False
+    with pytest.raises(ValueError, match="decoder block's self-attention is causal"):
+        TransformerDecoderBlock(16, 4, 16, position="alibi", alibi_split_directions=True)

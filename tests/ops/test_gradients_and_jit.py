@@ -60,7 +60,8 @@ def test_gradients_match_reference(implementation, case, heads):
 
 
 @pytest.mark.parametrize("case", ["mask_4d_fully_masked_rows", "causal_window_offset",
-                                  "score_mod_alibi", "mask_mod_document", "bias_2d_and_mask"])
+                                  "score_mod_alibi", "mask_mod_document", "bias_2d_and_mask",
+                                  "alibi_split_directions", "alibi_split_and_window"])
 @pytest.mark.parametrize("implementation", [None, "math", "fused", "chunked"])
 def test_jit_equals_eager(implementation, case):
     n, kv_heads = HEADS["gqa"]
@@ -103,26 +104,39 @@ def _alibi_bias(n, t, s):
     return -ak.alibi_slopes(n)[:, None, None] * distance  # (N, T, S)
 
 
+@pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("implementation", ["math", "chunked"])
-def test_gradients_through_score_mod_and_mask_mod(implementation):
+def test_gradients_through_score_mod_and_mask_mod(implementation, split):
     """ALiBi as a score_mod is a fixed bias; a document mask_mod is a dense
-    mask: the analytic reference with those must give the same gradients."""
+    mask: the analytic reference with those must give the same gradients.
+    Split: each pair of heads with the slope of n/2 heads, even heads
+    looking left and odd heads right, a mask per head."""
     n, kv_heads = HEADS["gqa"]
     q, k, v = make_qkv(n, kv_heads, hv=11)
     t, s = q.shape[1], k.shape[1]
     segments = doc_ids()
     dense = segments[:, None, :t, None] == segments[:, None, None, :]  # (B, 1, T, S)
+    bias = _alibi_bias(n, t, s)
+    score_mod, mask_mod = ak.alibi(n), ak.document_mask(segments)
+    if split:
+        distance = np.abs(np.arange(t)[:, None] - np.arange(s)[None, :])
+        slopes = ak.alibi_slopes(n // 2)[np.arange(n) // 2]
+        bias = -slopes[:, None, None] * distance
+        left = (np.arange(n) % 2 == 0)[:, None, None]
+        keys, queries = np.arange(s)[None, None, :], np.arange(t)[None, :, None]
+        dense = dense & np.where(left, keys <= queries, keys >= queries)[None]
+        score_mod = ak.alibi(n, split_directions=True)
+        mask_mod = ak.and_masks(mask_mod, ak.split_directions_mask())
     d_out = np.random.default_rng(8).normal(size=q.shape).astype("float32")
 
     def loss(q, k, v):
         with ak.block_sizes(query=2, key=2):
-            out = ak.attention(q, k, v, score_mod=ak.alibi(n),
-                               mask_mod=ak.document_mask(segments),
+            out = ak.attention(q, k, v, score_mod=score_mod, mask_mod=mask_mod,
                                implementation=implementation)
         return ops.sum(out * ops.convert_to_tensor(d_out))
 
     got = grads(loss, q, k, v)
-    want = attention_reference_grads(q, k, v, d_out, bias=_alibi_bias(n, t, s), mask=dense)
+    want = attention_reference_grads(q, k, v, d_out, bias=bias, mask=dense)
     for name, g, w in zip(["query", "key", "value"], got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=name)
 

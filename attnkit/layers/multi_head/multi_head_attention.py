@@ -240,6 +240,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.position = position
         self.score_mod = score_mod
         self.mask_mod = mask_mod
+        self._position_mask_mod = None  # the position scheme's mask and `mask_mod` (build)
         self.weights_mod = weights_mod
         self.normalizer = normalizer
         self.logit_soft_cap = logit_soft_cap
@@ -296,6 +297,12 @@ class MultiHeadAttention(keras.layers.Layer):
         if self.position is not None and not self.position.built:
             self.position.dtype_policy = self.dtype_policy
             self.position.build_heads(n, h, hv)
+        if self.position is not None:
+            # Combined once, outside any traced call (torch.compile cannot
+            # trace the making of a combined mask).
+            own = self.position.attention_terms().get("mask_mod")
+            self._position_mask_mod = (own if own is None or self.mask_mod is None
+                                       else ak.and_masks(own, self.mask_mod))
         for term in (self.score_mod, self.weights_mod):  # terms with weights
             if isinstance(term, keras.layers.Layer) and not term.built:
                 if hasattr(term, "build_heads"):
@@ -438,10 +445,9 @@ class MultiHeadAttention(keras.layers.Layer):
         if "score_mod" in terms:  # the position's own term, before the layer's
             spec = spec.replace(score_mod=ak.chain_score_mods(terms.pop("score_mod"),
                                                               self.score_mod))
-        if "mask_mod" in terms:  # the position's own mask, and the layer's
-            own = terms.pop("mask_mod")
-            spec = spec.replace(mask_mod=own if self.mask_mod is None
-                                else ak.and_masks(own, self.mask_mod))
+        if "mask_mod" in terms:  # the position's own mask, and the layer's (made in build)
+            terms.pop("mask_mod")
+            spec = spec.replace(mask_mod=self._position_mask_mod)
         options = dict(
             bias=bias, mask=mask, is_causal=bool(is_causal), q_offset=q_offset,
             seed=self.seed_generator, training=bool(training),

@@ -23,11 +23,13 @@ class AlibiBias(PositionScheme):
     encoder with no other position signal reads a sequence and its mirror
     image alike. `split_directions=True` is for such attention: even heads
     see only keys at or before the query, odd heads only keys at or after
-    it (`attnkit.ops.split_directions_mask`), each pair with one of the
-    slopes of `ceil(num_heads / 2)` heads, so every slope looks both ways.
-    Press suggests heads that look one way for bidirectional ALiBi; do not
-    combine it with a causal mask, which leaves odd heads only the query's
-    own position.
+    it (`attnkit.ops.split_directions_mask`), each pair of heads with one
+    of the slopes of `ceil(num_heads / 2)` heads, so with an even head
+    count every slope looks both ways (with an odd one the last head looks
+    left). Heads that look one way are what ALiBi's author suggests for
+    encoders (in the issues of the paper's code repository,
+    ofirpress/attention_with_linear_biases); do not combine it with a
+    causal mask, which leaves odd heads only the query's own position.
 
     Args:
         split_directions: point half the heads left and half right (needs
@@ -56,16 +58,13 @@ class AlibiBias(PositionScheme):
                 "AlibiBias(split_directions=True) points half the heads each way "
                 f"and needs 2 heads or more. Received: num_heads={num_heads}.")
         self._score_mod = ak.alibi(num_heads, split_directions=self.split_directions)
+        self._mask_mod = ak.split_directions_mask() if self.split_directions else None
         super().build_heads(num_heads, key_dim, value_dim)
 
     def attention_terms(self):
-        terms = {"score_mod": self._score_mod}
-        if self.split_directions:
-            terms["mask_mod"] = ak.split_directions_mask()
-        return terms
+        if self._mask_mod is None:
+            return {"score_mod": self._score_mod}
+        return {"score_mod": self._score_mod, "mask_mod": self._mask_mod}
 
     def get_config(self):
-        config = super().get_config()
-        if self.split_directions:
-            config["split_directions"] = True
-        return config
+        return {**super().get_config(), "split_directions": self.split_directions}
