@@ -165,9 +165,10 @@ def schedule(plan, dense=False):
         # TorchDynamo would trace the NumPy of the block mask: it runs
         # once, now, and its answer is a constant of the compiled graph.
         keyed = terms.cache_key(plan.mask_mod)
+        batch = plan.query.shape[0]
         states = _STATES_KNOWN_NOW(
-            t_total, s_total, t_block, s_block,
-            plan.q_offset if isinstance(plan.q_offset, int) else None,
+            t_total, s_total, t_block, s_block, batch if isinstance(batch, int) else None,
+            plan.num_heads, plan.q_offset if isinstance(plan.q_offset, int) else None,
             plan.is_causal, plan.sliding_window,
             plan.mask is not None or plan.documents is not None,
             plan.mask_mod if keyed is None or keyed[0] != "id" else False,
@@ -187,16 +188,18 @@ def schedule(plan, dense=False):
     return Schedule(t_block, s_block, nq, nkv, states, _lists(states), _lists(transposed))
 
 
-def _states_known_now(t_total, s_total, t_block, s_block, q_offset, is_causal, window,
-                      has_mask, mask_mod, given):
+def _states_known_now(t_total, s_total, t_block, s_block, batch, num_heads, q_offset,
+                      is_causal, window, has_mask, mask_mod, given):
     """Block states from what is known before the data, as nested tuples:
     a query offset of None, a dense mask or a mask function that holds
     tensors (`mask_mod=False`) leave blocks partial; `given` are the states
-    of a block mask (nested tuples) or None."""
+    of a block mask (nested tuples) or None. A mask function is evaluated
+    for every head and batch row."""
     nq, nkv = -(-t_total // t_block), -(-s_total // s_block)
     if q_offset is None:
         return ((_blockmask.PARTIAL,) * nkv,) * nq
-    geometry = _blockmask.Geometry(t_total, s_total, t_block, s_block, q_offset, None, 1)
+    geometry = _blockmask.Geometry(t_total, s_total, t_block, s_block, q_offset, batch,
+                                   num_heads)
     parts = [_blockmask.key_padding(geometry)]
     if is_causal:
         parts.append(_blockmask.causal(geometry))

@@ -100,6 +100,11 @@ def make_case(name, n, t=T, s=S, seed=0):
                    mask_mod=ak.and_masks(ak.split_directions_mask(), ak.sliding_window_mask(3)))
         ref["score_mod"], split = _alibi_split_np(n)
         ref["mask_mod"] = lambda b, h, q, k: split(b, h, q, k) & (np.abs(q - k) < 3)
+    elif name == "mask_mod_by_head_in_and_masks":  # evaluated by the core, every head
+        from tests.ops.user_terms import EvenHeadsLookBack
+
+        lib["mask_mod"] = ak.and_masks(EvenHeadsLookBack(), ak.sliding_window_mask(3))
+        ref["mask_mod"] = lambda b, h, q, k: ((h % 2 == 1) | (k <= q)) & (np.abs(q - k) < 3)
     elif name == "score_mod_indices":
         lib["score_mod"] = _tilt_lib
         ref["score_mod"] = _tilt_np
@@ -126,7 +131,7 @@ CASES = [
     "mask_4d_full", "all_masked", "bias_4d", "bias_2d_and_mask", "causal",
     "causal_offset", "causal_negative_offset", "window",
     "causal_window_offset", "score_mod_alibi", "alibi_split_directions",
-    "alibi_split_and_window", "score_mod_indices",
+    "alibi_split_and_window", "mask_mod_by_head_in_and_masks", "score_mod_indices",
     "mask_mod_document", "mask_mod_window_and_causal_offset",
     "soft_cap_large_logits", "scale",
 ]

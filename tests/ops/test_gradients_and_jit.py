@@ -61,7 +61,8 @@ def test_gradients_match_reference(implementation, case, heads):
 
 @pytest.mark.parametrize("case", ["mask_4d_fully_masked_rows", "causal_window_offset",
                                   "score_mod_alibi", "mask_mod_document", "bias_2d_and_mask",
-                                  "alibi_split_directions", "alibi_split_and_window"])
+                                  "alibi_split_directions", "alibi_split_and_window",
+                                  "mask_mod_by_head_in_and_masks"])
 @pytest.mark.parametrize("implementation", [None, "math", "fused", "chunked"])
 def test_jit_equals_eager(implementation, case):
     n, kv_heads = HEADS["gqa"]

@@ -27,3 +27,14 @@ class DistancePenalty(attnkit.ops.ScoreMod):
 
     def get_config(self):
         return {"rate": self.rate}
+
+
+@keras.saving.register_keras_serializable(package="attnkit_tests")
+class EvenHeadsLookBack(attnkit.ops.MaskMod):
+    """Even heads see keys `kv <= q`, odd heads every key: a mask of the
+    head, with no block visibility of its own (the core evaluates it)."""
+
+    _keyed_by_config = True
+
+    def __call__(self, b, h, q_idx, kv_idx):
+        return ops.logical_or(ops.equal(h % 2, 1), q_idx >= kv_idx)
